@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): served by uvicorn locally and by the Functions catch-all on Azure."""

@@ -1,0 +1,184 @@
+"""``/v1/atoms``: store, read, stream, list and delete atoms."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from hartonomous.api.auth import Reader, Writer
+from hartonomous.api.deps import PlatformDep
+from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
+from hartonomous.api.ranges import parse_range
+from hartonomous.api.uploads import check_declared_length, receive
+from hartonomous.domain.atoms import Atom, Modality
+
+router = APIRouter(prefix="/v1/atoms", tags=["atoms"], responses=PROBLEM_RESPONSES)
+
+
+class AtomOut(BaseModel):
+    id: str
+    sha256: str
+    size: int
+    media_type: str
+    modality: Modality
+    metadata: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, atom: Atom) -> AtomOut:
+        return cls(
+            id=atom.id,
+            sha256=atom.sha256,
+            size=atom.size,
+            media_type=atom.media_type,
+            modality=atom.modality,
+            metadata=atom.metadata,
+            created_at=atom.created_at,
+        )
+
+
+class StoredAtomOut(AtomOut):
+    deduplicated: bool = Field(
+        description="True when this tenant already held these bytes: the existing atom is returned"
+    )
+
+
+class AtomPageOut(BaseModel):
+    items: list[AtomOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end")
+
+
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The raw bytes (Content-Type is the media type; optional X-Atom-Metadata "
+        "header with a JSON object), or multipart/form-data with a `file` part and an optional "
+        "`metadata` part.",
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "metadata": {"type": "string", "description": "a JSON object"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=StoredAtomOut,
+    openapi_extra=_UPLOAD_BODY,
+    responses={
+        200: {"model": StoredAtomOut, "description": "Already held: the existing atom"},
+        413: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Too large"},
+    },
+)
+async def create_atom(request: Request, principal: Writer, platform: PlatformDep) -> JSONResponse:
+    """Store bytes as an atom; the same bytes again return the same atom (200)."""
+    check_declared_length(request, platform.settings.max_upload_bytes)
+    upload = await run_in_threadpool(platform.atoms.begin_upload)
+    body = await receive(request, upload)
+    stored = await run_in_threadpool(
+        lambda: platform.atoms.store(
+            tenant_id=principal.tenant_id,
+            upload=upload,
+            media_type=body.media_type,
+            metadata=body.metadata,
+        )
+    )
+    out = StoredAtomOut(**AtomOut.of(stored.atom).model_dump(), deduplicated=stored.deduplicated)
+    return JSONResponse(
+        out.model_dump(mode="json"),
+        status_code=200 if stored.deduplicated else 201,
+        headers={"Location": f"/v1/atoms/{stored.atom.id}"},
+    )
+
+
+@router.get("", response_model=AtomPageOut)
+def list_atoms(
+    principal: Reader,
+    platform: PlatformDep,
+    modality: Modality | None = None,
+    media_type: Annotated[str | None, Query(max_length=255)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> AtomPageOut:
+    """The tenant's atoms, newest first, a page at a time."""
+    page = platform.atoms.list(
+        tenant_id=principal.tenant_id,
+        limit=min(limit, platform.settings.page_size_max),
+        cursor=cursor,
+        modality=modality.value if modality else None,
+        media_type=media_type,
+    )
+    return AtomPageOut(items=[AtomOut.of(a) for a in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{atom_id}", response_model=AtomOut)
+def get_atom(atom_id: str, principal: Reader, platform: PlatformDep) -> AtomOut:
+    return AtomOut.of(platform.atoms.get(tenant_id=principal.tenant_id, atom_id=atom_id))
+
+
+@router.api_route(
+    "/{atom_id}/content",
+    methods=["GET", "HEAD"],
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The bytes"},
+        206: {"description": "The requested byte range"},
+        304: {"description": "Not modified (If-None-Match matched the ETag)"},
+        416: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Bad range"},
+    },
+)
+def get_atom_content(
+    atom_id: str,
+    request: Request,
+    principal: Reader,
+    platform: PlatformDep,
+    range_header: Annotated[str | None, Header(alias="range")] = None,
+    if_range: Annotated[str | None, Header(alias="if-range")] = None,
+    if_none_match: Annotated[str | None, Header(alias="if-none-match")] = None,
+) -> Response:
+    """Stream the bytes; ``ETag`` is the sha256, single ``Range`` requests get 206."""
+    atom = platform.atoms.get(tenant_id=principal.tenant_id, atom_id=atom_id)
+    etag = f'"{atom.sha256}"'
+    headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, immutable"}
+    if if_none_match and etag in {t.strip() for t in if_none_match.split(",")} | {"*"}:
+        return Response(status_code=304, headers=headers)
+    if if_range and if_range.strip() != etag:
+        range_header = None  # the client's copy is stale: send everything
+    span = parse_range(range_header, atom.size)
+    start, end, status = 0, atom.size, 200
+    if span is not None:
+        start, end = span
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{atom.size}"
+    headers["Content-Length"] = str(end - start)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type=atom.media_type)
+    return StreamingResponse(
+        platform.atoms.read(atom, start, end),
+        status_code=status,
+        headers=headers,
+        media_type=atom.media_type,
+    )
+
+
+@router.delete("/{atom_id}", status_code=204, response_class=Response)
+def delete_atom(atom_id: str, principal: Writer, platform: PlatformDep) -> Response:
+    """Delete the atom; its bytes go once no atom of any tenant references them."""
+    platform.atoms.delete(tenant_id=principal.tenant_id, atom_id=atom_id)
+    return Response(status_code=204)

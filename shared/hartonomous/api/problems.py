@@ -1,0 +1,128 @@
+"""RFC 9457 problem details: the one place where every error becomes ``application/problem+json``."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hartonomous.errors import HartonomousError
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://hartonomous.dev/problems/"
+
+
+class Problem(BaseModel):
+    """The error body of every endpoint (RFC 9457)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+
+
+def problem_response(
+    request: Request,
+    *,
+    status: int,
+    title: str,
+    detail: str | None,
+    type_uri: str = "about:blank",
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": type_uri,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        **extensions,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _slug(status: int) -> str:
+    return HTTPStatus(status).phrase.lower().replace(" ", "-").replace("'", "")
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HartonomousError)
+    return problem_response(
+        request,
+        status=exc.status,
+        title=exc.title,
+        detail=exc.detail,
+        type_uri=exc.type_uri,
+        headers=exc.headers or None,
+        **exc.extensions,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    phrase = HTTPStatus(exc.status_code).phrase
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
+    if exc.status_code == 404 and detail is None:
+        detail = f"no route {request.method} {request.url.path}"
+    return problem_response(
+        request,
+        status=exc.status_code,
+        title=phrase,
+        detail=detail,
+        type_uri=PROBLEM_BASE + _slug(exc.status_code),
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"location": list(e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type")}
+        for e in exc.errors()
+    ]
+    where = "; ".join(
+        f"{'.'.join(str(p) for p in e['location'])}: {e['message']}" for e in errors
+    )
+    return problem_response(
+        request,
+        status=422,
+        title="Request validation failed",
+        detail=where,
+        type_uri=PROBLEM_BASE + "validation-error",
+        errors=errors,
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(
+        request,
+        status=500,
+        title="Internal server error",
+        detail="an unexpected error occurred; it has been logged",
+        type_uri=PROBLEM_BASE + "internal",
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(HartonomousError, _domain_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": HTTPStatus(status).phrase}
+    for status in (400, 401, 403, 404, 422)
+}

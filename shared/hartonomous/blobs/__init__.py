@@ -1,0 +1,1 @@
+"""Blob store adapters: a local folder (embedded default) and Azure Blob Storage."""

@@ -1,0 +1,75 @@
+"""The one place where adapters are chosen and wired: settings in, a ``Platform`` out.
+
+Nothing here runs at import time; Azure Functions indexes ``function_app`` on every cold
+start, so the platform is built on the first request instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from hartonomous.blobs.local import LocalBlobStore
+from hartonomous.ports import BlobStore
+from hartonomous.services.atoms import AtomService
+from hartonomous.settings import Settings
+from hartonomous.store import migrate
+from hartonomous.store.engine import Engines, create_engines
+from hartonomous.store.unit_of_work import UnitOfWork, UnitOfWorkFactory
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    engines: Engines
+    blobs: BlobStore
+    uow_factory: UnitOfWorkFactory
+    atoms: AtomService
+
+    def close(self) -> None:
+        self.engines.dispose()
+
+
+def blob_store_for(settings: Settings) -> BlobStore:
+    if settings.blob_backend == "azure":
+        from hartonomous.blobs.azure import AzureBlobStore
+
+        if settings.azure_storage_connection_string is not None:
+            return AzureBlobStore.from_connection_string(
+                settings.azure_storage_connection_string.get_secret_value(),
+                settings.blob_container,
+            )
+        assert settings.azure_storage_account_url is not None
+        return AzureBlobStore.from_account_url(
+            settings.azure_storage_account_url, settings.blob_container
+        )
+    return LocalBlobStore(settings.resolved_blob_dir)
+
+
+def bootstrap(
+    settings: Settings | None = None,
+    *,
+    blobs: BlobStore | None = None,
+    engines: Engines | None = None,
+    run_migrations: bool | None = None,
+) -> Platform:
+    """Build the platform; pass adapters to override the ones settings would pick.
+
+    Migrations run by default on the embedded SQLite store only: Azure SQL is migrated by the
+    deployment from ``sql/``, never by a cold start.
+    """
+    settings = settings or Settings()
+    engines = engines or create_engines(settings.resolved_database_url)
+    if run_migrations if run_migrations is not None else engines.dialect == "sqlite":
+        migrate.upgrade(engines)
+    blobs = blobs or blob_store_for(settings)
+    uow_factory: UnitOfWorkFactory = partial(UnitOfWork, engines)
+    return Platform(
+        settings=settings,
+        engines=engines,
+        blobs=blobs,
+        uow_factory=uow_factory,
+        atoms=AtomService(
+            uow_factory=uow_factory, blobs=blobs, max_upload_bytes=settings.max_upload_bytes
+        ),
+    )

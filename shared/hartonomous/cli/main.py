@@ -1,0 +1,48 @@
+"""Entry point: ``hartonomous serve | init | status | tenant | key | atoms``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from hartonomous.cli import admin
+from hartonomous.cli.atoms import atoms_app
+from hartonomous.cli.options import DataDir, settings_for
+from hartonomous.errors import HartonomousError
+
+app = typer.Typer(
+    help="Hartonomous: atoms, search and receipts on one machine or on Azure.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(admin.tenant_app, name="tenant")
+app.add_typer(admin.key_app, name="key")
+app.add_typer(atoms_app, name="atoms")
+app.command()(admin.init)
+app.command()(admin.status)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 7071,
+    data_dir: DataDir = None,
+) -> None:
+    """Serve the API (docs at /docs) on the embedded store."""
+    import uvicorn
+
+    from hartonomous.api.app import create_app
+    from hartonomous.bootstrap import bootstrap
+
+    platform = bootstrap(settings_for(data_dir))
+    typer.echo(f"Hartonomous on http://{host}:{port} (docs at /docs)")
+    uvicorn.run(create_app(platform), host=host, port=port, log_level="info")
+
+
+def main() -> None:
+    try:
+        app()
+    except HartonomousError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise SystemExit(1) from None

@@ -1,0 +1,1 @@
+"""Domain types: plain data, no I/O."""

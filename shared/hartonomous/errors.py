@@ -1,0 +1,66 @@
+"""Domain errors that carry their HTTP status; the API renders them as RFC 9457 problems.
+
+The core raises these without knowing about HTTP; ``api/problems.py`` is the one place that
+turns them (and every other error) into ``application/problem+json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HartonomousError(Exception):
+    """Base of every error the platform explains to its callers."""
+
+    status: int = 500
+    title: str = "Internal error"
+    slug: str = "internal"
+
+    def __init__(
+        self, detail: str, *, headers: dict[str, str] | None = None, **extensions: Any
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+        self.extensions = extensions
+
+    @property
+    def type_uri(self) -> str:
+        return f"https://hartonomous.dev/problems/{self.slug}"
+
+
+class InvalidInput(HartonomousError):
+    status, title, slug = 400, "Invalid input", "invalid-input"
+
+
+class Unauthenticated(HartonomousError):
+    status, title, slug = 401, "Unauthenticated", "unauthenticated"
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"}, **extensions)
+
+
+class Forbidden(HartonomousError):
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+
+class NotFound(HartonomousError):
+    """Also what another tenant's resource is: existence must not leak."""
+
+    status, title, slug = 404, "Not found", "not-found"
+
+
+class Conflict(HartonomousError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class PayloadTooLarge(HartonomousError):
+    status, title, slug = 413, "Payload too large", "payload-too-large"
+
+
+class RangeNotSatisfiable(HartonomousError):
+    status, title, slug = 416, "Range not satisfiable", "range-not-satisfiable"
+
+
+class UnprocessableContent(HartonomousError):
+    status, title, slug = 422, "Unprocessable content", "unprocessable-content"

@@ -1,0 +1,206 @@
+"""Storing, reading, listing and deleting atoms.
+
+Bytes are stored once for the whole platform (content addressing) but an atom belongs to one
+tenant: dedup is reported per tenant, so no tenant learns what another holds. The blob row's
+reference count, changed in the same write transaction that publishes or deletes the bytes,
+orders a concurrent put and delete of the same content.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from hartonomous.domain.atoms import Atom, modality_for, normalize_media_type
+from hartonomous.errors import InvalidInput, NotFound, PayloadTooLarge
+from hartonomous.ports import BlobStore, BlobWriter, StagedBlob
+from hartonomous.services.clock import new_id, utcnow
+from hartonomous.store.repositories import AtomFilter, PagePosition
+from hartonomous.store.unit_of_work import UnitOfWorkFactory
+
+MAX_METADATA_BYTES = 16 * 1024
+
+
+class Upload:
+    """A streaming upload with its size limit enforced as bytes arrive, not after."""
+
+    def __init__(self, writer: BlobWriter, limit: int) -> None:
+        self._writer = writer
+        self._limit = limit
+        self.received = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.received += len(data)
+        if self.received > self._limit:
+            self.abort()
+            raise PayloadTooLarge(
+                f"the upload exceeds the limit of {self._limit} bytes",
+                limit_bytes=self._limit,
+            )
+        self._writer.write(data)
+
+    def finish(self) -> StagedBlob:
+        return self._writer.finish()
+
+    def abort(self) -> None:
+        self._writer.abort()
+
+
+@dataclass(frozen=True)
+class StoredAtom:
+    atom: Atom
+    deduplicated: bool
+
+
+@dataclass(frozen=True)
+class AtomPage:
+    items: list[Atom]
+    next_cursor: str | None
+
+
+def parse_metadata(raw: str | bytes | None) -> dict[str, Any]:
+    """User metadata: a JSON object of at most 16 KiB."""
+    if raw is None or raw == "" or raw == b"":
+        return {}
+    if len(raw) > MAX_METADATA_BYTES:
+        raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"metadata is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidInput("metadata must be a JSON object")
+    return value
+
+
+def encode_cursor(atom: Atom) -> str:
+    raw = json.dumps([atom.created_at.isoformat(), atom.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> PagePosition:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, atom_id = json.loads(raw)
+        return PagePosition(created_at=datetime.fromisoformat(created_at), id=str(atom_id))
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidInput(
+            "the cursor is not one this API returned; pass next_cursor unchanged"
+        ) from exc
+
+
+@dataclass
+class AtomService:
+    uow_factory: UnitOfWorkFactory
+    blobs: BlobStore
+    max_upload_bytes: int
+
+    def begin_upload(self) -> Upload:
+        return Upload(self.blobs.writer(), self.max_upload_bytes)
+
+    def store(
+        self,
+        *,
+        tenant_id: str,
+        upload: Upload,
+        media_type: str | None,
+        metadata: dict[str, Any],
+    ) -> StoredAtom:
+        """Finish an upload and record it; the same bytes twice give the same atom."""
+        try:
+            media = normalize_media_type(media_type)
+        except ValueError as exc:
+            upload.abort()
+            raise InvalidInput(str(exc)) from exc
+        staged = upload.finish()
+        try:
+            with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
+                existing = uow.atoms.find_by_sha256(tenant_id, staged.sha256)
+                if existing is not None:
+                    return StoredAtom(existing, deduplicated=True)
+                now = utcnow()
+                atom = Atom(
+                    id=new_id(),
+                    tenant_id=tenant_id,
+                    sha256=staged.sha256,
+                    size=staged.size,
+                    media_type=media,
+                    modality=modality_for(media),
+                    metadata=metadata,
+                    created_at=now,
+                )
+                uow.blobs.acquire(staged.sha256, staged.size, now)
+                uow.atoms.add(atom)
+                # Inside the write transaction: a delete of the same bytes waits for us.
+                staged.publish()
+                uow.commit()
+                return StoredAtom(atom, deduplicated=False)
+        finally:
+            staged.discard()
+
+    def store_bytes(
+        self,
+        *,
+        tenant_id: str,
+        chunks: Iterable[bytes],
+        media_type: str | None,
+        metadata: dict[str, Any] | None = None,
+    ) -> StoredAtom:
+        """Convenience for in-process callers (CLI, later pipelines)."""
+        upload = self.begin_upload()
+        try:
+            for chunk in chunks:
+                upload.write(chunk)
+        except BaseException:
+            upload.abort()
+            raise
+        return self.store(
+            tenant_id=tenant_id, upload=upload, media_type=media_type, metadata=metadata or {}
+        )
+
+    def get(self, *, tenant_id: str, atom_id: str) -> Atom:
+        with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
+            atom = uow.atoms.get(tenant_id, atom_id)
+        if atom is None:
+            raise NotFound(f"no atom {atom_id!r}")
+        return atom
+
+    def read(self, atom: Atom, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        return self.blobs.read(atom.sha256, start, end)
+
+    def list(
+        self,
+        *,
+        tenant_id: str,
+        limit: int,
+        cursor: str | None,
+        modality: str | None = None,
+        media_type: str | None = None,
+    ) -> AtomPage:
+        after = decode_cursor(cursor) if cursor else None
+        flt = AtomFilter(
+            modality=modality,
+            media_type=normalize_media_type(media_type) if media_type else None,
+        )
+        with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
+            items = uow.atoms.list(tenant_id, flt, limit + 1, after)
+        more = len(items) > limit
+        items = items[:limit]
+        return AtomPage(items=items, next_cursor=encode_cursor(items[-1]) if more else None)
+
+    def delete(self, *, tenant_id: str, atom_id: str) -> None:
+        """Remove the atom; the bytes go once no atom of any tenant references them."""
+        with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
+            atom = uow.atoms.get(tenant_id, atom_id)
+            if atom is None:
+                raise NotFound(f"no atom {atom_id!r}")
+            uow.atoms.delete(tenant_id, atom_id)
+            if uow.blobs.release(atom.sha256) == 0:
+                # Under the write lock, so no upload of these bytes can slip in between.
+                self.blobs.delete(atom.sha256)
+            uow.commit()

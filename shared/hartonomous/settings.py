@@ -1,0 +1,72 @@
+"""One typed settings class: environment (prefix ``HARTONOMOUS_``), ``.env`` and CLI flags feed it.
+
+Every field is documented in ``docs/configuration.md``; a test fails when one is not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GiB = 1024**3
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HARTONOMOUS_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    data_dir: Path = Field(
+        default=Path(".hartonomous"),
+        description="Folder of the embedded store: the SQLite database and the local blob folder.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL. Default: SQLite in data_dir. Azure SQL: mssql+pyodbc://...",
+    )
+    blob_backend: Literal["local", "azure"] = Field(
+        default="local", description="Where atom bytes live: a local folder or Azure Blob Storage."
+    )
+    blob_dir: Path | None = Field(
+        default=None, description="Folder of the local blob store. Default: data_dir/blobs."
+    )
+    azure_storage_connection_string: SecretStr | None = Field(
+        default=None, description="Connection string of the storage account (blob_backend=azure)."
+    )
+    azure_storage_account_url: str | None = Field(
+        default=None,
+        description="Account URL used with DefaultAzureCredential when no connection string.",
+    )
+    blob_container: str = Field(
+        default="atoms", description="Container that holds atom bytes (blob_backend=azure)."
+    )
+    max_upload_bytes: int = Field(
+        default=1 * GiB, gt=0, description="Largest accepted upload in bytes; larger gets 413."
+    )
+    page_size_max: int = Field(
+        default=1000, gt=0, description="Largest `limit` accepted by list endpoints."
+    )
+
+    @model_validator(mode="after")
+    def _azure_blob_needs_credentials(self) -> Settings:
+        if self.blob_backend == "azure" and not (
+            self.azure_storage_connection_string or self.azure_storage_account_url
+        ):
+            raise ValueError(
+                "blob_backend=azure needs HARTONOMOUS_AZURE_STORAGE_CONNECTION_STRING "
+                "or HARTONOMOUS_AZURE_STORAGE_ACCOUNT_URL"
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'hartonomous.db').resolve()}"
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        return (self.blob_dir or self.data_dir / "blobs").resolve()

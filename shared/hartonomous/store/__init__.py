@@ -1,0 +1,1 @@
+"""The relational store: SQLAlchemy Core tables, engines, repositories and the unit of work."""

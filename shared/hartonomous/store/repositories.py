@@ -1,0 +1,196 @@
+"""Repositories: the only code that writes SQL. Every tenant-owned query takes the tenant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from hartonomous.domain.atoms import Atom, Modality
+from hartonomous.domain.tenants import ApiKey, Scope, Tenant
+from hartonomous.store.schema import api_keys, atoms, blobs, tenants
+
+
+def _tenant(row: Any) -> Tenant:
+    return Tenant(id=row.id, name=row.name, created_at=row.created_at)
+
+
+def _atom(row: Any) -> Atom:
+    return Atom(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        sha256=row.sha256,
+        size=row.size,
+        media_type=row.media_type,
+        modality=Modality(row.modality),
+        metadata=row.metadata,
+        created_at=row.created_at,
+    )
+
+
+class TenantRepository:
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+
+    def add(self, tenant: Tenant) -> None:
+        self._conn.execute(
+            tenants.insert().values(id=tenant.id, name=tenant.name, created_at=tenant.created_at)
+        )
+
+    def get(self, tenant_id: str) -> Tenant | None:
+        row = self._conn.execute(tenants.select().where(tenants.c.id == tenant_id)).first()
+        return _tenant(row) if row else None
+
+    def get_by_name(self, name: str) -> Tenant | None:
+        row = self._conn.execute(tenants.select().where(tenants.c.name == name)).first()
+        return _tenant(row) if row else None
+
+    def count(self) -> int:
+        return int(self._conn.execute(sa.select(sa.func.count()).select_from(tenants)).scalar_one())
+
+
+class ApiKeyRepository:
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+
+    def add(self, key: ApiKey, key_hash: str) -> None:
+        self._conn.execute(
+            api_keys.insert().values(
+                id=key.id,
+                tenant_id=key.tenant_id,
+                key_hash=key_hash,
+                display_prefix=key.display_prefix,
+                scope=key.scope.value,
+                created_at=key.created_at,
+                revoked_at=key.revoked_at,
+            )
+        )
+
+    def find_active_by_hash(self, key_hash: str) -> ApiKey | None:
+        row = self._conn.execute(
+            api_keys.select().where(
+                api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
+            )
+        ).first()
+        if row is None:
+            return None
+        return ApiKey(
+            id=row.id,
+            tenant_id=row.tenant_id,
+            scope=Scope(row.scope),
+            display_prefix=row.display_prefix,
+            created_at=row.created_at,
+            revoked_at=row.revoked_at,
+        )
+
+
+class BlobRepository:
+    """Reference counts of shared bytes; the row is also the lock that orders put and delete."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+
+    def acquire(self, sha256: str, size: int, now: datetime) -> None:
+        updated = self._conn.execute(
+            blobs.update()
+            .where(blobs.c.sha256 == sha256)
+            .values(refcount=blobs.c.refcount + 1)
+        )
+        if updated.rowcount == 0:
+            self._conn.execute(
+                blobs.insert().values(sha256=sha256, size=size, refcount=1, created_at=now)
+            )
+
+    def release(self, sha256: str) -> int:
+        """Drop one reference; delete the row at zero. Returns the references left."""
+        self._conn.execute(
+            blobs.update().where(blobs.c.sha256 == sha256).values(refcount=blobs.c.refcount - 1)
+        )
+        left = self._conn.execute(
+            sa.select(blobs.c.refcount).where(blobs.c.sha256 == sha256)
+        ).scalar_one_or_none()
+        if left is not None and left <= 0:
+            self._conn.execute(blobs.delete().where(blobs.c.sha256 == sha256))
+            return 0
+        return int(left or 0)
+
+    def totals(self) -> tuple[int, int]:
+        """(number of distinct blobs, their total bytes)."""
+        row = self._conn.execute(
+            sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(blobs.c.size), 0))
+        ).one()
+        return int(row[0]), int(row[1])
+
+
+@dataclass(frozen=True)
+class AtomFilter:
+    modality: str | None = None
+    media_type: str | None = None
+
+
+@dataclass(frozen=True)
+class PagePosition:
+    """Keyset position: the (created_at, id) of the last atom of the previous page."""
+
+    created_at: datetime
+    id: str
+
+
+class AtomRepository:
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+
+    def add(self, atom: Atom) -> None:
+        self._conn.execute(
+            atoms.insert().values(
+                id=atom.id,
+                tenant_id=atom.tenant_id,
+                sha256=atom.sha256,
+                size=atom.size,
+                media_type=atom.media_type,
+                modality=atom.modality.value,
+                metadata=atom.metadata,
+                created_at=atom.created_at,
+            )
+        )
+
+    def get(self, tenant_id: str, atom_id: str) -> Atom | None:
+        row = self._conn.execute(
+            atoms.select().where(atoms.c.tenant_id == tenant_id, atoms.c.id == atom_id)
+        ).first()
+        return _atom(row) if row else None
+
+    def find_by_sha256(self, tenant_id: str, sha256: str) -> Atom | None:
+        row = self._conn.execute(
+            atoms.select().where(atoms.c.tenant_id == tenant_id, atoms.c.sha256 == sha256)
+        ).first()
+        return _atom(row) if row else None
+
+    def delete(self, tenant_id: str, atom_id: str) -> None:
+        self._conn.execute(
+            atoms.delete().where(atoms.c.tenant_id == tenant_id, atoms.c.id == atom_id)
+        )
+
+    def list(
+        self, tenant_id: str, flt: AtomFilter, limit: int, after: PagePosition | None
+    ) -> list[Atom]:
+        """Newest first, by keyset pagination (stable under concurrent inserts)."""
+        query = atoms.select().where(atoms.c.tenant_id == tenant_id)
+        if flt.modality:
+            query = query.where(atoms.c.modality == flt.modality)
+        if flt.media_type:
+            query = query.where(atoms.c.media_type == flt.media_type)
+        if after is not None:
+            query = query.where(
+                sa.or_(
+                    atoms.c.created_at < after.created_at,
+                    sa.and_(atoms.c.created_at == after.created_at, atoms.c.id < after.id),
+                )
+            )
+        query = query.order_by(atoms.c.created_at.desc(), atoms.c.id.desc()).limit(limit)
+        return [_atom(row) for row in self._conn.execute(query)]
+
+    def count(self) -> int:
+        return int(self._conn.execute(sa.select(sa.func.count()).select_from(atoms)).scalar_one())

@@ -1,0 +1,101 @@
+"""SQLAlchemy Core tables: the one source of the schema (Alembic migrations and ``sql/``).
+
+Every tenant-owned table carries ``tenant_id``; on Azure SQL a row-level security policy
+(``sql/rls.sql``) filters those tables by ``SESSION_CONTEXT('tenant_id')`` as a second wall
+behind the queries, which scope by tenant themselves.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mssql
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out; SQLite would otherwise drop the offset."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _id() -> sa.String:
+    return sa.String(36)
+
+
+def _json() -> Any:
+    # NVARCHAR(max) holding JSON on Azure SQL; SQLite's JSON text column locally.
+    return sa.JSON().with_variant(mssql.NVARCHAR("max"), "mssql")
+
+
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False, index=True),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("display_prefix", sa.String(16), nullable=False),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+)
+
+# Bytes are shared across tenants (stored once); refcount counts the atoms of every tenant
+# that use them, so deletion never needs to read other tenants' rows (which RLS would hide).
+blobs = sa.Table(
+    "blobs",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("size", sa.BigInteger(), nullable=False),
+    sa.Column("refcount", sa.Integer(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+atoms = sa.Table(
+    "atoms",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("sha256", sa.String(64), sa.ForeignKey("blobs.sha256"), nullable=False),
+    sa.Column("size", sa.BigInteger(), nullable=False),
+    sa.Column("media_type", sa.String(255), nullable=False),
+    sa.Column("modality", sa.String(32), nullable=False),
+    sa.Column("metadata", _json(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "sha256"),
+    sa.Index(None, "tenant_id", "created_at", "id"),
+    sa.Index(None, "tenant_id", "modality", "created_at"),
+)

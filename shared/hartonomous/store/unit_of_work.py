@@ -1,0 +1,65 @@
+"""Unit of work: one transaction, the repositories bound to it, commit explicit.
+
+Leaving the block without ``commit()`` rolls back, so an error half-way writes nothing.
+On Azure SQL the tenant goes into ``SESSION_CONTEXT`` for the row-level security policy.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Protocol
+
+import sqlalchemy as sa
+
+from hartonomous.store.engine import Engines
+from hartonomous.store.repositories import (
+    ApiKeyRepository,
+    AtomRepository,
+    BlobRepository,
+    TenantRepository,
+)
+
+
+class UnitOfWork:
+    tenants: TenantRepository
+    api_keys: ApiKeyRepository
+    blobs: BlobRepository
+    atoms: AtomRepository
+
+    def __init__(self, engines: Engines, *, write: bool, tenant_id: str | None = None) -> None:
+        self._engine = engines.write if write else engines.read
+        self._tenant_id = tenant_id
+        self._conn: sa.Connection | None = None
+        self._tx: sa.RootTransaction | None = None
+
+    def __enter__(self) -> UnitOfWork:
+        self._conn = self._engine.connect()
+        self._tx = self._conn.begin()
+        if self._tenant_id and self._conn.dialect.name == "mssql":
+            self._conn.exec_driver_sql(
+                "EXEC sp_set_session_context @key=N'tenant_id', @value=?", (self._tenant_id,)
+            )
+        self.tenants = TenantRepository(self._conn)
+        self.api_keys = ApiKeyRepository(self._conn)
+        self.blobs = BlobRepository(self._conn)
+        self.atoms = AtomRepository(self._conn)
+        return self
+
+    def commit(self) -> None:
+        assert self._tx is not None, "commit outside the unit of work"
+        self._tx.commit()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._conn is not None and self._tx is not None
+        if self._tx.is_active:
+            self._tx.rollback()
+        self._conn.close()
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self, *, write: bool, tenant_id: str | None = None) -> UnitOfWork: ...
