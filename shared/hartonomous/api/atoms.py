@@ -50,7 +50,9 @@ class StoredAtomOut(AtomOut):
 
 class AtomPageOut(BaseModel):
     items: list[AtomOut]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end"
+    )
 
 
 _UPLOAD_BODY: dict[str, Any] = {
@@ -132,9 +134,15 @@ def get_atom(atom_id: str, principal: Reader, platform: PlatformDep) -> AtomOut:
     return AtomOut.of(platform.atoms.get(tenant_id=principal.tenant_id, atom_id=atom_id))
 
 
-@router.api_route(
+@router.head(
     "/{atom_id}/content",
-    methods=["GET", "HEAD"],
+    operation_id="head_atom_content",
+    summary="Atom content headers",
+    response_class=Response,
+)
+@router.get(
+    "/{atom_id}/content",
+    operation_id="get_atom_content",
     response_class=StreamingResponse,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "The bytes"},

@@ -1,4 +1,4 @@
-"""RFC 9457 problem details: the one place where every error becomes ``application/problem+json``."""
+"""RFC 9457 problem details: the one place where every error becomes problem+json."""
 
 from __future__ import annotations
 
@@ -91,9 +91,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         {"location": list(e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type")}
         for e in exc.errors()
     ]
-    where = "; ".join(
-        f"{'.'.join(str(p) for p in e['location'])}: {e['message']}" for e in errors
-    )
+    where = "; ".join(f"{'.'.join(str(p) for p in e['location'])}: {e['message']}" for e in errors)
     return problem_response(
         request,
         status=422,
@@ -123,6 +121,10 @@ def install(app: FastAPI) -> None:
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": HTTPStatus(status).phrase}
+    status: {
+        "model": Problem,
+        "content": {PROBLEM_JSON: {}},
+        "description": HTTPStatus(status).phrase,
+    }
     for status in (400, 401, 403, 404, 422)
 }

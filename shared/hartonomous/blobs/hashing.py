@@ -37,5 +37,3 @@ def object_name(sha256: str) -> str:
     """Fan out by the first two bytes so no folder or listing grows huge."""
     check_sha256(sha256)
     return f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
-
-

@@ -27,7 +27,7 @@ class LocalStagedBlob:
             self.discard()
             return
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self._path, final)
+        self._path.replace(final)  # atomic on POSIX and Windows
 
     def discard(self) -> None:
         self._path.unlink(missing_ok=True)

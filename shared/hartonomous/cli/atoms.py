@@ -23,6 +23,8 @@ from rich.progress import (
 from hartonomous.cli.options import DEFAULT_URL, ApiKey, ApiUrl
 
 CHUNK = 1024 * 1024
+# Connect fast or fail; a large transfer may take its time between reads.
+TIMEOUT = httpx.Timeout(30.0, read=600.0, write=600.0)
 atoms_app = typer.Typer(help="Store and fetch atoms through the API.", no_args_is_help=True)
 err = Console(stderr=True)
 
@@ -68,14 +70,16 @@ def put(
     size = path.stat().st_size
     headers = {
         "Authorization": f"Bearer {api_key}",
-        "Content-Type": media_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream",
+        "Content-Type": media_type
+        or mimetypes.guess_type(path.name)[0]
+        or "application/octet-stream",
         "Content-Length": str(size),
         "X-Atom-Metadata": metadata or json.dumps({"filename": path.name}),
     }
     with _progress() as progress, path.open("rb") as f:
         task = progress.add_task(f"uploading {path.name}", total=size)
         response = httpx.post(
-            f"{url}/v1/atoms", content=_chunks(f, progress, task), headers=headers, timeout=None
+            f"{url}/v1/atoms", content=_chunks(f, progress, task), headers=headers, timeout=TIMEOUT
         )
     if response.status_code not in (200, 201):
         _fail(response)
@@ -94,7 +98,7 @@ def get(
     """Download an atom's bytes."""
     headers = {"Authorization": f"Bearer {api_key}"}
     with httpx.stream(
-        "GET", f"{url}/v1/atoms/{atom_id}/content", headers=headers, timeout=None
+        "GET", f"{url}/v1/atoms/{atom_id}/content", headers=headers, timeout=TIMEOUT
     ) as response:
         if response.status_code != 200:
             response.read()

@@ -50,9 +50,7 @@ def _issue(uow: UnitOfWork, tenant_id: str, scope: Scope) -> IssuedKey:
     return IssuedKey(key=key, secret=secret)
 
 
-def create_tenant(
-    uow_factory: UnitOfWorkFactory, *, name: str
-) -> tuple[Tenant, IssuedKey]:
+def create_tenant(uow_factory: UnitOfWorkFactory, *, name: str) -> tuple[Tenant, IssuedKey]:
     """A new tenant and its first key, with admin scope."""
     if not TENANT_NAME.match(name):
         raise InvalidInput(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -36,13 +34,3 @@ def current_revision(engines: Engines) -> str | None:
 
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
-
-
-def offline_sql(dialect_name: str = "mssql") -> str:
-    """The DDL of every migration, as the given dialect's SQL (what ``sql/`` holds)."""
-    cfg = alembic_config()
-    buf = io.StringIO()
-    cfg.output_buffer = buf
-    cfg.attributes["dialect_name"] = dialect_name
-    command.upgrade(cfg, "head", sql=True)
-    return buf.getvalue()

@@ -94,9 +94,7 @@ class BlobRepository:
 
     def acquire(self, sha256: str, size: int, now: datetime) -> None:
         updated = self._conn.execute(
-            blobs.update()
-            .where(blobs.c.sha256 == sha256)
-            .values(refcount=blobs.c.refcount + 1)
+            blobs.update().where(blobs.c.sha256 == sha256).values(refcount=blobs.c.refcount + 1)
         )
         if updated.rowcount == 0:
             self._conn.execute(

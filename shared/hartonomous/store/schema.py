@@ -50,7 +50,7 @@ def _id() -> sa.String:
 
 def _json() -> Any:
     # NVARCHAR(max) holding JSON on Azure SQL; SQLite's JSON text column locally.
-    return sa.JSON().with_variant(mssql.NVARCHAR("max"), "mssql")
+    return sa.JSON().with_variant(mssql.NVARCHAR(), "mssql")  # no length: NVARCHAR(max)
 
 
 tenants = sa.Table(

@@ -35,7 +35,8 @@ class UnitOfWork:
     def __enter__(self) -> UnitOfWork:
         self._conn = self._engine.connect()
         self._tx = self._conn.begin()
-        if self._tenant_id and self._conn.dialect.name == "mssql":
+        if self._conn.dialect.name == "mssql":
+            # Always set (NULL without a tenant): pooled connections keep the last value.
             self._conn.exec_driver_sql(
                 "EXEC sp_set_session_context @key=N'tenant_id', @value=?", (self._tenant_id,)
             )

@@ -1,0 +1,1 @@
+"""Trigger adapters only: each function hands its input to ``hartonomous`` and returns."""

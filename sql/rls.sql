@@ -1,0 +1,27 @@
+-- Row-level security for Azure SQL: only what Azure SQL has, applied after the migrations.
+--
+-- Every query already scopes by tenant; this policy is the second wall. The application sets
+-- SESSION_CONTEXT(N'tenant_id') at the start of every unit of work (NULL when it acts for no
+-- tenant), so a query that forgot its WHERE clause still sees one tenant's rows, and a write
+-- cannot put a row in another tenant. Tables that hold rows of several tenants by design
+-- (tenants, api_keys looked up before the tenant is known, blobs shared by content) stay out.
+-- Later migrations add their tenant-owned tables to the policy with ALTER SECURITY POLICY.
+
+CREATE SCHEMA security;
+GO
+
+CREATE FUNCTION security.fn_tenant_access(@tenant_id VARCHAR(36))
+RETURNS TABLE
+WITH SCHEMABINDING
+AS
+RETURN
+    SELECT 1 AS access_granted
+    WHERE @tenant_id = CAST(SESSION_CONTEXT(N'tenant_id') AS VARCHAR(36));
+GO
+
+CREATE SECURITY POLICY security.tenant_isolation
+    ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.atoms,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.atoms AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.atoms AFTER UPDATE
+    WITH (STATE = ON);
+GO

@@ -1,0 +1,67 @@
+"""Shared fixtures: a real embedded store in a temp folder, the app, tenants with keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from hartonomous.api.app import create_app
+from hartonomous.bootstrap import Platform, bootstrap
+from hartonomous.domain.tenants import Scope
+from hartonomous.services import tenants as tenant_service
+from hartonomous.settings import Settings
+
+pytest_plugins = ["fixtures_azurite"]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", max_upload_bytes=64 * 1024)
+
+
+@pytest.fixture
+def platform(settings: Settings) -> Iterator[Platform]:
+    p = bootstrap(settings)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def client(platform: Platform) -> Iterator[TestClient]:
+    with TestClient(create_app(platform)) as c:
+        yield c
+
+
+@dataclass
+class TenantKeys:
+    id: str
+    name: str
+    admin: str
+    write: str
+    read: str
+
+    def auth(self, scope: str = "write") -> dict[str, str]:
+        return {"Authorization": f"Bearer {getattr(self, scope)}"}
+
+
+def make_tenant(platform: Platform, name: str) -> TenantKeys:
+    tenant, admin = tenant_service.create_tenant(platform.uow_factory, name=name)
+    keys = {
+        scope: tenant_service.create_key(platform.uow_factory, tenant=name, scope=scope).secret
+        for scope in (Scope.WRITE, Scope.READ)
+    }
+    return TenantKeys(tenant.id, name, admin.secret, keys[Scope.WRITE], keys[Scope.READ])
+
+
+@pytest.fixture
+def alice(platform: Platform) -> TenantKeys:
+    return make_tenant(platform, "alice")
+
+
+@pytest.fixture
+def bob(platform: Platform) -> TenantKeys:
+    return make_tenant(platform, "bob")

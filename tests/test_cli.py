@@ -1,0 +1,125 @@
+"""The command line, run as a user would: real processes, a real server on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+BIN = Path(sys.executable).parent / "hartonomous"
+
+
+def cli(*args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(BIN), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200", **env},
+    )
+    if check:
+        assert result.returncode == 0, result.stderr + result.stdout
+    return result
+
+
+def last_line(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stdout.strip().splitlines()[-1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> str:
+    return str(tmp_path / "store")
+
+
+def test_tenant_create_prints_the_key_last_and_refuses_duplicates(data_dir):
+    key = last_line(cli("tenant", "create", "acme", "--data-dir", data_dir))
+    assert key.startswith("hk_") and len(key) > 40
+    again = cli("tenant", "create", "acme", "--data-dir", data_dir, check=False)
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+    bad = cli("tenant", "create", "no spaces!", "--data-dir", data_dir, check=False)
+    assert bad.returncode == 1 and "tenant name" in bad.stderr
+
+
+def test_key_create_takes_a_scope_and_the_tenant_by_name(data_dir):
+    cli("tenant", "create", "acme", "--data-dir", data_dir)
+    key = last_line(cli("key", "create", "acme", "--scope", "read", "--data-dir", data_dir))
+    assert key.startswith("hk_")
+    missing = cli("key", "create", "nobody", "--data-dir", data_dir, check=False)
+    assert missing.returncode == 1 and "no tenant" in missing.stderr
+    bad_scope = cli("key", "create", "acme", "--scope", "root", "--data-dir", data_dir, check=False)
+    assert bad_scope.returncode != 0
+
+
+def test_init_creates_the_demo_tenant_once(data_dir):
+    first = cli("init", "--data-dir", data_dir, "--demo-tenant", "demo")
+    assert last_line(first).startswith("hk_")
+    second = cli("init", "--data-dir", data_dir, "--demo-tenant", "demo")
+    assert "hk_" not in second.stdout
+    assert "exists" in second.stdout
+
+
+@pytest.fixture
+def server(data_dir) -> Iterator[tuple[str, str]]:
+    key = last_line(cli("tenant", "create", "acme", "--data-dir", data_dir))
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN), "serve", "--port", str(port), "--data-dir", data_dir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+        yield url, key
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_put_and_get_through_a_real_server(server, data_dir, tmp_path):
+    url, key = server
+    source = tmp_path / "notes.txt"
+    source.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    put = cli("atoms", "put", str(source), "--url", url, "--api-key", key)
+    atom = json.loads(put.stdout)
+    assert atom["size"] == source.stat().st_size
+    assert atom["media_type"] == "text/plain"
+    assert atom["metadata"] == {"filename": "notes.txt"}
+
+    out = tmp_path / "copy.bin"
+    cli("atoms", "get", atom["id"], "-o", str(out), "--url", url, HARTONOMOUS_API_KEY=key)
+    assert out.read_bytes() == source.read_bytes()
+
+    again = json.loads(cli("atoms", "put", str(source), "--url", url, "--api-key", key).stdout)
+    assert again["id"] == atom["id"] and again["deduplicated"] is True
+
+    missing = cli("atoms", "get", "nope", "--url", url, "--api-key", key, check=False)
+    assert missing.returncode == 1 and "404" in missing.stderr
+
+    status = cli("status", "--data-dir", data_dir).stdout
+    assert "atoms" in status and "0001" in status
+    assert any(line.split()[:2] == ["atoms", "1"] for line in status.splitlines())

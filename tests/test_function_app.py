@@ -1,0 +1,132 @@
+"""The Function App, indexed by the azure-functions library and called without a host."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST_JSON = json.loads((ROOT / "host.json").read_text())
+
+# Function name -> (trigger type, {binding type: direction}).
+EXPECTED = {
+    "http_api": (
+        "httpTrigger",
+        {"httpTrigger": "IN", "durableClient": "IN", "http": "OUT"},
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def function_app():
+    sys.path.insert(0, str(ROOT))
+    try:
+        import function_app as module
+
+        # get_functions() validates and may run once per app: index here, share the result.
+        yield module, module.app.get_functions()
+    finally:
+        sys.path.remove(str(ROOT))
+
+
+def test_functions_are_indexed_with_unique_names_and_expected_bindings(function_app):
+    _, functions = function_app
+    names = [f.get_function_name() for f in functions]
+    assert len(names) == len(set(names)), names
+    assert set(names) == set(EXPECTED)
+    for f in functions:
+        trigger, bindings = EXPECTED[f.get_function_name()]
+        assert f.get_trigger().type == trigger
+        raw = [json.loads(b) for b in f.get_raw_bindings()]
+        assert {b["type"]: b["direction"] for b in raw} == bindings
+
+
+def test_the_catch_all_route_takes_every_path_and_method(function_app):
+    _, (api,) = function_app
+    trigger = next(json.loads(b) for b in api.get_raw_bindings() if "route" in json.loads(b))
+    assert trigger["route"] == "{*route}"
+    assert trigger["authLevel"] == "ANONYMOUS"  # the API authenticates with its own keys
+    assert {"GET", "POST", "DELETE", "HEAD"} <= set(trigger["methods"])
+
+
+def test_host_json_routes_at_the_root_and_pins_the_bundle():
+    assert HOST_JSON["version"] == "2.0"
+    assert HOST_JSON["extensions"]["http"]["routePrefix"] == ""
+    assert HOST_JSON["extensionBundle"]["version"] == "[4.*, 5.0.0)"
+
+
+def test_requirements_deploy_no_local_inference():
+    lines = (ROOT / "requirements.txt").read_text().lower().splitlines()
+    text = "\n".join(line.split("#", 1)[0] for line in lines)
+    for heavy in ("torch", "llama", "sentence-transformers"):
+        assert heavy not in text
+
+
+def _durable_client_binding() -> str:
+    base = "http://127.0.0.1:17071/runtime/webhooks/durabletask"
+    return json.dumps(
+        {
+            "taskHubName": "Hartonomous",
+            "creationUrls": {},
+            "managementUrls": {},
+            "baseUrl": base,
+            "requiredQueryStringParameters": "code=test",
+            "rpcBaseUrl": base + "/",
+            "httpBaseUrl": base,
+            "maxGrpcMessageSizeInBytes": 0,
+            "grpcHttpClientTimeout": "00:01:40",
+        }
+    )
+
+
+class _Context:
+    invocation_id = "test-invocation"
+    function_name = "http_api"
+    function_directory = str(ROOT)
+    trace_context = None
+    retry_context = None
+
+
+def test_calling_the_function_serves_the_fastapi_app(function_app, tmp_path, monkeypatch):
+    """What the host would do: call the function with a request and the client binding."""
+    from functions import http_api as module
+    from hartonomous.api.durable import durable_client
+
+    monkeypatch.setenv("HARTONOMOUS_DATA_DIR", str(tmp_path / "data"))
+    module._asgi.cache_clear()
+    seen: list[object] = []
+
+    original = module._asgi
+
+    def spy():
+        seen.append(durable_client.get())
+        return original()
+
+    monkeypatch.setattr(module, "_asgi", spy)
+    _, (api,) = function_app
+    user_function = api.get_user_function()
+
+    def call(path: str) -> func.HttpResponse:
+        return asyncio.run(
+            user_function(
+                req=func.HttpRequest(method="GET", url=f"http://localhost{path}", body=b""),
+                context=_Context(),
+                client=_durable_client_binding(),
+            )
+        )
+
+    health = call("/healthz")
+    assert health.status_code == 200
+    assert json.loads(health.get_body())["status"] == "ok"
+    assert type(seen[0]).__name__ == "DurableOrchestrationClient"
+    assert durable_client.get() is None  # reset after the request
+
+    unauthenticated = call("/v1/atoms")
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.mimetype == "application/problem+json"
+    original.cache_clear()
