@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +55,12 @@ def make_tenant(platform: Platform, name: str) -> TenantKeys:
         for scope in (Scope.WRITE, Scope.READ)
     }
     return TenantKeys(tenant.id, name, admin.secret, keys[Scope.WRITE], keys[Scope.READ])
+
+
+@pytest.fixture
+def tenant_maker() -> Callable[[Platform, str], TenantKeys]:
+    """For tests that build their own platform: ``tenant_maker(platform, name)``."""
+    return make_tenant
 
 
 @pytest.fixture
