@@ -20,10 +20,11 @@ from hartonomous.domain.atoms import Atom, modality_for, normalize_media_type
 from hartonomous.errors import InvalidInput, NotFound, PayloadTooLarge
 from hartonomous.ports import BlobStore, BlobWriter, StagedBlob
 from hartonomous.services.clock import new_id, utcnow
-from hartonomous.store.repositories import AtomFilter, PagePosition
+from hartonomous.store.repositories import AtomFilter, PagePosition, WriteConflict
 from hartonomous.store.unit_of_work import UnitOfWorkFactory
 
 MAX_METADATA_BYTES = 16 * 1024
+WRITE_ATTEMPTS = 3
 
 
 class Upload:
@@ -119,29 +120,40 @@ class AtomService:
             raise InvalidInput(str(exc)) from exc
         staged = upload.finish()
         try:
-            with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
-                existing = uow.atoms.find_by_sha256(tenant_id, staged.sha256)
-                if existing is not None:
-                    return StoredAtom(existing, deduplicated=True)
-                now = utcnow()
-                atom = Atom(
-                    id=new_id(),
-                    tenant_id=tenant_id,
-                    sha256=staged.sha256,
-                    size=staged.size,
-                    media_type=media,
-                    modality=modality_for(media),
-                    metadata=metadata,
-                    created_at=now,
-                )
-                uow.blobs.acquire(staged.sha256, staged.size, now)
-                uow.atoms.add(atom)
-                # Inside the write transaction: a delete of the same bytes waits for us.
-                staged.publish()
-                uow.commit()
-                return StoredAtom(atom, deduplicated=False)
+            for attempt in range(WRITE_ATTEMPTS):
+                try:
+                    return self._record(tenant_id, staged, media, metadata)
+                except WriteConflict:
+                    if attempt == WRITE_ATTEMPTS - 1:
+                        raise
+            raise AssertionError("unreachable")
         finally:
             staged.discard()
+
+    def _record(
+        self, tenant_id: str, staged: StagedBlob, media: str, metadata: dict[str, Any]
+    ) -> StoredAtom:
+        with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
+            existing = uow.atoms.find_by_sha256(tenant_id, staged.sha256)
+            if existing is not None:
+                return StoredAtom(existing, deduplicated=True)
+            now = utcnow()
+            atom = Atom(
+                id=new_id(),
+                tenant_id=tenant_id,
+                sha256=staged.sha256,
+                size=staged.size,
+                media_type=media,
+                modality=modality_for(media),
+                metadata=metadata,
+                created_at=now,
+            )
+            uow.blobs.acquire(staged.sha256, staged.size, now)
+            uow.atoms.add(atom)
+            # Inside the write transaction: a delete of the same bytes waits for us.
+            staged.publish()
+            uow.commit()
+            return StoredAtom(atom, deduplicated=False)
 
     def store_bytes(
         self,

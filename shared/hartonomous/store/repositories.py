@@ -13,6 +13,14 @@ from hartonomous.domain.tenants import ApiKey, Scope, Tenant
 from hartonomous.store.schema import api_keys, atoms, blobs, tenants
 
 
+class WriteConflict(Exception):
+    """A concurrent transaction inserted the same key first; retrying the unit of work is safe.
+
+    SQLite never raises it (``BEGIN IMMEDIATE`` serialises writers); Azure SQL can, when two
+    transactions insert the same blob or atom row at once.
+    """
+
+
 def _tenant(row: Any) -> Tenant:
     return Tenant(id=row.id, name=row.name, created_at=row.created_at)
 
@@ -97,9 +105,12 @@ class BlobRepository:
             blobs.update().where(blobs.c.sha256 == sha256).values(refcount=blobs.c.refcount + 1)
         )
         if updated.rowcount == 0:
-            self._conn.execute(
-                blobs.insert().values(sha256=sha256, size=size, refcount=1, created_at=now)
-            )
+            try:
+                self._conn.execute(
+                    blobs.insert().values(sha256=sha256, size=size, refcount=1, created_at=now)
+                )
+            except sa.exc.IntegrityError as exc:
+                raise WriteConflict(f"blob {sha256} inserted concurrently") from exc
 
     def release(self, sha256: str) -> int:
         """Drop one reference; delete the row at zero. Returns the references left."""
@@ -141,6 +152,12 @@ class AtomRepository:
         self._conn = conn
 
     def add(self, atom: Atom) -> None:
+        try:
+            self._insert(atom)
+        except sa.exc.IntegrityError as exc:
+            raise WriteConflict(f"atom {atom.sha256} inserted concurrently") from exc
+
+    def _insert(self, atom: Atom) -> None:
         self._conn.execute(
             atoms.insert().values(
                 id=atom.id,
