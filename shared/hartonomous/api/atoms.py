@@ -31,15 +31,7 @@ class AtomOut(BaseModel):
 
     @classmethod
     def of(cls, atom: Atom) -> AtomOut:
-        return cls(
-            id=atom.id,
-            sha256=atom.sha256,
-            size=atom.size,
-            media_type=atom.media_type,
-            modality=atom.modality,
-            metadata=atom.metadata,
-            created_at=atom.created_at,
-        )
+        return cls.model_validate(atom, from_attributes=True)
 
 
 class StoredAtomOut(AtomOut):
@@ -101,7 +93,9 @@ async def create_atom(request: Request, principal: Writer, platform: PlatformDep
             metadata=body.metadata,
         )
     )
-    out = StoredAtomOut(**AtomOut.of(stored.atom).model_dump(), deduplicated=stored.deduplicated)
+    out = StoredAtomOut.model_validate(
+        {**AtomOut.of(stored.atom).model_dump(), "deduplicated": stored.deduplicated}
+    )
     return JSONResponse(
         out.model_dump(mode="json"),
         status_code=200 if stored.deduplicated else 201,
