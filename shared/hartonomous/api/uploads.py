@@ -29,7 +29,6 @@ METADATA_FIELD = "metadata"
 class ReceivedBody:
     media_type: str | None
     metadata: dict[str, Any]
-    filename: str | None = None
 
 
 def check_declared_length(request: Request, limit: int) -> None:
@@ -158,7 +157,7 @@ async def receive_multipart(request: Request, upload: Upload, content_type: str)
     metadata = parse_metadata(bytes(state.metadata_raw) if state.metadata_raw else None)
     if state.filename and "filename" not in metadata:
         metadata = {**metadata, "filename": state.filename}
-    return ReceivedBody(media_type=media_type_of(media), metadata=metadata, filename=state.filename)
+    return ReceivedBody(media_type=media_type_of(media), metadata=metadata)
 
 
 async def receive(request: Request, upload: Upload) -> ReceivedBody:

@@ -72,9 +72,11 @@ def status(data_dir: DataDir = None) -> None:
     settings = settings_for(data_dir)
     platform = bootstrap(settings, run_migrations=False)
     current = migrate.current_revision(platform.engines)
-    with platform.uow_factory(write=False) as uow:
-        tenants, atoms = uow.tenants.count() if current else 0, uow.atoms.count() if current else 0
-        blob_count, blob_bytes = uow.blobs.totals() if current else (0, 0)
+    tenants = atoms = blob_count = blob_bytes = 0
+    if current is not None:  # an uninitialised store has no tables to count
+        with platform.uow_factory(write=False) as uow:
+            tenants, atoms = uow.tenants.count(), uow.atoms.count()
+            blob_count, blob_bytes = uow.blobs.totals()
     table = Table(show_header=False, box=None)
     table.add_row("database", settings.resolved_database_url)
     table.add_row("schema", f"{current or 'not initialised'} (head {migrate.head_revision()})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -120,13 +121,10 @@ class AtomService:
             raise InvalidInput(str(exc)) from exc
         staged = upload.finish()
         try:
-            for attempt in range(WRITE_ATTEMPTS):
-                try:
+            for _ in range(WRITE_ATTEMPTS - 1):
+                with contextlib.suppress(WriteConflict):
                     return self._record(tenant_id, staged, media, metadata)
-                except WriteConflict:
-                    if attempt == WRITE_ATTEMPTS - 1:
-                        raise
-            raise AssertionError("unreachable")
+            return self._record(tenant_id, staged, media, metadata)  # last try: let it raise
         finally:
             staged.discard()
 
