@@ -22,6 +22,9 @@ GO
 CREATE SECURITY POLICY security.tenant_isolation
     ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.atoms,
     ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.atoms AFTER INSERT,
-    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.atoms AFTER UPDATE
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.atoms AFTER UPDATE,
+    ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.workflow_runs,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.workflow_runs AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.workflow_runs AFTER UPDATE
     WITH (STATE = ON);
 GO

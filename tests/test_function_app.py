@@ -19,6 +19,9 @@ EXPECTED = {
         "httpTrigger",
         {"httpTrigger": "IN", "durableClient": "IN", "http": "OUT"},
     ),
+    "diagnostics_fan_out": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
+    "diagnostics_chain": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
+    "diagnostics_noop": ("activityTrigger", {"activityTrigger": "IN"}),
 }
 
 
@@ -46,8 +49,33 @@ def test_functions_are_indexed_with_unique_names_and_expected_bindings(function_
         assert {b["type"]: b["direction"] for b in raw} == bindings
 
 
+def _named(functions, name):
+    return next(f for f in functions if f.get_function_name() == name)
+
+
+def test_every_orchestrator_in_functions_is_indexed_and_runs_locally(function_app):
+    """What Azure indexes is what the local host registers: the same names, one source."""
+    from hartonomous.workflows.registry import Registry
+
+    _, functions = function_app
+    registry = Registry.from_functions(functions)
+    indexed = {
+        f.get_function_name(): f.get_trigger().type
+        for f in functions
+        if f.get_trigger().type in ("orchestrationTrigger", "activityTrigger")
+    }
+    assert {n for n, t in indexed.items() if t == "orchestrationTrigger"} == set(
+        registry.orchestrators
+    )
+    assert {n for n, t in indexed.items() if t == "activityTrigger"} == set(registry.activities)
+    for name in registry.orchestrators:  # each is the SDK's handler over a generator function
+        handler = registry.orchestrators[name]
+        assert callable(handler) and hasattr(handler, "orchestrator_function")
+
+
 def test_the_catch_all_route_takes_every_path_and_method(function_app):
-    _, (api,) = function_app
+    _, functions = function_app
+    api = _named(functions, "http_api")
     trigger = next(json.loads(b) for b in api.get_raw_bindings() if "route" in json.loads(b))
     assert trigger["route"] == "{*route}"
     assert trigger["authLevel"] == "ANONYMOUS"  # the API authenticates with its own keys
@@ -108,7 +136,8 @@ def test_calling_the_function_serves_the_fastapi_app(function_app, tmp_path, mon
         return original()
 
     monkeypatch.setattr(module, "_asgi", spy)
-    _, (api,) = function_app
+    _, functions = function_app
+    api = _named(functions, "http_api")
     user_function = api.get_user_function()
 
     def call(path: str) -> func.HttpResponse:

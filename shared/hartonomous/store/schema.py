@@ -99,3 +99,76 @@ atoms = sa.Table(
     sa.Index(None, "tenant_id", "created_at", "id"),
     sa.Index(None, "tenant_id", "modality", "created_at"),
 )
+
+# Which tenant started which workflow instance: routes check it before they touch an
+# instance, in both worlds (the Durable backend itself knows nothing of tenants).
+workflow_runs = sa.Table(
+    "workflow_runs",
+    metadata,
+    sa.Column("instance_id", sa.String(200), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "tenant_id", "created_at"),
+)
+
+# --- The local Durable host's own storage (embedded mode only) ---------------------------
+# On Azure the Durable backend (Durable Task Scheduler or Azure Storage) keeps instances and
+# histories; these tables play that part on one machine. `local_only` keeps them out of the
+# Azure SQL scripts in sql/.
+LOCAL_ONLY = {"local_only": True}
+
+durable_instances = sa.Table(
+    "durable_instances",
+    metadata,
+    sa.Column("instance_id", sa.String(200), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("execution_id", sa.String(36), nullable=False),
+    sa.Column("runtime_status", sa.String(20), nullable=False),
+    sa.Column("input", sa.Text(), nullable=True),
+    sa.Column("output", sa.Text(), nullable=True),
+    sa.Column("custom_status", sa.Text(), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("parent_instance_id", sa.String(200), nullable=True),
+    sa.Column("parent_event_id", sa.Integer(), nullable=True),
+    sa.Column("host_state", sa.Text(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("last_updated_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "runtime_status"),
+    info=LOCAL_ONLY,
+)
+
+durable_history = sa.Table(
+    "durable_history",
+    metadata,
+    sa.Column("instance_id", sa.String(200), primary_key=True),
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("event", sa.Text(), nullable=False),
+    info=LOCAL_ONLY,
+)
+
+# Messages to orchestrators: starts, raised events, timers (visible at their fire time),
+# sub-orchestration results, terminations. Written before they are acted on: none is lost.
+durable_messages = sa.Table(
+    "durable_messages",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("instance_id", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(30), nullable=False),
+    sa.Column("event_id", sa.Integer(), nullable=True),  # the timer a "timer" message fires
+    sa.Column("payload", sa.Text(), nullable=False),
+    sa.Column("visible_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "visible_at"),
+    info=LOCAL_ONLY,
+)
+
+# Activities scheduled and not yet recorded as completed: re-run after a crash.
+durable_work = sa.Table(
+    "durable_work",
+    metadata,
+    sa.Column("instance_id", sa.String(200), primary_key=True),
+    sa.Column("event_id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("input", sa.Text(), nullable=True),
+    info=LOCAL_ONLY,
+)
