@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import azure.functions as func
 import pytest
@@ -49,7 +50,7 @@ def test_functions_are_indexed_with_unique_names_and_expected_bindings(function_
         assert {b["type"]: b["direction"] for b in raw} == bindings
 
 
-def _named(functions, name):
+def _named(functions: list[Any], name: str) -> Any:
     return next(f for f in functions if f.get_function_name() == name)
 
 
