@@ -12,7 +12,7 @@ import uuid
 from typing import Any, Protocol
 
 from anyio import to_thread
-from azure.durable_functions.models import DurableOrchestrationStatus
+from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 from azure.durable_functions.models.PurgeHistoryResult import PurgeHistoryResult
 from azure.durable_functions.models.utils.df_serialization import df_dumps
 
