@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, cast
 
 import httpx
 
@@ -100,7 +101,7 @@ def main() -> None:
                         files={
                             "file": (
                                 "bench.bin",
-                                _Reader(body(size, digest)),
+                                cast(IO[bytes], _Reader(body(size, digest))),
                                 "application/octet-stream",
                             )
                         },

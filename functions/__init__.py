@@ -1,1 +1,25 @@
-"""Trigger adapters only: each function hands its input to ``hartonomous`` and returns."""
+"""Trigger adapters only: each function hands its input to ``hartonomous`` and returns.
+
+``blueprints()`` is the one list of them: ``function_app.py`` registers it for Azure and
+``hartonomous serve`` registers the same list on its local Durable host and timer scheduler.
+"""
+
+from __future__ import annotations
+
+import azure.durable_functions as df
+
+
+def blueprints() -> list[df.Blueprint]:
+    from functions.http_api import bp as http_api
+    from functions.maintenance import bp as maintenance
+    from functions.workflows_diagnostics import bp as workflows_diagnostics
+
+    return [http_api, workflows_diagnostics, maintenance]
+
+
+def indexed_app() -> df.DFApp:
+    """A Function App with every blueprint registered, as the Functions host indexes it."""
+    app = df.DFApp()
+    for blueprint in blueprints():
+        app.register_functions(blueprint)
+    return app

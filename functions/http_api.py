@@ -12,9 +12,9 @@ import azure.durable_functions as df
 import azure.functions as func
 from fastapi import FastAPI
 
+from functions import runtime
 from hartonomous.api.app import create_app
 from hartonomous.api.durable import durable_client
-from hartonomous.bootstrap import bootstrap
 
 bp = df.Blueprint()
 
@@ -22,7 +22,7 @@ bp = df.Blueprint()
 @cache
 def _asgi() -> func.AsgiMiddleware:
     """Built on the first request, not at import (indexing and cold starts stay fast)."""
-    app: FastAPI = create_app(bootstrap())
+    app: FastAPI = create_app(runtime.platform())
     return func.AsgiMiddleware(app)
 
 

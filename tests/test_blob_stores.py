@@ -9,6 +9,7 @@ import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +294,16 @@ def test_missing_object(h: Harness) -> None:
         read_all(h.store, sha)
     with pytest.raises(FileNotFoundError):
         read_all(h.store, sha, 5, 5)
+
+
+def test_sweep_staging_removes_staged_writes_older_than_the_cutoff(h: Harness) -> None:
+    assert h.store.sweep_staging(datetime.now(UTC)) == 0  # nothing staged (Azure: no container)
+    staged = write(h.store, b"abandoned after hashing")
+    assert len(h.staging()) == 1
+    assert h.store.sweep_staging(datetime.now(UTC) - timedelta(hours=1)) == 0  # too young
+    assert h.store.sweep_staging(datetime.now(UTC) + timedelta(minutes=1)) == 1
+    assert h.staging() == []
+    assert not h.store.exists(staged.sha256)
 
 
 # -- Azure specifics --------------------------------------------------------------------------

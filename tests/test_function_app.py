@@ -23,6 +23,7 @@ EXPECTED = {
     "diagnostics_fan_out": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
     "diagnostics_chain": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
     "diagnostics_noop": ("activityTrigger", {"activityTrigger": "IN"}),
+    "sweep_staging": ("timerTrigger", {"timerTrigger": "IN"}),
 }
 
 
@@ -87,6 +88,19 @@ def test_host_json_routes_at_the_root_and_pins_the_bundle():
     assert HOST_JSON["version"] == "2.0"
     assert HOST_JSON["extensions"]["http"]["routePrefix"] == ""
     assert HOST_JSON["extensionBundle"]["version"] == "[4.*, 5.0.0)"
+
+
+def test_host_json_configures_durable_task_on_the_durable_task_scheduler():
+    durable = HOST_JSON["extensions"]["durableTask"]
+    assert durable["hubName"] == "%TASKHUB_NAME%"
+    assert durable["maxConcurrentActivityFunctions"] > 0
+    assert durable["maxConcurrentOrchestratorFunctions"] > 0
+    assert durable["storageProvider"] == {
+        "type": "azureManaged",
+        "connectionStringName": "DURABLE_TASK_SCHEDULER_CONNECTION_STRING",
+    }
+    docs = (ROOT / "docs" / "workflows.md").read_text()
+    assert "Durable Task Scheduler" in docs and "Azure Storage" in docs
 
 
 def test_requirements_deploy_no_local_inference():

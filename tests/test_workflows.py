@@ -100,8 +100,9 @@ def test_retry_backoff_grows_the_interval(client, host):
     row, iid = run(client, host, "with_retry", spec)
     assert row.runtime_status == "Completed", row.error
     waits = [
-        (datetime.fromisoformat(e["FireAt"]) - datetime.fromisoformat(e["Timestamp"]))
-        .total_seconds()
+        (
+            datetime.fromisoformat(e["FireAt"]) - datetime.fromisoformat(e["Timestamp"])
+        ).total_seconds()
         for e in events(host, iid)
         if e["EventType"] == T.TIMER_CREATED
     ]
@@ -211,9 +212,7 @@ def test_a_running_instance_is_not_purged_nor_started_twice(client, host):
     asyncio.run(client.terminate(iid, "cleanup"))
 
 
-def test_kill_in_the_middle_then_resume_without_rerunning_completed_activities(
-    db_url, tmp_path
-):
+def test_kill_in_the_middle_then_resume_without_rerunning_completed_activities(db_url, tmp_path):
     log = tmp_path / "calls.log"
     log.touch()
     script = [sys.executable, str(TESTS / "workflow_app.py"), db_url, str(log)]

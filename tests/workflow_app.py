@@ -164,16 +164,20 @@ def crashable_chain(context: df.DurableOrchestrationContext):
     return total
 
 
-def registry():
-    """The test functions plus the real ones of function_app (one app, like Azure)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+def functions():
+    """The test functions plus real ones of functions/, indexed as one app (like Azure)."""
     from functions.workflows_diagnostics import bp as diagnostics
-    from hartonomous.workflows.registry import Registry
 
     app = df.DFApp()
     app.register_functions(bp)
     app.register_functions(diagnostics)
-    return Registry.from_functions(app.get_functions())
+    return app.get_functions()
+
+
+def registry():
+    from hartonomous.workflows.registry import Registry
+
+    return Registry.from_functions(functions())
 
 
 if __name__ == "__main__":  # the crash test's victim process

@@ -6,8 +6,10 @@ start, so the platform is built on the first request instead.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from hartonomous.blobs.local import LocalBlobStore
 from hartonomous.ports import BlobStore
@@ -16,6 +18,7 @@ from hartonomous.settings import Settings
 from hartonomous.store import migrate
 from hartonomous.store.engine import Engines, create_engines
 from hartonomous.store.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from hartonomous.workflows.runtime import LocalWorkflowRuntime
 
 
 @dataclass
@@ -25,8 +28,23 @@ class Platform:
     blobs: BlobStore
     uow_factory: UnitOfWorkFactory
     atoms: AtomService
+    # Only in the local world: on Azure the Durable extension runs workflows and timers.
+    workflows: LocalWorkflowRuntime | None = None
+    _running: bool = False
+
+    def start_background(self) -> None:
+        """Start the local workflow host and timer triggers (no-op without them)."""
+        if self.workflows is not None and not self._running:
+            self.workflows.start()
+            self._running = True
+
+    def stop_background(self) -> None:
+        if self.workflows is not None and self._running:
+            self.workflows.stop()
+            self._running = False
 
     def close(self) -> None:
+        self.stop_background()
         self.engines.dispose()
 
 
@@ -52,11 +70,13 @@ def bootstrap(
     blobs: BlobStore | None = None,
     engines: Engines | None = None,
     run_migrations: bool | None = None,
+    functions: Iterable[Any] | None = None,
 ) -> Platform:
     """Build the platform; pass adapters to override the ones settings would pick.
 
     Migrations run by default on the embedded SQLite store only: Azure SQL is migrated by the
-    deployment from ``sql/``, never by a cold start.
+    deployment from ``sql/``, never by a cold start. ``functions`` (an indexed Function App's
+    ``get_functions()``) gives the local world its workflow host and timer triggers.
     """
     settings = settings or Settings()
     engines = engines or create_engines(settings.resolved_database_url)
@@ -64,6 +84,11 @@ def bootstrap(
         migrate.upgrade(engines)
     blobs = blobs or blob_store_for(settings)
     uow_factory: UnitOfWorkFactory = partial(UnitOfWork, engines)
+    workflows = None
+    if functions is not None:
+        workflows = LocalWorkflowRuntime.build(
+            engines, functions, activity_workers=settings.workflow_activity_workers
+        )
     return Platform(
         settings=settings,
         engines=engines,
@@ -72,4 +97,5 @@ def bootstrap(
         atoms=AtomService(
             uow_factory=uow_factory, blobs=blobs, max_upload_bytes=settings.max_upload_bytes
         ),
+        workflows=workflows,
     )

@@ -64,3 +64,7 @@ class RangeNotSatisfiable(HartonomousError):
 
 class UnprocessableContent(HartonomousError):
     status, title, slug = 422, "Unprocessable content", "unprocessable-content"
+
+
+class ServiceUnavailable(HartonomousError):
+    status, title, slug = 503, "Service unavailable", "service-unavailable"

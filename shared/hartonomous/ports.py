@@ -6,6 +6,7 @@ Adapters live in ``blobs/`` and ``store/``; ``bootstrap.py`` is the one place th
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Protocol
 
 
@@ -48,3 +49,7 @@ class BlobStore(Protocol):
 
     def delete(self, sha256: str) -> None:
         """Remove the bytes; no error when they are already gone."""
+
+    def sweep_staging(self, before: datetime) -> int:
+        """Delete staged writes last touched before ``before`` (left by crashed uploads)."""
+        ...

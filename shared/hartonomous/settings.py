@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     page_size_max: int = Field(
         default=1000, gt=0, description="Largest `limit` accepted by list endpoints."
     )
+    workflow_activity_workers: int = Field(
+        default=8, gt=0, le=256, description="Threads running activities in the local host."
+    )
 
     @model_validator(mode="after")
     def _azure_blob_needs_credentials(self) -> Settings:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from hartonomous import __version__
-from hartonomous.api import atoms, problems, system
+from hartonomous.api import atoms, problems, system, workflows
 from hartonomous.bootstrap import Platform
 
 DESCRIPTION = """
@@ -16,9 +19,21 @@ Errors are RFC 9457 `application/problem+json`.
 
 
 def create_app(platform: Platform) -> FastAPI:
-    app = FastAPI(title="Hartonomous", version=__version__, description=DESCRIPTION)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Local world only: the workflow host and timer triggers live with the server.
+        platform.start_background()
+        try:
+            yield
+        finally:
+            platform.stop_background()
+
+    app = FastAPI(
+        title="Hartonomous", version=__version__, description=DESCRIPTION, lifespan=lifespan
+    )
     app.state.platform = platform
     problems.install(app)
     app.include_router(system.router)
     app.include_router(atoms.router)
+    app.include_router(workflows.router)
     return app

@@ -29,6 +29,7 @@ import importlib
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any, cast
 
 from azure.core import MatchConditions
@@ -298,3 +299,15 @@ class AzureBlobStore:
 
     def delete(self, sha256: str) -> None:
         self.delete_quietly(self.blob_for(sha256))
+
+    def sweep_staging(self, before: datetime) -> int:
+        removed = 0
+        try:
+            listing = list(self.container.list_blobs(name_starts_with=STAGING_PREFIX))
+        except ResourceNotFoundError:
+            return 0  # no container yet: nothing was ever staged
+        for props in listing:
+            if props.last_modified is not None and props.last_modified < before:
+                self.delete_quietly(self.container.get_blob_client(props.name))
+                removed += 1
+        return removed

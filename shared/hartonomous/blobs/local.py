@@ -7,9 +7,11 @@ partial object and a crash leaves at most a stale staging file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -94,3 +96,13 @@ class LocalBlobStore:
 
     def delete(self, sha256: str) -> None:
         self.path_for(sha256).unlink(missing_ok=True)
+
+    def sweep_staging(self, before: datetime) -> int:
+        cutoff = before.timestamp()
+        removed = 0
+        for path in self.staging.glob("*.part"):
+            with contextlib.suppress(FileNotFoundError):  # finished or swept meanwhile
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+        return removed

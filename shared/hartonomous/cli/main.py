@@ -32,10 +32,14 @@ def serve(
     """Serve the API (docs at /docs) on the embedded store."""
     import uvicorn
 
+    # The composition root of the local world: the same blueprints as the Function App give
+    # the local Durable host its orchestrators and activities, and the timer triggers.
+    from functions import indexed_app, runtime
     from hartonomous.api.app import create_app
     from hartonomous.bootstrap import bootstrap
 
-    platform = bootstrap(settings_for(data_dir))
+    platform = bootstrap(settings_for(data_dir), functions=indexed_app().get_functions())
+    runtime.use(platform)
     typer.echo(f"Hartonomous on http://{host}:{port} (docs at /docs)")
     uvicorn.run(create_app(platform), host=host, port=port, log_level="info")
 

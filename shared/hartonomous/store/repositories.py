@@ -10,7 +10,8 @@ import sqlalchemy as sa
 
 from hartonomous.domain.atoms import Atom, Modality
 from hartonomous.domain.tenants import ApiKey, Scope, Tenant
-from hartonomous.store.schema import api_keys, atoms, blobs, tenants
+from hartonomous.domain.workflows import WorkflowRun
+from hartonomous.store.schema import api_keys, atoms, blobs, tenants, workflow_runs
 
 
 class WriteConflict(Exception):
@@ -209,3 +210,35 @@ class AtomRepository:
 
     def count(self) -> int:
         return int(self._conn.execute(sa.select(sa.func.count()).select_from(atoms)).scalar_one())
+
+
+class WorkflowRunRepository:
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+
+    def add(self, run: WorkflowRun) -> None:
+        self._conn.execute(
+            workflow_runs.insert().values(
+                instance_id=run.instance_id,
+                tenant_id=run.tenant_id,
+                name=run.name,
+                created_at=run.created_at,
+            )
+        )
+
+    def get(self, tenant_id: str, instance_id: str) -> WorkflowRun | None:
+        row = self._conn.execute(
+            workflow_runs.select().where(
+                workflow_runs.c.tenant_id == tenant_id, workflow_runs.c.instance_id == instance_id
+            )
+        ).first()
+        if row is None:
+            return None
+        return WorkflowRun(row.instance_id, row.tenant_id, row.name, row.created_at)
+
+    def delete(self, tenant_id: str, instance_id: str) -> None:
+        self._conn.execute(
+            workflow_runs.delete().where(
+                workflow_runs.c.tenant_id == tenant_id, workflow_runs.c.instance_id == instance_id
+            )
+        )

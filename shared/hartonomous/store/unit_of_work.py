@@ -17,6 +17,7 @@ from hartonomous.store.repositories import (
     AtomRepository,
     BlobRepository,
     TenantRepository,
+    WorkflowRunRepository,
 )
 
 
@@ -25,6 +26,7 @@ class UnitOfWork:
     api_keys: ApiKeyRepository
     blobs: BlobRepository
     atoms: AtomRepository
+    workflow_runs: WorkflowRunRepository
 
     def __init__(self, engines: Engines, *, write: bool, tenant_id: str | None = None) -> None:
         self._engine = engines.write if write else engines.read
@@ -44,6 +46,7 @@ class UnitOfWork:
         self.api_keys = ApiKeyRepository(self._conn)
         self.blobs = BlobRepository(self._conn)
         self.atoms = AtomRepository(self._conn)
+        self.workflow_runs = WorkflowRunRepository(self._conn)
         return self
 
     def commit(self) -> None:

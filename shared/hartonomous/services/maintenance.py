@@ -1,0 +1,15 @@
+"""Housekeeping that timer triggers run."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from hartonomous.ports import BlobStore
+from hartonomous.services.clock import utcnow
+
+STAGING_GRACE = timedelta(hours=24)
+
+
+def sweep_staging(blobs: BlobStore, *, older_than: timedelta = STAGING_GRACE) -> int:
+    """Remove staged uploads abandoned by a crash; live uploads are far younger than a day."""
+    return blobs.sweep_staging(utcnow() - older_than)
