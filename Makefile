@@ -6,7 +6,7 @@ DATA   ?= .hartonomous
 HOST   ?= 127.0.0.1
 PORT   ?= 7071
 
-.PHONY: run test lint typecheck sql bench clean
+.PHONY: run test lint sql bench clean
 
 # The venv is rebuilt only when pyproject.toml changes (stamp files).
 $(BIN)/python:
@@ -43,7 +43,8 @@ sql: $(VENV)/.installed-dev
 	$(BIN)/python -m hartonomous.store.sqlgen sql
 
 bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/upload_throughput.py
+	$(BIN)/python bench/upload_throughput.py --size-gib 2
+	$(BIN)/python bench/workflows.py
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -119,6 +119,10 @@ def test_put_and_get_through_a_real_server(server, data_dir, tmp_path):
     again = json.loads(cli("atoms", "put", str(source), "--url", url, "--api-key", key).stdout)
     assert again["id"] == atom["id"] and again["deduplicated"] is True
 
+    # serve runs the local Durable host: workflow routes answer (404 here), not 503.
+    unknown = httpx.get(f"{url}/v1/workflows/nope", headers={"Authorization": f"Bearer {key}"})
+    assert unknown.status_code == 404, unknown.text
+
     missing = cli("atoms", "get", "nope", "--url", url, "--api-key", key, check=False)
     assert missing.returncode == 1 and "404" in missing.stderr
 
