@@ -162,7 +162,14 @@ def test_sub_orchestrations_complete_and_fail(client, host):
     out = json.loads(row.output)
     assert out["child"] == [2, 4, 2, 4]
     assert "with_retry" in out["failure"] and "child-fails attempt 2 failed" in out["failure"]
-    first_child = asyncio.run(client.get_status(f"{iid}:0000"))
+    children = [
+        e["InstanceId"]
+        for e in events(host, iid)
+        if e["EventType"] == T.SUB_ORCHESTRATION_INSTANCE_CREATED
+    ]
+    assert len(children) == 2 and len(set(children)) == 2
+    assert all(c.startswith(f"{iid}:") for c in children)
+    first_child = asyncio.run(client.get_status(children[0]))
     assert first_child.runtime_status.value == "Completed"
 
 

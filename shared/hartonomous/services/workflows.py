@@ -18,6 +18,7 @@ from anyio import to_thread
 from hartonomous.domain.workflows import WorkflowRun, WorkflowStatus
 from hartonomous.errors import Conflict, InvalidInput, NotFound
 from hartonomous.services.clock import utcnow
+from hartonomous.store.repositories import WriteConflict
 from hartonomous.store.unit_of_work import UnitOfWorkFactory
 from hartonomous.workflows.client import WorkflowClient
 
@@ -53,7 +54,10 @@ class WorkflowService:
 
     def _record(self, run: WorkflowRun) -> None:
         with self.uow_factory(write=True, tenant_id=run.tenant_id) as uow:
-            uow.workflow_runs.add(run)
+            try:
+                uow.workflow_runs.add(run)
+            except WriteConflict as exc:
+                raise Conflict(f"workflow instance id {run.instance_id!r} is taken") from exc
             uow.commit()
 
     def _forget(self, run: WorkflowRun) -> None:
@@ -105,11 +109,19 @@ class WorkflowService:
                 "starting with a letter"
             )
         current = await self.status(client, tenant_id=tenant_id, instance_id=instance_id)
-        if current.finished:
-            raise Conflict(
-                f"workflow {instance_id!r} is {current.runtime_status}; it accepts no events"
-            )
-        await client.raise_event(instance_id, name, data)
+        if not current.finished:
+            try:
+                await client.raise_event(instance_id, name, data)
+                return
+            except Exception:
+                # It may have ended between the check and the event (the SDK's client raises a
+                # bare Exception then): look again rather than read the message.
+                current = await self.status(client, tenant_id=tenant_id, instance_id=instance_id)
+                if not current.finished:
+                    raise
+        raise Conflict(
+            f"workflow {instance_id!r} is {current.runtime_status}; it accepts no events"
+        )
 
     async def terminate(
         self, client: WorkflowClient, *, tenant_id: str, instance_id: str, reason: str

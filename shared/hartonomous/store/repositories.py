@@ -217,14 +217,17 @@ class WorkflowRunRepository:
         self._conn = conn
 
     def add(self, run: WorkflowRun) -> None:
-        self._conn.execute(
-            workflow_runs.insert().values(
-                instance_id=run.instance_id,
-                tenant_id=run.tenant_id,
-                name=run.name,
-                created_at=run.created_at,
+        try:
+            self._conn.execute(
+                workflow_runs.insert().values(
+                    instance_id=run.instance_id,
+                    tenant_id=run.tenant_id,
+                    name=run.name,
+                    created_at=run.created_at,
+                )
             )
-        )
+        except sa.exc.IntegrityError as exc:
+            raise WriteConflict(f"workflow instance {run.instance_id} exists") from exc
 
     def get(self, tenant_id: str, instance_id: str) -> WorkflowRun | None:
         row = self._conn.execute(

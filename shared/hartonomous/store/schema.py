@@ -131,6 +131,7 @@ durable_instances = sa.Table(
     sa.Column("error", sa.Text(), nullable=True),
     sa.Column("parent_instance_id", sa.String(200), nullable=True),
     sa.Column("parent_event_id", sa.Integer(), nullable=True),
+    sa.Column("parent_execution_id", sa.String(36), nullable=True),
     sa.Column("host_state", sa.Text(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("last_updated_at", UTCDateTime(), nullable=False),
@@ -160,6 +161,7 @@ durable_messages = sa.Table(
     sa.Column("visible_at", UTCDateTime(), nullable=False),
     sa.Index(None, "visible_at"),
     info=LOCAL_ONLY,
+    sqlite_autoincrement=True,  # ids never reused: consumed messages are deleted by id
 )
 
 # Activities scheduled and not yet recorded as completed: re-run after a crash.
@@ -168,6 +170,7 @@ durable_work = sa.Table(
     metadata,
     sa.Column("instance_id", sa.String(200), primary_key=True),
     sa.Column("event_id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("execution_id", sa.String(36), nullable=False),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("input", sa.Text(), nullable=True),
     info=LOCAL_ONLY,

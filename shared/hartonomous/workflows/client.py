@@ -16,7 +16,6 @@ from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrc
 from azure.durable_functions.models.PurgeHistoryResult import PurgeHistoryResult
 from azure.durable_functions.models.utils.df_serialization import df_dumps
 
-from hartonomous.services.clock import utcnow
 from hartonomous.workflows.host import LocalDurableHost, new_row
 from hartonomous.workflows.instance import TERMINAL
 from hartonomous.workflows.persistence import InstanceRow
@@ -90,7 +89,7 @@ class LocalDurableClient:
             raise DurableClientError(f"no orchestrator function named {name!r} is registered")
         instance_id = instance_id or uuid.uuid4().hex
         input_json = None if client_input is None else df_dumps(client_input)
-        now = utcnow()
+        now = self._host.now()
         if not self._store.create(new_row(instance_id, name, input_json, now), {}, now):
             raise DurableClientError(f"an instance with ID {instance_id!r} is already running")
         self._host.notify()
@@ -126,7 +125,7 @@ class LocalDurableClient:
                 f"Instance with ID {instance_id} is gone: either completed or failed"
             )
         payload = {"name": event_name, "input": json.dumps(event_data)}
-        self._store.send(instance_id, "event", payload, utcnow())
+        self._store.send(instance_id, "event", payload, self._host.now())
         self._host.notify()
 
     async def terminate(self, instance_id: str, reason: str) -> None:
@@ -138,7 +137,7 @@ class LocalDurableClient:
             raise DurableClientError(f"No instance with ID '{instance_id}' found.")
         if row.runtime_status in TERMINAL:
             return  # the SDK treats 410 (already finished) as done
-        self._store.send(instance_id, "terminate", {"reason": reason}, utcnow())
+        self._store.send(instance_id, "terminate", {"reason": reason}, self._host.now())
         self._host.notify()
 
     async def purge_instance_history(self, instance_id: str) -> PurgeHistoryResult:

@@ -106,6 +106,10 @@ class LocalDurableHost:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def now(self) -> datetime:
+        """The host's clock: clients stamp their messages with it too."""
+        return self._clock()
+
     def notify(self) -> None:
         """Wake the dispatcher: a client wrote a message."""
         with self._cond:
@@ -134,8 +138,14 @@ class LocalDurableHost:
     def _run_activity(self, item: WorkItem) -> None:
         if self._stopping:
             return
+        payload = self._activity_result(item)
+        with self._cond:
+            self._inbox.append((item.instance_id, payload))
+            self._cond.notify()
+
+    def _activity_result(self, item: WorkItem) -> dict[str, Any]:
         activity = self.registry.activities.get(item.name)
-        payload: dict[str, Any] = {"event_id": item.event_id}
+        payload: dict[str, Any] = {"event_id": item.event_id, "execution_id": item.execution_id}
         try:
             if activity is None:
                 raise LookupError(f"no activity function named {item.name!r} is registered")
@@ -146,9 +156,7 @@ class LocalDurableHost:
                 "reason": f"Activity function '{item.name}' failed: {type(exc).__name__}: {exc}",
                 "details": traceback.format_exc(limit=20),
             }
-        with self._cond:
-            self._inbox.append((item.instance_id, payload))
-            self._cond.notify()
+        return payload
 
     # -- the dispatcher ----------------------------------------------------------------------
 
@@ -176,6 +184,14 @@ class LocalDurableHost:
         now = self._clock()
         with self._cond:
             inbox, self._inbox = self._inbox, []
+        try:
+            return self._step(inbox, now)
+        except BaseException:
+            with self._cond:  # keep the results; the messages are still in the database
+                self._inbox[:0] = inbox
+            raise
+
+    def _step(self, inbox: list[tuple[str, dict[str, Any]]], now: datetime) -> bool:
         messages = self.store.visible_messages(now)
         if not inbox and not messages:
             return False
@@ -188,12 +204,7 @@ class LocalDurableHost:
         finished = False
         for instance_id, items in grouped.items():
             finished |= self._process(instance_id, items, step, now)
-        try:
-            self.store.commit(step)
-        except Exception:
-            with self._cond:  # keep the results; the messages are still in the database
-                self._inbox[:0] = inbox
-            raise
+        self.store.commit(step)
         for work in step.work_added:
             self._submit(work)
         for instance_id in [i for i, inst in self._instances.items() if inst.terminal]:
@@ -218,25 +229,40 @@ class LocalDurableHost:
 
     def _process(self, instance_id: str, items: list[_Item], step: Step, now: datetime) -> bool:
         """Apply one instance's messages, run the episodes they call for; True if it ended."""
-        step.consumed += [i.message_id for i in items if i.message_id is not None]
-        step.work_done += [
-            (instance_id, i.payload["event_id"]) for i in items if i.kind == "activity_done"
-        ]
         inst = self._load(instance_id)
-        if inst is None or inst.terminal:
-            return False  # purged or finished: late results and events are dropped
+        if inst is None or inst.terminal:  # purged or finished: late arrivals are dropped
+            for item in items:
+                self._consume(instance_id, item, step)
+            return False
+        # A (re)start goes first: after continue-as-new it was sent after events that waited.
+        items = sorted(items, key=lambda i: i.kind != "start")
         try:
             for item in items:
                 if inst.terminal:
-                    break
-                self._apply(inst, item, step, now)
-            if not inst.terminal and inst.state["open_normal"]:
+                    self._consume(instance_id, item, step)
+                elif inst.row.runtime_status == "ContinuedAsNew" and item.kind != "start":
+                    # Messages stay for the new execution (next step); results of the old
+                    # execution's tasks are stale and go.
+                    if item.message_id is None:
+                        self._consume(instance_id, item, step)
+                else:
+                    self._consume(instance_id, item, step)
+                    self._apply(inst, item, step, now)
+            if inst.row.runtime_status == "Running" and inst.state["open_normal"]:
                 self._episode(inst, step, now)
         except Exception as exc:  # a host bug must fail the instance, not the dispatcher
             log.exception("instance %s failed in the local host", instance_id)
             self._fail(inst, step, now, f"Local Durable host error: {type(exc).__name__}: {exc}")
         self._stage(inst, step, now)
         return inst.terminal
+
+    @staticmethod
+    def _consume(instance_id: str, item: _Item, step: Step) -> None:
+        if item.message_id is not None:
+            step.consumed.append(item.message_id)
+        if item.kind == "activity_done":
+            p = item.payload
+            step.work_done.append((instance_id, p["event_id"], p.get("execution_id", "")))
 
     # -- messages -> history -------------------------------------------------------------
 
@@ -272,6 +298,8 @@ class LocalDurableHost:
             inst.append(h.execution_terminated(now, p.get("reason", "")))
             self._finish(inst, step, now, "Terminated", output=json.dumps(p.get("reason", "")))
         elif item.kind == "timer":
+            if p.get("execution_id", inst.row.execution_id) != inst.row.execution_id:
+                return  # a timer of an earlier execution
             timer_id = p["event_id"]
             fired = h.timer_fired(now, timer_id, datetime.fromisoformat(p["fire_at"]))
             if str(timer_id) in state["retry_timers"]:
@@ -300,6 +328,8 @@ class LocalDurableHost:
         self, inst: Instance, kind: str, p: dict[str, Any], step: Step, now: datetime
     ) -> None:
         event_id, state = p["event_id"], inst.state
+        if p.get("execution_id") != inst.row.execution_id:
+            return  # a task of an earlier execution (before continue-as-new)
         if event_id not in state["pending"]:
             return  # a duplicate delivery (an activity re-run after a restart)
         state["pending"].remove(event_id)
@@ -316,8 +346,8 @@ class LocalDurableHost:
             return
         # A failed attempt: the extension waits out the retry interval on a durable timer.
         self._settle(inst, step, now)
-        if inst.terminal:
-            return
+        if inst.row.runtime_status != "Running":
+            return  # the episode ended or restarted the execution
         self._open(inst, now)
         inst.append(event)
         timer_id = inst.allocate()
@@ -325,7 +355,7 @@ class LocalDurableHost:
         fire_at = now + policy.delay(retry["attempt"])
         inst.append(h.timer_created(now, timer_id, fire_at))
         state["retry_timers"][str(timer_id)] = retry
-        step.send(inst.row.instance_id, "timer", _timer(timer_id, fire_at), fire_at)
+        step.send(inst.row.instance_id, "timer", _timer(inst, timer_id, fire_at), fire_at)
 
     def _retry_timer_fired(
         self, inst: Instance, timer_id: int, fired: h.Event, step: Step, now: datetime
@@ -336,8 +366,8 @@ class LocalDurableHost:
             self._normal(inst, fired, now)  # the SDK now fails the task: user code resumes
             return
         self._settle(inst, step, now)
-        if inst.terminal:
-            return
+        if inst.row.runtime_status != "Running":
+            return  # the episode ended or restarted the execution
         self._open(inst, now)
         inst.append(fired)
         retry["attempt"] += 1
@@ -345,7 +375,8 @@ class LocalDurableHost:
         if retry["kind"] == "activity":
             self._schedule_activity(inst, event_id, retry["name"], retry["input"], step, now)
         else:
-            self._create_child(inst, event_id, retry["name"], None, retry["input"], step, now)
+            child = retry.get("instance_id")
+            self._create_child(inst, event_id, retry["name"], child, retry["input"], step, now)
         inst.state["retries"][str(event_id)] = retry
 
     # -- episodes ------------------------------------------------------------------------------
@@ -420,7 +451,7 @@ class LocalDurableHost:
             self._create_child(inst, event_id, name, child, action.get("input"), step, now)
             if kind == A.CALL_SUB_ORCHESTRATOR_WITH_RETRY:
                 state["retries"][str(event_id)] = Retry(
-                    "suborch", name, action.get("input"), action["retryOptions"]
+                    "suborch", name, action.get("input"), action["retryOptions"], child
                 ).to_json()
         elif kind == A.CREATE_TIMER:
             fire_at = datetime.fromisoformat(action["fireAt"])
@@ -428,7 +459,7 @@ class LocalDurableHost:
             if action.get("isCanceled"):
                 state["cancelled"].append(event_id)
             else:
-                step.send(inst.row.instance_id, "timer", _timer(event_id, fire_at), fire_at)
+                step.send(inst.row.instance_id, "timer", _timer(inst, event_id, fire_at), fire_at)
 
     def _schedule_activity(
         self,
@@ -441,7 +472,9 @@ class LocalDurableHost:
     ) -> None:
         inst.append(h.task_scheduled(now, event_id, name, input_json))
         inst.state["pending"].append(event_id)
-        step.work_added.append(WorkItem(inst.row.instance_id, event_id, name, input_json))
+        step.work_added.append(
+            WorkItem(inst.row.instance_id, event_id, inst.row.execution_id, name, input_json)
+        )
 
     def _create_child(
         self,
@@ -453,14 +486,31 @@ class LocalDurableHost:
         step: Step,
         now: datetime,
     ) -> None:
-        child_id = child_id or f"{inst.row.instance_id}:{event_id:04d}"
+        parent_id, execution_id = inst.row.instance_id, inst.row.execution_id
+        child_id = child_id or f"{parent_id}:{execution_id[:8]}:{event_id:04d}"
         inst.append(h.sub_orchestration_created(now, event_id, name, child_id, input_json))
         inst.state["pending"].append(event_id)
+        if self._is_live(child_id, step):
+            reason = f"a workflow instance {child_id!r} is already running"
+            payload = {"event_id": event_id, "execution_id": execution_id, "ok": False}
+            step.send(parent_id, "suborch_done", payload | {"reason": reason, "details": ""}, now)
+            return
+        self._instances.pop(child_id, None)  # a finished instance of that id is replaced
         row = new_row(child_id, name, input_json, now)
-        row.parent_instance_id, row.parent_event_id = inst.row.instance_id, event_id
+        row.parent_instance_id, row.parent_event_id = parent_id, event_id
+        row.parent_execution_id = execution_id
         step.upserts.append(row)
         step.reset_history.add(child_id)
         step.send(child_id, "start", {}, now)
+
+    def _is_live(self, instance_id: str, step: Step) -> bool:
+        live = ("Pending", "Running", "ContinuedAsNew")
+        if any(r.instance_id == instance_id for r in step.upserts):
+            return True  # created earlier in this very step
+        cached = self._instances.get(instance_id)
+        if cached is not None:
+            return cached.row.runtime_status in live
+        return self.store.status(instance_id) in live
 
     def _cancel_timers(self, inst: Instance, actions: list[dict[str, Any]], step: Step) -> None:
         cancelled: list[int] = inst.state["cancelled"]
@@ -501,7 +551,11 @@ class LocalDurableHost:
         parent, parent_event = inst.row.parent_instance_id, inst.row.parent_event_id
         if parent is None or parent_event is None:
             return
-        payload: dict[str, Any] = {"event_id": parent_event, "ok": status == "Completed"}
+        payload: dict[str, Any] = {
+            "event_id": parent_event,
+            "execution_id": inst.row.parent_execution_id,
+            "ok": status == "Completed",
+        }
         if status == "Completed":
             payload["result"] = output
         else:
@@ -526,8 +580,12 @@ class LocalDurableHost:
         step.upserts = [r for r in step.upserts if r.instance_id != iid] + [inst.row]
 
 
-def _timer(event_id: int, fire_at: datetime) -> dict[str, Any]:
-    return {"event_id": event_id, "fire_at": fire_at.isoformat()}
+def _timer(inst: Instance, event_id: int, fire_at: datetime) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "fire_at": fire_at.isoformat(),
+        "execution_id": inst.row.execution_id,
+    }
 
 
 def _mismatch(known: list[str], now: list[str]) -> str:
@@ -557,6 +615,7 @@ def new_row(instance_id: str, name: str, input_json: str | None, now: datetime) 
         error=None,
         parent_instance_id=None,
         parent_event_id=None,
+        parent_execution_id=None,
         host_state=Instance.fresh_state(),
         created_at=now,
         last_updated_at=now,

@@ -30,6 +30,7 @@ class Retry:
     name: str
     input: str | None
     options: dict[str, Any]
+    instance_id: str | None = None  # an explicit sub-orchestration id, kept across attempts
     attempt: int = 1
 
     def to_json(self) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class Message:
 class WorkItem:
     instance_id: str
     event_id: int
+    execution_id: str
     name: str
     input: str | None
 
@@ -52,6 +53,7 @@ class InstanceRow:
     error: str | None
     parent_instance_id: str | None
     parent_event_id: int | None
+    parent_execution_id: str | None
     host_state: dict[str, Any]
     created_at: datetime
     last_updated_at: datetime
@@ -72,7 +74,7 @@ class Step:
     consumed: list[int] = field(default_factory=list)
     sent: list[tuple[str, str, dict[str, Any], datetime]] = field(default_factory=list)
     work_added: list[WorkItem] = field(default_factory=list)
-    work_done: list[tuple[str, int]] = field(default_factory=list)
+    work_done: list[tuple[str, int, str]] = field(default_factory=list)  # id, event, execution
     cancelled_timers: list[tuple[str, int]] = field(default_factory=list)
     cleared: set[str] = field(default_factory=set)  # terminal: drop pending work and timers
 
@@ -128,10 +130,19 @@ class DurableStore:
             ).scalar_one_or_none()
         return value
 
+    def status(self, instance_id: str) -> str | None:
+        with self.engines.read.connect() as conn:
+            value: str | None = conn.execute(
+                sa.select(durable_instances.c.runtime_status).where(
+                    durable_instances.c.instance_id == instance_id
+                )
+            ).scalar_one_or_none()
+        return value
+
     def pending_work(self) -> list[WorkItem]:
         with self.engines.read.connect() as conn:
             rows = conn.execute(durable_work.select()).all()
-        return [WorkItem(r.instance_id, r.event_id, r.name, r.input) for r in rows]
+        return [WorkItem(r.instance_id, r.event_id, r.execution_id, r.name, r.input) for r in rows]
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -143,7 +154,7 @@ class DurableStore:
                     durable_instances.c.instance_id == row.instance_id
                 )
             ).scalar_one_or_none()
-            if existing in ("Pending", "Running"):
+            if existing in ("Pending", "Running", "ContinuedAsNew"):
                 return False
             if existing is not None:  # a finished instance of that id is replaced
                 self._delete(conn, row.instance_id)
@@ -185,10 +196,12 @@ class DurableStore:
                 conn.execute(
                     durable_messages.delete().where(durable_messages.c.id.in_(step.consumed))
                 )
-            for iid, event_id in step.work_done:
+            for iid, event_id, execution_id in step.work_done:
                 conn.execute(
                     durable_work.delete().where(
-                        durable_work.c.instance_id == iid, durable_work.c.event_id == event_id
+                        durable_work.c.instance_id == iid,
+                        durable_work.c.event_id == event_id,
+                        durable_work.c.execution_id == execution_id,
                     )
                 )
             for iid, timer_id in step.cancelled_timers:
@@ -213,6 +226,7 @@ class DurableStore:
                         {
                             "instance_id": w.instance_id,
                             "event_id": w.event_id,
+                            "execution_id": w.execution_id,
                             "name": w.name,
                             "input": w.input,
                         }

@@ -64,6 +64,7 @@ def upgrade() -> None:
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("parent_instance_id", sa.String(length=200), nullable=True),
         sa.Column("parent_event_id", sa.Integer(), nullable=True),
+        sa.Column("parent_execution_id", sa.String(length=36), nullable=True),
         sa.Column("host_state", sa.Text(), nullable=False),
         sa.Column(
             "created_at", hartonomous.store.schema.UTCDateTime(timezone=True), nullable=False
@@ -91,6 +92,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_durable_messages")),
         info={"local_only": True},
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("durable_messages", schema=None) as batch_op:
         batch_op.create_index(
@@ -101,6 +103,7 @@ def upgrade() -> None:
         "durable_work",
         sa.Column("instance_id", sa.String(length=200), nullable=False),
         sa.Column("event_id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("execution_id", sa.String(length=36), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("input", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("instance_id", "event_id", name=op.f("pk_durable_work")),
