@@ -11,10 +11,11 @@ import azure.durable_functions as df
 
 def blueprints() -> list[df.Blueprint]:
     from functions.http_api import bp as http_api
+    from functions.knowledge import bp as knowledge
     from functions.maintenance import bp as maintenance
     from functions.workflows_diagnostics import bp as workflows_diagnostics
 
-    return [http_api, workflows_diagnostics, maintenance]
+    return [http_api, workflows_diagnostics, maintenance, knowledge]
 
 
 def indexed_app() -> df.DFApp:

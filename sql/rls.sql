@@ -25,6 +25,21 @@ CREATE SECURITY POLICY security.tenant_isolation
     ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.atoms AFTER UPDATE,
     ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.workflow_runs,
     ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.workflow_runs AFTER INSERT,
-    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.workflow_runs AFTER UPDATE
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.workflow_runs AFTER UPDATE,
+    ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.edges,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.edges AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.edges AFTER UPDATE,
+    ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.chunks,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.chunks AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.chunks AFTER UPDATE,
+    ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.embeddings,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.embeddings AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.embeddings AFTER UPDATE,
+    ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.documents,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.documents AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.documents AFTER UPDATE,
+    ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.knowledge_gaps,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.knowledge_gaps AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.knowledge_gaps AFTER UPDATE
     WITH (STATE = ON);
 GO

@@ -24,6 +24,11 @@ EXPECTED = {
     "diagnostics_chain": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
     "diagnostics_noop": ("activityTrigger", {"activityTrigger": "IN"}),
     "sweep_staging": ("timerTrigger", {"timerTrigger": "IN"}),
+    "ingest_document": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
+    "ingest_plan": ("activityTrigger", {"activityTrigger": "IN"}),
+    "ingest_embed_batch": ("activityTrigger", {"activityTrigger": "IN"}),
+    "ingest_index": ("activityTrigger", {"activityTrigger": "IN"}),
+    "ingest_uploaded_blob": ("blobTrigger", {"blobTrigger": "IN", "durableClient": "IN"}),
 }
 
 
@@ -174,3 +179,10 @@ def test_calling_the_function_serves_the_fastapi_app(function_app, tmp_path, mon
     assert unauthenticated.status_code == 401
     assert unauthenticated.mimetype == "application/problem+json"
     original.cache_clear()
+
+
+def test_the_uploads_blob_trigger_watches_the_uploads_container(function_app):
+    _, functions = function_app
+    raw = [json.loads(b) for b in _named(functions, "ingest_uploaded_blob").get_raw_bindings()]
+    trigger = next(b for b in raw if b["type"] == "blobTrigger")
+    assert trigger["path"] == "uploads/{name}" and trigger["connection"] == "AzureWebJobsStorage"

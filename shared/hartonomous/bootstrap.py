@@ -12,6 +12,8 @@ from functools import partial
 from typing import Any
 
 from hartonomous.blobs.local import LocalBlobStore
+from hartonomous.knowledge.embeddings import MiniLMEmbedder
+from hartonomous.knowledge.runtime import KnowledgeProvider
 from hartonomous.ports import BlobStore
 from hartonomous.services.atoms import AtomService
 from hartonomous.settings import Settings
@@ -28,6 +30,7 @@ class Platform:
     blobs: BlobStore
     uow_factory: UnitOfWorkFactory
     atoms: AtomService
+    knowledge: KnowledgeProvider
     # Only in the local world: on Azure the Durable extension runs workflows and timers.
     workflows: LocalWorkflowRuntime | None = None
     _running: bool = False
@@ -71,6 +74,7 @@ def bootstrap(
     engines: Engines | None = None,
     run_migrations: bool | None = None,
     functions: Iterable[Any] | None = None,
+    embedder: MiniLMEmbedder | None = None,
 ) -> Platform:
     """Build the platform; pass adapters to override the ones settings would pick.
 
@@ -84,6 +88,9 @@ def bootstrap(
         migrate.upgrade(engines)
     blobs = blobs or blob_store_for(settings)
     uow_factory: UnitOfWorkFactory = partial(UnitOfWork, engines)
+    atom_service = AtomService(
+        uow_factory=uow_factory, blobs=blobs, max_upload_bytes=settings.max_upload_bytes
+    )
     workflows = None
     if functions is not None:
         workflows = LocalWorkflowRuntime.build(
@@ -94,8 +101,7 @@ def bootstrap(
         engines=engines,
         blobs=blobs,
         uow_factory=uow_factory,
-        atoms=AtomService(
-            uow_factory=uow_factory, blobs=blobs, max_upload_bytes=settings.max_upload_bytes
-        ),
+        atoms=atom_service,
+        knowledge=KnowledgeProvider(settings, uow_factory, atom_service, blobs, embedder),
         workflows=workflows,
     )

@@ -49,6 +49,20 @@ class Settings(BaseSettings):
     page_size_max: int = Field(
         default=1000, gt=0, description="Largest `limit` accepted by list endpoints."
     )
+    max_document_bytes: int = Field(
+        default=64 * 1024**2,
+        gt=0,
+        description="Largest document ingestion parses (parsing needs it whole in memory).",
+    )
+    embedding_batch_size: int = Field(
+        default=64, gt=0, le=1024, description="Chunks per embedding batch activity."
+    )
+    search_gap_threshold: float = Field(
+        default=0.35,
+        ge=-1,
+        le=1,
+        description="Best cosine under which a search is recorded as a knowledge gap.",
+    )
     workflow_activity_workers: int = Field(
         default=8, gt=0, le=256, description="Threads running activities in the local host."
     )

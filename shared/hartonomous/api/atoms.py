@@ -47,7 +47,7 @@ class AtomPageOut(BaseModel):
     )
 
 
-_UPLOAD_BODY: dict[str, Any] = {
+UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "description": "The raw bytes (Content-Type is the media type; optional X-Atom-Metadata "
@@ -74,7 +74,7 @@ _UPLOAD_BODY: dict[str, Any] = {
     "",
     status_code=201,
     response_model=StoredAtomOut,
-    openapi_extra=_UPLOAD_BODY,
+    openapi_extra=UPLOAD_BODY,
     responses={
         200: {"model": StoredAtomOut, "description": "Already held: the existing atom"},
         413: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Too large"},

@@ -22,7 +22,7 @@ from hartonomous.errors import InvalidInput, NotFound, PayloadTooLarge
 from hartonomous.ports import BlobStore, BlobWriter, StagedBlob
 from hartonomous.services.clock import new_id, utcnow
 from hartonomous.store.repositories import AtomFilter, PagePosition, WriteConflict
-from hartonomous.store.unit_of_work import UnitOfWorkFactory
+from hartonomous.store.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 MAX_METADATA_BYTES = 16 * 1024
 WRITE_ATTEMPTS = 3
@@ -132,26 +132,48 @@ class AtomService:
         self, tenant_id: str, staged: StagedBlob, media: str, metadata: dict[str, Any]
     ) -> StoredAtom:
         with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
-            existing = uow.atoms.find_by_sha256(tenant_id, staged.sha256)
-            if existing is not None:
-                return StoredAtom(existing, deduplicated=True)
-            now = utcnow()
-            atom = Atom(
-                id=new_id(),
-                tenant_id=tenant_id,
-                sha256=staged.sha256,
-                size=staged.size,
-                media_type=media,
-                modality=modality_for(media),
-                metadata=metadata,
-                created_at=now,
-            )
-            uow.blobs.acquire(staged.sha256, staged.size, now)
-            uow.atoms.add(atom)
-            # Inside the write transaction: a delete of the same bytes waits for us.
-            staged.publish()
+            stored = self.record_in(uow, tenant_id, staged, media, metadata)
             uow.commit()
-            return StoredAtom(atom, deduplicated=False)
+            return stored
+
+    def record_in(
+        self,
+        uow: UnitOfWork,
+        tenant_id: str,
+        staged: StagedBlob,
+        media: str,
+        metadata: dict[str, Any],
+    ) -> StoredAtom:
+        """Record staged bytes as an atom inside the caller's write transaction."""
+        existing = uow.atoms.find_by_sha256(tenant_id, staged.sha256)
+        if existing is not None:
+            return StoredAtom(existing, deduplicated=True)
+        now = utcnow()
+        atom = Atom(
+            id=new_id(),
+            tenant_id=tenant_id,
+            sha256=staged.sha256,
+            size=staged.size,
+            media_type=media,
+            modality=modality_for(media),
+            metadata=metadata,
+            created_at=now,
+        )
+        uow.blobs.acquire(staged.sha256, staged.size, now)
+        uow.atoms.add(atom)
+        # Inside the write transaction: a delete of the same bytes waits for us.
+        staged.publish()
+        return StoredAtom(atom, deduplicated=False)
+
+    def stage(self, data: bytes) -> StagedBlob:
+        """Small bytes hashed and staged, for ``record_in`` (chunks, receipts)."""
+        writer = self.blobs.writer()
+        try:
+            writer.write(data)
+            return writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
 
     def store_bytes(
         self,
@@ -209,6 +231,7 @@ class AtomService:
             atom = uow.atoms.get(tenant_id, atom_id)
             if atom is None:
                 raise NotFound(f"no atom {atom_id!r}")
+            uow.knowledge.forget_atom(tenant_id, atom_id)
             uow.atoms.delete(tenant_id, atom_id)
             if uow.blobs.release(atom.sha256) == 0:
                 # Under the write lock, so no upload of these bytes can slip in between.

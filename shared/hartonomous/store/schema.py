@@ -175,3 +175,112 @@ durable_work = sa.Table(
     sa.Column("input", sa.Text(), nullable=True),
     info=LOCAL_ONLY,
 )
+
+
+# --- Knowledge: documents, chunks, embeddings, the provenance graph ----------------------
+
+
+class Vector(sa.TypeDecorator[bytes]):
+    """float32 vectors: raw little-endian bytes locally, ``VECTOR(n)`` on Azure SQL.
+
+    SQLAlchemy has no SQL Server VECTOR type; this one compiles to it (see ``_vector_ddl``),
+    so the generated T-SQL has a real vector column that ``VECTOR_DISTANCE`` can use.
+    """
+
+    impl = sa.LargeBinary
+    cache_ok = True
+
+    def __init__(self, dimension: int) -> None:
+        super().__init__()
+        self.dimension = dimension
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "mssql":
+            return dialect.type_descriptor(_MssqlVector(self.dimension))
+        return dialect.type_descriptor(sa.LargeBinary())
+
+
+class _MssqlVector(sa.types.UserDefinedType[bytes]):
+    cache_ok = True
+
+    def __init__(self, dimension: int) -> None:
+        self.dimension = dimension
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return f"VECTOR({self.dimension})"
+
+
+EMBEDDING_DIMENSION = 384  # all-MiniLM-L6-v2; another model gets its own column or table
+
+# Typed edges between a tenant's atoms: HAS_CHUNK (document -> chunk, with ordinal and
+# character offsets), and later USED_IN_GENERATION, GENERATED, DERIVED_FROM.
+edges = sa.Table(
+    "edges",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("src_id", _id(), sa.ForeignKey("atoms.id"), nullable=False),
+    sa.Column("dst_id", _id(), sa.ForeignKey("atoms.id"), nullable=False),
+    sa.Column("ordinal", sa.Integer(), nullable=True),
+    sa.Column("start_offset", sa.Integer(), nullable=True),
+    sa.Column("end_offset", sa.Integer(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "src_id", "kind", "ordinal"),
+    sa.Index(None, "tenant_id", "dst_id", "kind"),
+)
+
+# The text of each chunk atom (also its bytes in the blob store), for search results and
+# the keyword index (FTS5 locally, a full-text index on Azure SQL: sql/knowledge.sql).
+chunks = sa.Table(
+    "chunks",
+    metadata,
+    # seq orders chunks as they are indexed: vector indexes catch up with `seq > last seen`.
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("atom_id", _id(), sa.ForeignKey("atoms.id"), nullable=False, unique=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("text", sa.UnicodeText(), nullable=False),
+    sa.Column("token_count", sa.Integer(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "sha256"),
+)
+
+# Embeddings by content (tenant, sha256 of the chunk text, model): computed before the
+# chunk atoms exist, reused by every document that contains the same chunk.
+embeddings = sa.Table(
+    "embeddings",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("model", sa.String(100), nullable=False),
+    sa.Column("dimension", sa.Integer(), nullable=False),
+    sa.Column("vector", Vector(EMBEDDING_DIMENSION), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "sha256", "model"),
+)
+
+# One row per indexed document atom: ingestion is idempotent by it.
+documents = sa.Table(
+    "documents",
+    metadata,
+    sa.Column("atom_id", _id(), sa.ForeignKey("atoms.id"), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("model", sa.String(100), nullable=False),
+    sa.Column("chunk_count", sa.Integer(), nullable=False),
+    sa.Column("char_count", sa.Integer(), nullable=False),
+    sa.Column("indexed_at", UTCDateTime(), nullable=False),
+)
+
+# Searches whose best result scored under the threshold: what the tenant's knowledge lacks.
+knowledge_gaps = sa.Table(
+    "knowledge_gaps",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("query", sa.UnicodeText(), nullable=False),
+    sa.Column("mode", sa.String(10), nullable=False),
+    sa.Column("best_score", sa.Float(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "tenant_id", "created_at"),
+)

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import sqlalchemy as sa
 
+from hartonomous.knowledge.store import KnowledgeRepository
 from hartonomous.store.engine import Engines
 from hartonomous.store.repositories import (
     ApiKeyRepository,
@@ -27,6 +28,7 @@ class UnitOfWork:
     blobs: BlobRepository
     atoms: AtomRepository
     workflow_runs: WorkflowRunRepository
+    knowledge: KnowledgeRepository
 
     def __init__(self, engines: Engines, *, write: bool, tenant_id: str | None = None) -> None:
         self._engine = engines.write if write else engines.read
@@ -47,6 +49,7 @@ class UnitOfWork:
         self.blobs = BlobRepository(self._conn)
         self.atoms = AtomRepository(self._conn)
         self.workflow_runs = WorkflowRunRepository(self._conn)
+        self.knowledge = KnowledgeRepository(self._conn)
         return self
 
     def commit(self) -> None:

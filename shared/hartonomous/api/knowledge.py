@@ -1,0 +1,154 @@
+"""``/v1/ingestions`` and ``/v1/search``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from hartonomous.api.atoms import UPLOAD_BODY
+from hartonomous.api.auth import Reader, Writer
+from hartonomous.api.deps import PlatformDep, WorkflowClientDep
+from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
+from hartonomous.api.uploads import check_declared_length, receive
+from hartonomous.domain.atoms import Modality
+from hartonomous.errors import UnprocessableContent
+from hartonomous.knowledge.parsing import is_supported
+from hartonomous.knowledge.search import Mode
+from hartonomous.knowledge.store import SearchFilter
+from hartonomous.knowledge.uploads import start_ingestion
+
+router = APIRouter(tags=["knowledge"], responses=PROBLEM_RESPONSES)
+
+
+class IngestionOut(BaseModel):
+    atom_id: str
+    instance_id: str
+    status_url: str = Field(description="GET it for progress (customStatus) and the result")
+    deduplicated: bool
+
+
+@router.post(
+    "/v1/ingestions",
+    status_code=202,
+    response_model=IngestionOut,
+    openapi_extra=UPLOAD_BODY,
+    responses={413: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Too large"}},
+)
+async def create_ingestion(
+    request: Request, principal: Writer, platform: PlatformDep, client: WorkflowClientDep
+) -> JSONResponse:
+    """Store a document as an atom and start its ingestion workflow."""
+    check_declared_length(request, platform.settings.max_upload_bytes)
+    upload = await run_in_threadpool(platform.atoms.begin_upload)
+    body = await receive(request, upload)
+    filename = body.metadata.get("filename") if isinstance(body.metadata, dict) else None
+    if not is_supported(body.media_type or "", filename):
+        upload.abort()
+        raise UnprocessableContent(
+            f"documents of type {body.media_type!r} cannot be ingested; send text, Markdown, "
+            "HTML, JSON, PDF or source code (or name the file so its extension says)"
+        )
+    stored = await run_in_threadpool(
+        lambda: platform.atoms.store(
+            tenant_id=principal.tenant_id,
+            upload=upload,
+            media_type=body.media_type,
+            metadata=body.metadata,
+        )
+    )
+    started = await start_ingestion(platform, client, principal.tenant_id, stored)
+    out = IngestionOut(
+        atom_id=stored.atom.id,
+        instance_id=started.instance_id,
+        status_url=f"/v1/workflows/{started.instance_id}",
+        deduplicated=stored.deduplicated,
+    )
+    return JSONResponse(out.model_dump(), status_code=202, headers={"Location": out.status_url})
+
+
+class Filters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    modality: Modality | None = None
+    media_type: str | None = Field(default=None, max_length=255)
+    document_id: str | None = Field(default=None, max_length=36)
+    metadata: dict[str, str | int | float | bool] | None = Field(
+        default=None, description="Equality on the source document's metadata"
+    )
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+class SearchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: Annotated[str, Field(min_length=1, max_length=2000)]
+    k: Annotated[int, Field(ge=1, le=100)] = 10
+    mode: Mode = Mode.HYBRID
+    filters: Filters = Filters()
+
+
+class SearchHit(BaseModel):
+    atom_id: str
+    score: float
+    rank: int
+    text: str
+    document_id: str | None
+    ordinal: int | None
+    start: int | None = Field(description="Character offset of the chunk in its document")
+    end: int | None
+    highlights: list[str] = Field(description="Keyword matches marked with <mark>")
+    vector_score: float | None = None
+    keyword_score: float | None = None
+
+
+class SearchOut(BaseModel):
+    query: str
+    mode: Mode
+    results: list[SearchHit]
+
+
+@router.post("/v1/search", response_model=SearchOut)
+def search(body: SearchIn, principal: Reader, platform: PlatformDep) -> SearchOut:
+    """Search the caller's knowledge by meaning, by words, or both (reciprocal rank fusion)."""
+    f = body.filters
+    results = platform.knowledge.get().search.search(
+        tenant_id=principal.tenant_id,
+        query=body.query,
+        k=body.k,
+        mode=body.mode,
+        flt=SearchFilter(
+            modality=f.modality.value if f.modality else None,
+            media_type=f.media_type,
+            document_id=f.document_id,
+            metadata=dict(f.metadata) if f.metadata else None,
+            created_after=f.created_after,
+            created_before=f.created_before,
+        ),
+    )
+    return SearchOut(
+        query=body.query,
+        mode=body.mode,
+        results=[SearchHit(**r.__dict__) for r in results],
+    )
+
+
+class Gap(BaseModel):
+    query: str
+    mode: str
+    best_score: float | None
+    created_at: datetime
+
+
+@router.get("/v1/knowledge-gaps", response_model=list[Gap])
+def knowledge_gaps(principal: Reader, platform: PlatformDep) -> list[Gap]:
+    """Recent searches whose best answer scored under the threshold."""
+    with platform.uow_factory(write=False, tenant_id=principal.tenant_id) as uow:
+        rows: list[Any] = uow.knowledge.gaps(principal.tenant_id)
+    return [Gap(query=r.query, mode=r.mode, best_score=r.best_score, created_at=r.created_at)
+            for r in rows]  # fmt: skip

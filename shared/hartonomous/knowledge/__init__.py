@@ -1,0 +1,1 @@
+"""Knowledge: documents become chunk atoms with embeddings, searchable by meaning and words."""

