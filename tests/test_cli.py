@@ -130,3 +130,24 @@ def test_put_and_get_through_a_real_server(server, data_dir, tmp_path):
     head = migrate.head_revision()
     assert f"{head} (head {head})" in status
     assert any(line.split()[:2] == ["atoms", "1"] for line in status.splitlines())
+
+
+def test_ingest_a_folder_and_search_through_a_real_server(server, tmp_path):
+    url, key = server
+    docs = tmp_path / "docs"
+    (docs / "nested").mkdir(parents=True)
+    (docs / "rivers.md").write_text("The Nile is the longest river in Africa.\n")
+    (docs / "nested" / "trees.txt").write_text("Oak trees can live for a thousand years.\n")
+    (docs / "photo.png").write_bytes(b"\x89PNG not a document")  # skipped: not ingestible
+    (docs / ".hidden.md").write_text("secret")  # skipped: hidden
+    result = cli("ingest", str(docs), "--url", url, "--api-key", key)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(Path(line["path"]).name for line in lines) == ["rivers.md", "trees.txt"]
+    assert all(line["status"] == "Completed" for line in lines), lines
+
+    found = json.loads(
+        cli("search", "how old do oaks get", "--json", "--url", url, "--api-key", key).stdout
+    )
+    assert "Oak trees" in found["results"][0]["text"]
+    table = cli("search", "longest river", "--url", url, "--api-key", key).stdout
+    assert "Nile" in table

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from hartonomous.cli import admin
+from hartonomous.cli import admin, knowledge
 from hartonomous.cli.atoms import atoms_app
 from hartonomous.cli.options import DataDir, settings_for
 from hartonomous.errors import HartonomousError
@@ -21,6 +21,8 @@ app.add_typer(admin.key_app, name="key")
 app.add_typer(atoms_app, name="atoms")
 app.command()(admin.init)
 app.command()(admin.status)
+app.command()(knowledge.ingest)
+app.command()(knowledge.search)
 
 
 @app.command()
