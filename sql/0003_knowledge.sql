@@ -53,6 +53,10 @@ CREATE TABLE chunks (
 
 GO
 
+CREATE INDEX ix_chunks_tenant_id_seq ON chunks (tenant_id, seq);
+
+GO
+
 CREATE TABLE documents (
     atom_id VARCHAR(36) NOT NULL,
     tenant_id VARCHAR(36) NOT NULL,

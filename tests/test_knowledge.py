@@ -229,3 +229,23 @@ def test_a_blob_in_uploads_starts_the_same_ingestion(kp, tenant_maker):
         asyncio.run(ingest_upload(kp, client, "uploads/nobody/x.md", io.BytesIO(b"hi")))
     with pytest.raises(InvalidInput, match="uploads/"):
         asyncio.run(ingest_upload(kp, client, "stray.md", io.BytesIO(b"hi")))
+
+
+def test_large_tenants_get_an_ann_index_that_agrees_with_exact_search(api, kp, tenant_maker):
+    from hartonomous.knowledge.vectors import VectorIndex
+
+    alice = tenant_maker(kp, "alice")
+    finish(api, alice, ingest(api, alice, SOLAR))
+    finish(api, alice, ingest(api, alice, COOKING))
+    knowledge = kp.knowledge.get()
+    exact = knowledge.index
+    ann = VectorIndex(kp.uow_factory, exact.model, exact.dimension, ann_threshold=1)
+    assert ann.refresh(alice.id) == exact.size(alice.id) > 1
+    assert ann._tenant(alice.id).ann is not None
+    query = knowledge.embedder.embed(["the hottest planet"])[0]
+    (best_exact, score_exact), *_ = exact.search(alice.id, query, 3)
+    (best_ann, score_ann), *_ = ann.search(alice.id, query, 3)
+    assert best_ann == best_exact and abs(score_ann - score_exact) < 1e-3
+    # A filter keeps search exact over the allowed rows.
+    allowed = {best_exact}
+    assert ann.search(alice.id, query, 3, allowed) == exact.search(alice.id, query, 3, allowed)

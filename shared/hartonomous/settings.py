@@ -63,6 +63,11 @@ class Settings(BaseSettings):
         le=1,
         description="Best cosine under which a search is recorded as a knowledge gap.",
     )
+    vector_ann_threshold: int | None = Field(
+        default=200_000,
+        gt=0,
+        description="Chunks past which a tenant's vector search uses an ANN index (usearch).",
+    )
     workflow_activity_workers: int = Field(
         default=8, gt=0, le=256, description="Threads running activities in the local host."
     )

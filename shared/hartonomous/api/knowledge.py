@@ -148,6 +148,7 @@ class Gap(BaseModel):
 @router.get("/v1/knowledge-gaps", response_model=list[Gap])
 def knowledge_gaps(principal: Reader, platform: PlatformDep) -> list[Gap]:
     """Recent searches whose best answer scored under the threshold."""
+    platform.knowledge.get().search.gaps.flush()
     with platform.uow_factory(write=False, tenant_id=principal.tenant_id) as uow:
         rows: list[Any] = uow.knowledge.gaps(principal.tenant_id)
     return [Gap(query=r.query, mode=r.mode, best_score=r.best_score, created_at=r.created_at)

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 Vectors = npt.NDArray[np.float32]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+SHORT_BATCH = 8  # up to this many texts skip encode()'s batching (queries)
 
 
 class Embedder(Protocol):
@@ -74,6 +75,8 @@ class MiniLMEmbedder:
         self._threads = threads
         self._model: Any = None
         self._lock = threading.Lock()
+        # torch already uses every core for one batch: concurrent batches would only thrash.
+        self._busy = threading.Lock()
         self.tokenizer = HuggingFaceTokenizer(minilm_path() / "tokenizer.json")
 
     def _load(self) -> Any:
@@ -81,6 +84,8 @@ class MiniLMEmbedder:
             if self._model is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+                os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
                 import torch
                 from sentence_transformers import SentenceTransformer
 
@@ -93,11 +98,34 @@ class MiniLMEmbedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         model = self._load()
-        vectors = model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        if len(texts) <= SHORT_BATCH:
+            return self._embed_directly(model, texts)
+        with self._busy:
+            vectors = model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _embed_directly(self, model: Any, texts: Sequence[str]) -> Vectors:
+        """Search queries: the same transformer, mean pooling and normalisation as
+        ``encode``, without its batching machinery (12 ms -> 8 ms for one query here)."""
+        import torch
+
+        transformer, tokenizer = model[0].auto_model, model[0].tokenizer
+        with self._busy, torch.inference_mode():
+            batch = tokenizer(
+                list(texts),
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=model.max_seq_length,
+            )
+            hidden = transformer(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            vectors = torch.nn.functional.normalize(pooled, dim=1)
+        return np.ascontiguousarray(vectors.numpy(), dtype=np.float32)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from hartonomous.knowledge.embeddings import Embedder, MiniLMEmbedder
 from hartonomous.knowledge.ingestion import Ingestion
-from hartonomous.knowledge.search import SearchService
+from hartonomous.knowledge.search import GapRecorder, SearchService
 from hartonomous.knowledge.vectors import VectorIndex
 from hartonomous.ports import BlobStore
 from hartonomous.services.atoms import AtomService
@@ -45,12 +45,21 @@ class KnowledgeProvider:
                 embedder = self._embedder or MiniLMEmbedder(
                     batch_size=self._settings.embedding_batch_size
                 )
-                index = VectorIndex(self._uow, embedder.model_name, embedder.dimension)
+                index = VectorIndex(
+                    self._uow,
+                    embedder.model_name,
+                    embedder.dimension,
+                    ann_threshold=self._settings.vector_ann_threshold,
+                )
                 self._built = Knowledge(
                     embedder=embedder,
                     index=index,
                     search=SearchService(
-                        self._uow, embedder, index, self._settings.search_gap_threshold
+                        self._uow,
+                        embedder,
+                        index,
+                        GapRecorder(self._uow),
+                        self._settings.search_gap_threshold,
                     ),
                     ingestion=Ingestion(
                         uow_factory=self._uow,

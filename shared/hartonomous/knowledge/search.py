@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import queue
+import threading
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from hartonomous.knowledge.embeddings import Embedder
@@ -11,7 +15,41 @@ from hartonomous.knowledge.vectors import VectorIndex
 from hartonomous.services.clock import utcnow
 from hartonomous.store.unit_of_work import UnitOfWorkFactory
 
+log = logging.getLogger(__name__)
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al.)
+
+
+class GapRecorder:
+    """Writes knowledge gaps on a background thread: a write transaction per weak search
+    would otherwise sit on the search's latency. ``flush()`` waits for what is queued."""
+
+    def __init__(self, uow_factory: UnitOfWorkFactory) -> None:
+        self._uow = uow_factory
+        self._queue: queue.Queue[tuple[str, str, str, float | None, datetime]] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="knowledge-gaps", daemon=True)
+        self._thread.start()
+
+    def record(self, tenant_id: str, query: str, mode: str, best: float | None) -> None:
+        self._queue.put((tenant_id, query, mode, best, utcnow()))
+
+    def flush(self) -> None:
+        self._queue.join()
+
+    def _run(self) -> None:
+        while True:
+            items = [self._queue.get()]
+            while not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            try:
+                for tenant_id, query, mode, best, at in items:
+                    with self._uow(write=True, tenant_id=tenant_id) as uow:
+                        uow.knowledge.record_gap(tenant_id, query, mode, best, at)
+                        uow.commit()
+            except Exception:
+                log.exception("could not record %d knowledge gaps", len(items))
+            finally:
+                for _ in items:
+                    self._queue.task_done()
 
 
 class Mode(StrEnum):
@@ -40,6 +78,7 @@ class SearchService:
     uow_factory: UnitOfWorkFactory
     embedder: Embedder
     index: VectorIndex
+    gaps: GapRecorder
     gap_threshold: float = 0.35  # cosine under which the best answer is a knowledge gap
 
     def search(
@@ -125,6 +164,4 @@ class SearchService:
         best = vector_hits[0][1] if vector_hits else None
         gap = not results or (mode != Mode.KEYWORD and (best is None or best < self.gap_threshold))
         if gap:
-            with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
-                uow.knowledge.record_gap(tenant_id, query, mode.value, best, utcnow())
-                uow.commit()
+            self.gaps.record(tenant_id, query, mode.value, best)

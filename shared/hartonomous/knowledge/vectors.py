@@ -1,19 +1,26 @@
 """Exact cosine search over a per-tenant matrix held in memory (the embedded default).
 
 Vectors persist in the store (float32 bytes); each tenant's matrix is loaded on first use
-and caught up incrementally by chunk ``seq`` before every search, so rows written by other
-processes appear too. Rows are unit length: cosine similarity is one matrix-vector product.
-On 2 cores that is a few milliseconds at 100k x 384.
+and caught up incrementally by chunk ``seq``: at once after this process indexes, within a
+second for rows other processes wrote. Rows are unit length, so cosine similarity is one
+matrix-vector product: a few milliseconds at 100k x 384 on 2 cores. Past ``ann_threshold``
+rows a tenant also gets a usearch HNSW index (approximate; unfiltered searches use it,
+filtered ones stay exact over the allowed rows). bench/knowledge.py measures its recall.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from typing import Any
 
 import numpy as np
 
 from hartonomous.knowledge.embeddings import Vectors
 from hartonomous.store.unit_of_work import UnitOfWorkFactory
+
+log = logging.getLogger(__name__)
 
 
 class _TenantMatrix:
@@ -23,6 +30,8 @@ class _TenantMatrix:
         self.ids: list[str] = []
         self.positions: dict[str, int] = {}
         self.last_seq = 0
+        self.checked_at = float("-inf")
+        self.ann: Any = None  # usearch.index.Index once the tenant is large
         self.lock = threading.Lock()
 
     def append(self, ids: list[str], vectors: Vectors) -> None:
@@ -36,12 +45,33 @@ class _TenantMatrix:
         for i, atom_id in enumerate(ids):
             self.positions[atom_id] = self.size + i
         self.ids.extend(ids)
+        if self.ann is not None:
+            self.ann.add(np.arange(self.size, needed, dtype=np.uint64), vectors)
         self.size = needed
+
+    def build_ann(self) -> None:
+        from usearch.index import Index
+
+        ann = Index(ndim=self.matrix.shape[1], metric="cos", dtype="f32")
+        ann.add(np.arange(self.size, dtype=np.uint64), self.matrix[: self.size])
+        self.ann = ann
 
 
 class VectorIndex:
-    def __init__(self, uow_factory: UnitOfWorkFactory, model: str, dimension: int) -> None:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        model: str,
+        dimension: int,
+        *,
+        refresh_interval: float = 1.0,
+        ann_threshold: int | None = None,
+    ) -> None:
+        self.ann_threshold = ann_threshold  # None: always exact
         self._uow = uow_factory
+        # Writes of this process refresh at once (index_document calls refresh); other
+        # processes' writes show within this many seconds, without a query per search.
+        self.refresh_interval = refresh_interval
         self.model = model
         self.dimension = dimension
         self._tenants: dict[str, _TenantMatrix] = {}
@@ -62,12 +92,26 @@ class VectorIndex:
                 with self._uow(write=False, tenant_id=tenant_id) as uow:
                     rows = uow.knowledge.vectors_since(tenant_id, self.model, tm.last_seq)
                 if not rows:
+                    tm.checked_at = time.monotonic()
                     return added
                 ids = [atom_id for _, atom_id, _ in rows]
                 vectors = np.frombuffer(b"".join(v for _, _, v in rows), dtype=np.float32)
                 tm.append(ids, vectors.reshape(len(rows), self.dimension))
                 tm.last_seq = rows[-1][0]
                 added += len(rows)
+                if self._wants_ann(tm):
+                    tm.build_ann()
+
+    def _wants_ann(self, tm: _TenantMatrix) -> bool:
+        if tm.ann is not None or self.ann_threshold is None or tm.size < self.ann_threshold:
+            return False
+        try:
+            import usearch  # noqa: F401
+        except ImportError:
+            log.warning("usearch is not installed: tenant stays on exact search")
+            self.ann_threshold = None
+            return False
+        return True
 
     def size(self, tenant_id: str) -> int:
         return self._tenant(tenant_id).size
@@ -80,9 +124,16 @@ class VectorIndex:
         allowed: set[str] | None = None,
     ) -> list[tuple[str, float]]:
         """The k best (atom id, cosine) of the tenant, optionally among ``allowed`` atoms."""
-        self.refresh(tenant_id)
         tm = self._tenant(tenant_id)
+        if time.monotonic() - tm.checked_at >= self.refresh_interval:
+            self.refresh(tenant_id)
         with tm.lock:
+            if allowed is None and tm.ann is not None:
+                found = tm.ann.search(query, count=min(k, tm.size))
+                return [
+                    (tm.ids[int(key)], 1.0 - float(distance))
+                    for key, distance in zip(found.keys, found.distances, strict=True)
+                ]
             if allowed is None:
                 rows = None
                 scores = tm.matrix[: tm.size] @ query

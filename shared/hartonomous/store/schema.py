@@ -243,6 +243,7 @@ chunks = sa.Table(
     sa.Column("text", sa.UnicodeText(), nullable=False),
     sa.Column("token_count", sa.Integer(), nullable=False),
     sa.UniqueConstraint("tenant_id", "sha256"),
+    sa.Index(None, "tenant_id", "seq"),  # vector indexes catch up by this
 )
 
 # Embeddings by content (tenant, sha256 of the chunk text, model): computed before the
