@@ -423,7 +423,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     with tempfile.TemporaryDirectory(prefix="hartonomous-kb-") as tmp:
-        settings = Settings(data_dir=Path(tmp) / "data")
+        # Random synthetic vectors make every latency query a "knowledge gap"; gaps are off
+        # here so the figures are about search, not about writing thousands of gap rows.
+        settings = Settings(data_dir=Path(tmp) / "data", search_gap_threshold=-1.0)
         embedder = MiniLMEmbedder()
         platform = bootstrap(settings, functions=indexed_app().get_functions(), embedder=embedder)
         runtime.use(platform)
@@ -452,6 +454,7 @@ def main() -> None:
                     "--data-dir",
                     str(settings.data_dir),
                 ],
+                env={**os.environ, "HARTONOMOUS_SEARCH_GAP_THRESHOLD": "-1"},
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

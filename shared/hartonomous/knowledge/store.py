@@ -247,20 +247,19 @@ class KnowledgeRepository:
                 )
             )
         }
-        query = (
-            sa.select(edges)
-            .where(
-                edges.c.tenant_id == tenant_id,
-                edges.c.kind == HAS_CHUNK,
-                edges.c.dst_id.in_(atom_ids),
-            )
-            .order_by(edges.c.id.desc())
+        # No ORDER BY in SQL: SQLite would walk the primary key (every edge) to honour it
+        # instead of the (tenant_id, dst_id, kind) index. The newest link wins in Python.
+        query = sa.select(edges).where(
+            edges.c.tenant_id == tenant_id,
+            edges.c.kind == HAS_CHUNK,
+            edges.c.dst_id.in_(atom_ids),
         )
         if document_ids is not None:
             query = query.where(edges.c.src_id.in_(document_ids))
         links: dict[str, Any] = {}
         for row in self._conn.execute(query):
-            links.setdefault(row.dst_id, row)
+            if row.dst_id not in links or row.id > links[row.dst_id].id:
+                links[row.dst_id] = row
         out = {}
         for atom_id, text in texts.items():
             link = links.get(atom_id)

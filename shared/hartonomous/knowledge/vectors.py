@@ -52,7 +52,15 @@ class _TenantMatrix:
     def build_ann(self) -> None:
         from usearch.index import Index
 
-        ann = Index(ndim=self.matrix.shape[1], metric="cos", dtype="f32")
+        # Wider graph and search than usearch's defaults: recall over raw speed.
+        ann = Index(
+            ndim=self.matrix.shape[1],
+            metric="cos",
+            dtype="f32",
+            connectivity=32,
+            expansion_add=128,
+            expansion_search=256,
+        )
         ann.add(np.arange(self.size, dtype=np.uint64), self.matrix[: self.size])
         self.ann = ann
 
