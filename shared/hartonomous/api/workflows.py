@@ -10,8 +10,9 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from hartonomous.api.auth import Reader, Writer
-from hartonomous.api.deps import WorkflowClientDep
+from hartonomous.api.deps import PlatformDep, WorkflowClientDep
 from hartonomous.api.problems import PROBLEM_RESPONSES
+from hartonomous.bootstrap import Platform
 from hartonomous.errors import InvalidInput, PayloadTooLarge
 from hartonomous.services.workflows import WorkflowService
 
@@ -43,15 +44,15 @@ class TerminateIn(BaseModel):
     reason: str = Field(default="terminated through the API", max_length=1000)
 
 
-def _service(request: Request) -> WorkflowService:
-    return WorkflowService(request.app.state.platform.uow_factory)
+def _service(platform: Platform) -> WorkflowService:
+    return WorkflowService(platform.uow_factory)
 
 
 @router.get("/{instance_id}", response_model=WorkflowStatusOut, response_model_by_alias=True)
 async def get_workflow(
-    instance_id: InstanceId, request: Request, principal: Reader, client: WorkflowClientDep
+    instance_id: InstanceId, principal: Reader, platform: PlatformDep, client: WorkflowClientDep
 ) -> WorkflowStatusOut:
-    status = await _service(request).status(
+    status = await _service(platform).status(
         client, tenant_id=principal.tenant_id, instance_id=instance_id
     )
     return WorkflowStatusOut(
@@ -85,6 +86,7 @@ async def raise_workflow_event(
     name: Annotated[str, Path(min_length=1, max_length=100)],
     request: Request,
     principal: Writer,
+    platform: PlatformDep,
     client: WorkflowClientDep,
 ) -> Response:
     """Deliver an event to a waiting workflow (for instance an approval)."""
@@ -93,7 +95,7 @@ async def raise_workflow_event(
         data = json.loads(body) if body.strip() else None
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"the event data is not valid JSON: {exc}") from exc
-    await _service(request).raise_event(
+    await _service(platform).raise_event(
         client, tenant_id=principal.tenant_id, instance_id=instance_id, name=name, data=data
     )
     return Response(status_code=202)
@@ -107,13 +109,13 @@ async def raise_workflow_event(
 )
 async def terminate_workflow(
     instance_id: InstanceId,
-    request: Request,
     principal: Writer,
+    platform: PlatformDep,
     client: WorkflowClientDep,
     body: TerminateIn | None = None,
 ) -> Response:
     reason = (body or TerminateIn()).reason
-    await _service(request).terminate(
+    await _service(platform).terminate(
         client, tenant_id=principal.tenant_id, instance_id=instance_id, reason=reason
     )
     return Response(status_code=202)
