@@ -136,3 +136,12 @@ def test_an_edit_moves_only_the_boundaries_around_it(tok):
     after = chunk_text(edited, tok)
     reused = sum(1 for c in after if c.text in before)
     assert reused >= len(after) - 2, (reused, len(after))
+
+
+def test_user_words_never_become_fts5_syntax():
+    from hartonomous.knowledge.store import fts_query, query_words
+
+    words = query_words('Mars OR "Venus" NEAR(mars) col:x* mars')
+    assert words == ["mars", "or", "venus", "near", "col", "x"]
+    assert fts_query(words) == '"mars" OR "or" OR "venus" OR "near" OR "col" OR "x"'
+    assert fts_query(query_words("?! --")) is None

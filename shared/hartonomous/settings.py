@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(
         default=64, gt=0, le=1024, description="Chunks per embedding batch activity."
     )
+    embedding_precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="Arithmetic of the embedded embedding model; auto: bfloat16 where native.",
+    )
     search_gap_threshold: float = Field(
         default=0.35,
         ge=-1,
@@ -64,7 +68,7 @@ class Settings(BaseSettings):
         description="Best cosine under which a search is recorded as a knowledge gap.",
     )
     vector_ann_threshold: int | None = Field(
-        default=200_000,
+        default=50_000,
         gt=0,
         description="Chunks past which a tenant's vector search uses an ANN index (usearch).",
     )

@@ -7,11 +7,12 @@ a dot product. The same model's tokenizer counts tokens for chunking.
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -64,16 +65,31 @@ class HuggingFaceTokenizer:
         return spans
 
 
+Precision = Literal["auto", "float32", "bfloat16"]
+
+
 class MiniLMEmbedder:
-    """sentence-transformers on CPU; loaded on first use, then shared by threads."""
+    """sentence-transformers on CPU; loaded on first use, then shared by threads.
+
+    ``precision="auto"`` uses bfloat16 where the CPU multiplies it natively (AVX512-BF16,
+    AMX), float32 elsewhere (emulated bfloat16 is slower than float32). In bfloat16,
+    documents run under autocast (layer norms and softmax stay float32): 1.6x the chunks
+    per second, each vector's cosine to its float32 twin above 0.9999. Queries run on a
+    bfloat16 copy of the transformer: 8 -> 5 ms for one query, cosine above 0.9999.
+    """
 
     model_name = MINILM
     dimension = 384
 
-    def __init__(self, *, batch_size: int = 64, threads: int | None = None) -> None:
+    def __init__(
+        self, *, batch_size: int = 64, threads: int | None = None, precision: Precision = "auto"
+    ) -> None:
         self.batch_size = batch_size
+        self.precision = precision
         self._threads = threads
         self._model: Any = None
+        self._query_transformer: Any = None
+        self._bf16 = False
         self._lock = threading.Lock()
         # torch already uses every core for one batch: concurrent batches would only thrash.
         self._busy = threading.Lock()
@@ -91,8 +107,21 @@ class MiniLMEmbedder:
 
                 if self._threads:
                     torch.set_num_threads(self._threads)
-                self._model = SentenceTransformer(str(minilm_path()), device="cpu")
+                model = SentenceTransformer(str(minilm_path()), device="cpu")
+                self._bf16 = self.precision == "bfloat16" or (
+                    self.precision == "auto" and native_bf16()
+                )
+                transformer = model[0].auto_model
+                self._query_transformer = (
+                    copy.deepcopy(transformer).to(torch.bfloat16) if self._bf16 else transformer
+                )
+                self._model = model
             return self._model
+
+    @property
+    def uses_bfloat16(self) -> bool:
+        self._load()
+        return self._bf16
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         if not texts:
@@ -100,22 +129,24 @@ class MiniLMEmbedder:
         model = self._load()
         if len(texts) <= SHORT_BATCH:
             return self._embed_directly(model, texts)
-        with self._busy:
+        import torch
+
+        with self._busy, torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
             vectors = model.encode(
                 list(texts),
                 batch_size=self.batch_size,
                 normalize_embeddings=True,
-                convert_to_numpy=True,
+                convert_to_tensor=True,
                 show_progress_bar=False,
             )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        return np.ascontiguousarray(vectors.float().numpy(), dtype=np.float32)
 
     def _embed_directly(self, model: Any, texts: Sequence[str]) -> Vectors:
         """Search queries: the same transformer, mean pooling and normalisation as
         ``encode``, without its batching machinery (12 ms -> 8 ms for one query here)."""
         import torch
 
-        transformer, tokenizer = model[0].auto_model, model[0].tokenizer
+        tokenizer = model[0].tokenizer
         with self._busy, torch.inference_mode():
             batch = tokenizer(
                 list(texts),
@@ -124,8 +155,16 @@ class MiniLMEmbedder:
                 truncation=True,
                 max_length=model.max_seq_length,
             )
-            hidden = transformer(**batch).last_hidden_state
+            hidden = self._query_transformer(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             vectors = torch.nn.functional.normalize(pooled, dim=1)
         return np.ascontiguousarray(vectors.numpy(), dtype=np.float32)
+
+
+def native_bf16() -> bool:
+    """Whether torch has native bfloat16 CPU kernels here."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)

@@ -43,7 +43,8 @@ class KnowledgeProvider:
         with self._lock:
             if self._built is None:
                 embedder = self._embedder or MiniLMEmbedder(
-                    batch_size=self._settings.embedding_batch_size
+                    batch_size=self._settings.embedding_batch_size,
+                    precision=self._settings.embedding_precision,
                 )
                 index = VectorIndex(
                     self._uow,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -40,10 +41,12 @@ class GapRecorder:
             items = [self._queue.get()]
             while not self._queue.empty():
                 items.append(self._queue.get_nowait())
-            try:
-                for tenant_id, query, mode, best, at in items:
+            try:  # one transaction per tenant for whatever queued up meanwhile
+                for tenant_id in dict.fromkeys(item[0] for item in items):
                     with self._uow(write=True, tenant_id=tenant_id) as uow:
-                        uow.knowledge.record_gap(tenant_id, query, mode, best, at)
+                        for owner, query, mode, best, at in items:
+                            if owner == tenant_id:
+                                uow.knowledge.record_gap(tenant_id, query, mode, best, at)
                         uow.commit()
             except Exception:
                 log.exception("could not record %d knowledge gaps", len(items))
@@ -80,6 +83,10 @@ class SearchService:
     index: VectorIndex
     gaps: GapRecorder
     gap_threshold: float = 0.35  # cosine under which the best answer is a knowledge gap
+    _pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="keyword-search"),
+        repr=False,
+    )
 
     def search(
         self,
@@ -98,13 +105,17 @@ class SearchService:
         depth = k if mode != Mode.HYBRID else max(4 * k, 40)
         vector_hits: list[tuple[str, float]] = []
         keyword_hits: list[ChunkHit] = []
+        keywords: Future[list[ChunkHit]] | None = None
+        if mode in (Mode.KEYWORD, Mode.HYBRID):
+            # Over-fetch only what a filter may drop. In hybrid mode SQLite runs the keyword
+            # query on another thread while torch embeds the query (both release the GIL).
+            limit = depth + 8 if allowed is None else 4 * depth + 8
+            keywords = self._pool.submit(self._keyword_hits, tenant_id, query, limit, allowed)
         if mode in (Mode.VECTOR, Mode.HYBRID):
             query_vector = self.embedder.embed([query])[0]
             vector_hits = self.index.search(tenant_id, query_vector, depth + 8, allowed)
-        if mode in (Mode.KEYWORD, Mode.HYBRID):
-            with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
-                found = uow.knowledge.keyword_search(tenant_id, query, 4 * depth + 8)
-            keyword_hits = [h for h in found if allowed is None or h.atom_id in allowed]
+        if keywords is not None:
+            keyword_hits = keywords.result()
 
         vec = {a: s for a, s in vector_hits}
         kw = {h.atom_id: h for h in keyword_hits}
@@ -148,6 +159,13 @@ class SearchService:
                 break
         self._maybe_gap(tenant_id, query, mode, results, vector_hits)
         return results
+
+    def _keyword_hits(
+        self, tenant_id: str, query: str, limit: int, allowed: set[str] | None
+    ) -> list[ChunkHit]:
+        with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
+            found = uow.knowledge.keyword_search(tenant_id, query, limit)
+        return [h for h in found if allowed is None or h.atom_id in allowed]
 
     @staticmethod
     def _documents(allowed: set[str] | None, flt: SearchFilter) -> set[str] | None:
