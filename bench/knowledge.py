@@ -374,6 +374,7 @@ def bench_latency(
 ) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
     knowledge = platform.knowledge.get()
     embedder, index = knowledge.embedder, knowledge.index
+    assert isinstance(index, VectorIndex), "the embedded store searches vectors in memory"
     dimension = matrix.shape[1]
     exact = VectorIndex(platform.uow_factory, MINILM, dimension, ann_threshold=None)
     ann = VectorIndex(platform.uow_factory, MINILM, dimension, ann_threshold=1)

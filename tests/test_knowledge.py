@@ -283,3 +283,38 @@ def test_bfloat16_and_float32_embeddings_agree():
     cosines = (vectors["float32"] * vectors["bfloat16"]).sum(axis=1)
     assert cosines.min() > 0.999
     assert np.allclose(np.linalg.norm(vectors["bfloat16"], axis=1), 1, atol=1e-3)
+
+
+def test_concurrent_embeddings_are_coalesced_and_each_caller_gets_its_own_rows(embedder):
+    import threading
+
+    requests = [[f"note {i}.{j} about planet number {i}" for j in range(i + 1)] for i in range(6)]
+    alone = [embedder.embed(texts) for texts in requests]
+    batches: list[int] = []
+    run = embedder._run
+
+    def counting_run(model, batch):
+        batches.append(len(batch))
+        run(model, batch)
+
+    embedder._run = counting_run
+    results: dict[int, np.ndarray] = {}
+    try:
+        with embedder._busy:  # the model is busy: all six callers queue up meanwhile
+            threads = [
+                threading.Thread(target=lambda i=i, t=t: results.__setitem__(i, embedder.embed(t)))
+                for i, t in enumerate(requests)
+            ]
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 10
+            while len(embedder._pending) < len(requests) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        for thread in threads:
+            thread.join(30)
+    finally:
+        del embedder._run
+    assert batches == [len(requests)]  # one batch served all six
+    for i, texts in enumerate(requests):
+        assert results[i].shape == (len(texts), embedder.dimension)
+        assert (results[i] * alone[i]).sum(axis=1).min() > 0.999

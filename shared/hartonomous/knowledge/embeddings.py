@@ -11,6 +11,7 @@ import copy
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -68,6 +69,14 @@ class HuggingFaceTokenizer:
 Precision = Literal["auto", "float32", "bfloat16"]
 
 
+@dataclass(eq=False)
+class _Request:
+    texts: list[str]
+    vectors: Vectors | None = None
+    error: BaseException | None = None
+    done: bool = False
+
+
 class MiniLMEmbedder:
     """sentence-transformers on CPU; loaded on first use, then shared by threads.
 
@@ -93,6 +102,8 @@ class MiniLMEmbedder:
         self._lock = threading.Lock()
         # torch already uses every core for one batch: concurrent batches would only thrash.
         self._busy = threading.Lock()
+        self._pending: list[_Request] = []
+        self._pending_lock = threading.Lock()
         self.tokenizer = HuggingFaceTokenizer(minilm_path() / "tokenizer.json")
 
     def _load(self) -> Any:
@@ -124,16 +135,48 @@ class MiniLMEmbedder:
         return self._bf16
 
     def embed(self, texts: Sequence[str]) -> Vectors:
+        """Concurrent calls are coalesced: whichever caller gets the model next embeds every
+        request waiting, as one length-sorted batch. Ingestion runs many small per-document
+        batches at once; alone, each would pay its own padding and small-batch overhead."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         model = self._load()
-        if len(texts) <= SHORT_BATCH:
-            return self._embed_directly(model, texts)
+        request = _Request(list(texts))
+        with self._pending_lock:
+            self._pending.append(request)
+        with self._busy:
+            if not request.done:
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                self._run(model, batch)
+        if request.error is not None:
+            raise request.error
+        assert request.vectors is not None
+        return request.vectors
+
+    def _run(self, model: Any, batch: list[_Request]) -> None:
+        texts = [t for r in batch for t in r.texts]
+        try:
+            vectors = (
+                self._embed_directly(model, texts)
+                if len(texts) <= SHORT_BATCH
+                else self._encode(model, texts)
+            )
+        except Exception as exc:
+            for r in batch:
+                r.error, r.done = exc, True
+            return
+        start = 0
+        for r in batch:
+            r.vectors, r.done = vectors[start : start + len(r.texts)], True
+            start += len(r.texts)
+
+    def _encode(self, model: Any, texts: list[str]) -> Vectors:
         import torch
 
-        with self._busy, torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
             vectors = model.encode(
-                list(texts),
+                texts,
                 batch_size=self.batch_size,
                 normalize_embeddings=True,
                 convert_to_tensor=True,
@@ -147,7 +190,7 @@ class MiniLMEmbedder:
         import torch
 
         tokenizer = model[0].tokenizer
-        with self._busy, torch.inference_mode():
+        with torch.inference_mode():
             batch = tokenizer(
                 list(texts),
                 return_tensors="pt",

@@ -22,7 +22,7 @@ from hartonomous.knowledge.chunking import Chunk, ChunkingPolicy, Tokenizer, chu
 from hartonomous.knowledge.embeddings import Embedder
 from hartonomous.knowledge.parsing import extract_text
 from hartonomous.knowledge.store import HAS_CHUNK
-from hartonomous.knowledge.vectors import VectorIndex
+from hartonomous.knowledge.vectors import VectorSearch
 from hartonomous.ports import BlobStore
 from hartonomous.services.atoms import AtomService
 from hartonomous.services.clock import utcnow
@@ -61,7 +61,7 @@ class Ingestion:
     blobs: BlobStore
     embedder: Embedder
     tokenizer: Tokenizer
-    index: VectorIndex
+    index: VectorSearch
     max_document_bytes: int
     policy: ChunkingPolicy = field(default_factory=ChunkingPolicy)
     batch_size: int = 64

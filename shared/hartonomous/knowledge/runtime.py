@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from hartonomous.knowledge.embeddings import Embedder, MiniLMEmbedder
 from hartonomous.knowledge.ingestion import Ingestion
 from hartonomous.knowledge.search import GapRecorder, SearchService
-from hartonomous.knowledge.vectors import VectorIndex
+from hartonomous.knowledge.sql_vectors import SqlVectorIndex
+from hartonomous.knowledge.vectors import VectorIndex, VectorSearch
 from hartonomous.ports import BlobStore
 from hartonomous.services.atoms import AtomService
 from hartonomous.settings import Settings
@@ -18,7 +19,7 @@ from hartonomous.store.unit_of_work import UnitOfWorkFactory
 @dataclass
 class Knowledge:
     embedder: Embedder
-    index: VectorIndex
+    index: VectorSearch
     search: SearchService
     ingestion: Ingestion
 
@@ -46,12 +47,16 @@ class KnowledgeProvider:
                     batch_size=self._settings.embedding_batch_size,
                     precision=self._settings.embedding_precision,
                 )
-                index = VectorIndex(
-                    self._uow,
-                    embedder.model_name,
-                    embedder.dimension,
-                    ann_threshold=self._settings.vector_ann_threshold,
-                )
+                index: VectorSearch
+                if self._settings.resolved_database_url.startswith("mssql"):
+                    index = SqlVectorIndex(self._uow, embedder.model_name, embedder.dimension)
+                else:
+                    index = VectorIndex(
+                        self._uow,
+                        embedder.model_name,
+                        embedder.dimension,
+                        ann_threshold=self._settings.vector_ann_threshold,
+                    )
                 self._built = Knowledge(
                     embedder=embedder,
                     index=index,

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from hartonomous.knowledge.embeddings import Embedder
 from hartonomous.knowledge.store import ChunkHit, SearchFilter
-from hartonomous.knowledge.vectors import VectorIndex
+from hartonomous.knowledge.vectors import VectorSearch
 from hartonomous.services.clock import utcnow
 from hartonomous.store.unit_of_work import UnitOfWorkFactory
 
@@ -80,7 +80,7 @@ class SearchResult:
 class SearchService:
     uow_factory: UnitOfWorkFactory
     embedder: Embedder
-    index: VectorIndex
+    index: VectorSearch
     gaps: GapRecorder
     gap_threshold: float = 0.35  # cosine under which the best answer is a knowledge gap
     _pool: ThreadPoolExecutor = field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ class SearchFilter:
 # Such terms carry little BM25 weight yet every row they match is scored: in source code,
 # "self" is in 35% of lines, and dropping common terms cut keyword search at 100k chunks
 # from 37 to ~10 ms p50. Data-driven rather than a stop-word list: any language, any jargon.
-COMMON_TERM_SHARE = 0.1
+COMMON_TERM_SHARE = 0.02
 LARGE_INDEX = 10_000
 
 
@@ -75,6 +76,11 @@ def query_words(text: str) -> list[str]:
 def fts_query(words: Sequence[str]) -> str | None:
     """Words as an FTS5 query: each quoted (user input never becomes syntax), any may match."""
     return " OR ".join(f'"{w}"' for w in words) if words else None
+
+
+def vector_json(vector: Any) -> str:
+    """A vector as Azure SQL's VECTOR literal: a JSON array of floats."""
+    return json.dumps([float(x) for x in vector])
 
 
 class KnowledgeRepository:
@@ -250,6 +256,18 @@ class KnowledgeRepository:
         if kept or not term_of:
             return kept or words
         return [words[min(term_of, key=lambda i: rows_in[term_of[i]])]]
+
+    def vector_search(
+        self, tenant_id: str, model: str, query: Any, k: int
+    ) -> list[tuple[str, float]]:
+        """Nearest chunks by cosine inside the database (Azure SQL: sql/knowledge.sql)."""
+        if self._sqlite:
+            raise NotImplementedError("SQLite searches vectors in memory: VectorIndex")
+        rows = self._conn.exec_driver_sql(
+            "EXEC dbo.search_chunks_by_vector ?, ?, ?, ?",
+            (tenant_id, vector_json(query), model, k),
+        )
+        return [(r[0], float(r[1])) for r in rows]
 
     def allowed_chunks(self, tenant_id: str, flt: SearchFilter) -> set[str]:
         """Chunk atoms of the documents that pass the filter."""

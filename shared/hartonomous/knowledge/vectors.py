@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,6 +25,20 @@ from hartonomous.knowledge.embeddings import Vectors
 from hartonomous.store.unit_of_work import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
+
+
+class VectorSearch(Protocol):
+    """The vector port: in memory here (``VectorIndex``), in Azure SQL (``SqlVectorIndex``)."""
+
+    def refresh(self, tenant_id: str) -> int:
+        """Catch up with rows indexed since the last look; how many arrived."""
+        ...
+
+    def search(
+        self, tenant_id: str, query: Vectors, k: int, allowed: set[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """The k best (atom id, cosine) of the tenant, optionally among ``allowed`` atoms."""
+        ...
 
 
 class _TenantMatrix:

@@ -7,9 +7,11 @@ behind the queries, which scope by tenant themselves.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import Dialect
@@ -198,6 +200,18 @@ class Vector(sa.TypeDecorator[bytes]):
         if dialect.name == "mssql":
             return dialect.type_descriptor(_MssqlVector(self.dimension))
         return dialect.type_descriptor(sa.LargeBinary())
+
+    # Azure SQL exchanges VECTOR values with ODBC drivers as JSON arrays of floats; the rest
+    # of the platform always sees float32 bytes.
+    def process_bind_param(self, value: bytes | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "mssql":
+            return value
+        return json.dumps(np.frombuffer(value, dtype=np.float32).tolist())
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> bytes | None:
+        if value is None or dialect.name != "mssql" or isinstance(value, bytes):
+            return value  # type: ignore[no-any-return]
+        return np.asarray(json.loads(value), dtype=np.float32).tobytes()
 
 
 class _MssqlVector(sa.types.UserDefinedType[bytes]):
