@@ -27,8 +27,6 @@ import json
 import os
 import random
 import re
-import socket
-import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -44,6 +42,8 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _server import serving  # noqa: E402
 
 from functions import indexed_app, runtime  # noqa: E402
 from hartonomous.bootstrap import Platform, bootstrap  # noqa: E402
@@ -179,12 +179,6 @@ def stdlib_documents() -> dict[str, str]:
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- 1. ingestion ----------------------------------------------------------------------------
@@ -528,25 +522,8 @@ def main() -> None:
 def serve_and_search(
     settings: Settings, key: str, queries: list[str], settle_s: float
 ) -> dict[str, Any]:
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "hartonomous"), "serve", "--port", str(port),
-         "--data-dir", str(settings.data_dir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                httpx.get(f"{url}/healthz")
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    with serving(settings.data_dir) as (url, _):
         return bench_http(url, key, queries, settle_s)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

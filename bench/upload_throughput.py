@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,15 +20,9 @@ from pathlib import Path
 from typing import IO, cast
 
 import httpx
+from _server import BIN, serving
 
 MiB = 1024 * 1024
-BIN = Path(sys.executable).parent / "hartonomous"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def proc_kib(pid: int, field: str) -> int:
@@ -73,22 +65,8 @@ def main() -> None:
             .stdout.strip()
             .splitlines()[-1]
         )
-        port = free_port()
-        server = subprocess.Popen(
-            [str(BIN), "serve", "--port", str(port), "--data-dir", str(data_dir)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(300):
-                try:
-                    httpx.get(f"{url}/healthz")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            idle_kib = proc_kib(server.pid, "VmRSS")
+        with serving(data_dir, env) as (url, pid):
+            idle_kib = proc_kib(pid, "VmRSS")
             digest = hashlib.sha256()
             headers = {"Authorization": f"Bearer {key}"}
             timeout = httpx.Timeout(60.0, read=600.0, write=600.0)
@@ -119,10 +97,7 @@ def main() -> None:
             atom = response.json()
             assert atom["sha256"] == digest.hexdigest(), "server hash differs from the client's"
             assert atom["size"] == size
-            peak_kib = proc_kib(server.pid, "VmHWM")
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+            peak_kib = proc_kib(pid, "VmHWM")
 
     mode = "multipart" if args.multipart else "raw body"
     print(f"upload of {size / (1024 * MiB):.2f} GiB ({mode}) through POST /v1/atoms on loopback")
