@@ -17,7 +17,7 @@ from functions import indexed_app, runtime
 from hartonomous.api.app import create_app
 from hartonomous.bootstrap import Platform, bootstrap
 from hartonomous.errors import InvalidInput
-from hartonomous.knowledge.embeddings import MiniLMEmbedder
+from hartonomous.knowledge.embeddings import MiniLMEmbedder, minilm_path
 from hartonomous.knowledge.uploads import ingest_upload
 from hartonomous.settings import Settings
 from hartonomous.store.schema import chunks, edges, embeddings
@@ -272,15 +272,27 @@ def test_keyword_queries_leave_out_terms_most_chunks_contain(api, kp, tenant_mak
         assert uow.knowledge.keyword_search(alice.id, "  ?! ", 10) == []
 
 
-def test_bfloat16_and_float32_embeddings_agree():
-    texts = ["the hottest planet", "Bread dough needs flour, water, salt and yeast."] * 5
+def test_embeddings_match_sentence_transformers_in_both_precisions():
+    # Lengths differ, so the length-sorted mini-batches (3 of them) must be put back in order.
+    texts = [
+        "the hottest planet",
+        "Bread dough needs flour, water, salt and yeast; knead it for ten minutes.",
+        "ok",
+        "A context manager that ignores the exceptions it is given, then carries on.",
+        "Return the n largest elements of a dataset.",
+    ] * 2
     vectors = {}
     for precision in ("float32", "bfloat16"):
-        embedder = MiniLMEmbedder(precision=precision)
-        # One query (the direct path) and a batch past SHORT_BATCH (encode, autocast).
-        vectors[precision] = np.vstack([embedder.embed(texts[:1]), embedder.embed(texts)])
+        embedder = MiniLMEmbedder(precision=precision, batch_size=4)
+        vectors[precision] = embedder.embed(texts)
         assert embedder.uses_bfloat16 == (precision == "bfloat16")
-    cosines = (vectors["float32"] * vectors["bfloat16"]).sum(axis=1)
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(minilm_path()), device="cpu").encode(
+        texts, normalize_embeddings=True
+    )
+    assert np.allclose(vectors["float32"], reference, atol=1e-5)
+    cosines = (reference * vectors["bfloat16"]).sum(axis=1)
     assert cosines.min() > 0.999
     assert np.allclose(np.linalg.norm(vectors["bfloat16"], axis=1), 1, atol=1e-3)
 

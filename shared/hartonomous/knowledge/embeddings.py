@@ -7,7 +7,6 @@ a dot product. The same model's tokenizer counts tokens for chunking.
 
 from __future__ import annotations
 
-import copy
 import os
 import threading
 from collections.abc import Sequence
@@ -20,7 +19,6 @@ import numpy.typing as npt
 
 Vectors = npt.NDArray[np.float32]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-SHORT_BATCH = 8  # up to this many texts skip encode()'s batching (queries)
 
 
 class Embedder(Protocol):
@@ -78,26 +76,29 @@ class _Request:
 
 
 class MiniLMEmbedder:
-    """sentence-transformers on CPU; loaded on first use, then shared by threads.
+    """all-MiniLM-L6-v2 on CPU; loaded on first use, then shared by threads.
 
-    ``precision="auto"`` uses bfloat16 where the CPU multiplies it natively (AVX512-BF16,
-    AMX), float32 elsewhere (emulated bfloat16 is slower than float32). In bfloat16,
-    documents run under autocast (layer norms and softmax stay float32): 1.6x the chunks
-    per second, each vector's cosine to its float32 twin above 0.9999. Queries run on a
-    bfloat16 copy of the transformer: 8 -> 5 ms for one query, cosine above 0.9999.
+    sentence-transformers only loads the model: texts run through the transformer here,
+    sorted by length in mini-batches, then mean pooling and L2 normalisation (the model's
+    own pipeline; a test holds it to ``SentenceTransformer.encode``). ``precision="auto"``
+    uses bfloat16 where the CPU multiplies it natively (AVX512-BF16, AMX), float32
+    elsewhere (emulated bfloat16 is slower than float32). The whole transformer is cast to
+    bfloat16: 1.9x float32's chunks per second here and 1.2x autocast's, each vector's
+    cosine to its float32 twin above 0.9999.
     """
 
     model_name = MINILM
     dimension = 384
 
     def __init__(
-        self, *, batch_size: int = 64, threads: int | None = None, precision: Precision = "auto"
+        self, *, batch_size: int = 32, threads: int | None = None, precision: Precision = "auto"
     ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
         self.batch_size = batch_size
         self.precision = precision
         self._threads = threads
         self._model: Any = None
-        self._query_transformer: Any = None
         self._bf16 = False
         self._lock = threading.Lock()
         # torch already uses every core for one batch: concurrent batches would only thrash.
@@ -119,13 +120,12 @@ class MiniLMEmbedder:
                 if self._threads:
                     torch.set_num_threads(self._threads)
                 model = SentenceTransformer(str(minilm_path()), device="cpu")
+                model.eval()
                 self._bf16 = self.precision == "bfloat16" or (
                     self.precision == "auto" and native_bf16()
                 )
-                transformer = model[0].auto_model
-                self._query_transformer = (
-                    copy.deepcopy(transformer).to(torch.bfloat16) if self._bf16 else transformer
-                )
+                if self._bf16:
+                    model[0].auto_model.to(torch.bfloat16)
                 self._model = model
             return self._model
 
@@ -157,11 +157,7 @@ class MiniLMEmbedder:
     def _run(self, model: Any, batch: list[_Request]) -> None:
         texts = [t for r in batch for t in r.texts]
         try:
-            vectors = (
-                self._embed_directly(model, texts)
-                if len(texts) <= SHORT_BATCH
-                else self._encode(model, texts)
-            )
+            vectors = self._encode(model, texts)
         except Exception as exc:
             for r in batch:
                 r.error, r.done = exc, True
@@ -172,37 +168,31 @@ class MiniLMEmbedder:
             start += len(r.texts)
 
     def _encode(self, model: Any, texts: list[str]) -> Vectors:
+        """Longest first, so a mini-batch pads to lengths close to its own."""
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            out[rows] = self._forward(model, [texts[i] for i in rows])
+        return out
+
+    def _forward(self, model: Any, texts: list[str]) -> Vectors:
+        """Transformer, mean pooling over real tokens, L2 normalisation."""
         import torch
 
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
-            vectors = model.encode(
-                texts,
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_tensor=True,
-                show_progress_bar=False,
-            )
-        return np.ascontiguousarray(vectors.float().numpy(), dtype=np.float32)
-
-    def _embed_directly(self, model: Any, texts: Sequence[str]) -> Vectors:
-        """Search queries: the same transformer, mean pooling and normalisation as
-        ``encode``, without its batching machinery (12 ms -> 8 ms for one query here)."""
-        import torch
-
-        tokenizer = model[0].tokenizer
         with torch.inference_mode():
-            batch = tokenizer(
-                list(texts),
+            batch = model[0].tokenizer(
+                texts,
                 return_tensors="pt",
                 padding=True,
                 truncation=True,
                 max_length=model.max_seq_length,
             )
-            hidden = self._query_transformer(**batch).last_hidden_state.float()
+            hidden = model[0].auto_model(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             vectors = torch.nn.functional.normalize(pooled, dim=1)
-        return np.ascontiguousarray(vectors.numpy(), dtype=np.float32)
+        return vectors.numpy()
 
 
 def native_bf16() -> bool:
