@@ -44,8 +44,7 @@ class KnowledgeProvider:
         with self._lock:
             if self._built is None:
                 embedder = self._embedder or MiniLMEmbedder(
-                    batch_size=self._settings.embedding_batch_size,
-                    precision=self._settings.embedding_precision,
+                    precision=self._settings.embedding_precision
                 )
                 index: VectorSearch
                 if self._settings.resolved_database_url.startswith("mssql"):
