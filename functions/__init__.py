@@ -13,9 +13,10 @@ def blueprints() -> list[df.Blueprint]:
     from functions.http_api import bp as http_api
     from functions.knowledge import bp as knowledge
     from functions.maintenance import bp as maintenance
+    from functions.models import bp as models
     from functions.workflows_diagnostics import bp as workflows_diagnostics
 
-    return [http_api, workflows_diagnostics, maintenance, knowledge]
+    return [http_api, workflows_diagnostics, maintenance, knowledge, models]
 
 
 def indexed_app() -> df.DFApp:

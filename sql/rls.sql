@@ -40,6 +40,12 @@ CREATE SECURITY POLICY security.tenant_isolation
     ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.documents AFTER UPDATE,
     ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.knowledge_gaps,
     ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.knowledge_gaps AFTER INSERT,
-    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.knowledge_gaps AFTER UPDATE
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.knowledge_gaps AFTER UPDATE,
+    ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.models,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.models AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.models AFTER UPDATE,
+    ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.model_parts,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.model_parts AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.model_parts AFTER UPDATE
     WITH (STATE = ON);
 GO

@@ -14,6 +14,7 @@ from typing import Any
 from hartonomous.blobs.local import LocalBlobStore
 from hartonomous.knowledge.embeddings import MiniLMEmbedder
 from hartonomous.knowledge.runtime import KnowledgeProvider
+from hartonomous.models.service import ModelService
 from hartonomous.ports import BlobStore
 from hartonomous.services.atoms import AtomService
 from hartonomous.settings import Settings
@@ -31,6 +32,7 @@ class Platform:
     uow_factory: UnitOfWorkFactory
     atoms: AtomService
     knowledge: KnowledgeProvider
+    models: ModelService
     # Only in the local world: on Azure the Durable extension runs workflows and timers.
     workflows: LocalWorkflowRuntime | None = None
     _running: bool = False
@@ -103,5 +105,6 @@ def bootstrap(
         uow_factory=uow_factory,
         atoms=atom_service,
         knowledge=KnowledgeProvider(settings, uow_factory, atom_service, blobs, embedder),
+        models=ModelService(uow_factory, atom_service, blobs),
         workflows=workflows,
     )

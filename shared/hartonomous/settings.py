@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     page_size_max: int = Field(
         default=1000, gt=0, description="Largest `limit` accepted by list endpoints."
     )
+    max_model_bytes: int = Field(
+        default=64 * GiB, gt=0, description="Largest accepted GGUF upload in bytes (413 past it)."
+    )
     max_document_bytes: int = Field(
         default=64 * 1024**2,
         gt=0,

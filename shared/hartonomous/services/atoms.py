@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from hartonomous.domain.atoms import Atom, modality_for, normalize_media_type
-from hartonomous.errors import InvalidInput, NotFound, PayloadTooLarge
+from hartonomous.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from hartonomous.ports import BlobStore, BlobWriter, StagedBlob
 from hartonomous.services.clock import new_id, utcnow
 from hartonomous.store.repositories import AtomFilter, PagePosition, WriteConflict
@@ -56,7 +56,8 @@ class Upload:
 @dataclass(frozen=True)
 class StoredAtom:
     atom: Atom
-    deduplicated: bool
+    deduplicated: bool  # this tenant already had an atom with these bytes
+    new_bytes: bool = False  # no atom of any tenant held these bytes before
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,9 @@ class AtomService:
     blobs: BlobStore
     max_upload_bytes: int
 
-    def begin_upload(self) -> Upload:
-        return Upload(self.blobs.writer(), self.max_upload_bytes)
+    def begin_upload(self, limit: int | None = None) -> Upload:
+        """A streamed write; ``limit`` overrides the upload limit (models are larger)."""
+        return Upload(self.blobs.writer(), limit or self.max_upload_bytes)
 
     def store(
         self,
@@ -159,11 +161,11 @@ class AtomService:
             metadata=metadata,
             created_at=now,
         )
-        uow.blobs.acquire(staged.sha256, staged.size, now)
+        new_bytes = uow.blobs.acquire(staged.sha256, staged.size, now)
         uow.atoms.add(atom)
         # Inside the write transaction: a delete of the same bytes waits for us.
         staged.publish()
-        return StoredAtom(atom, deduplicated=False)
+        return StoredAtom(atom, deduplicated=False, new_bytes=new_bytes)
 
     def stage(self, data: bytes) -> StagedBlob:
         """Small bytes hashed and staged, for ``record_in`` (chunks, receipts)."""
@@ -231,6 +233,11 @@ class AtomService:
             atom = uow.atoms.get(tenant_id, atom_id)
             if atom is None:
                 raise NotFound(f"no atom {atom_id!r}")
+            if used := uow.models.references(tenant_id, atom_id):
+                raise Conflict(
+                    f"atom {atom_id!r} is part of a model ({used} parts); a model's header and "
+                    "tensors go with the model"
+                )
             uow.knowledge.forget_atom(tenant_id, atom_id)
             uow.atoms.delete(tenant_id, atom_id)
             if uow.blobs.release(atom.sha256) == 0:

@@ -101,7 +101,8 @@ class BlobRepository:
     def __init__(self, conn: sa.Connection) -> None:
         self._conn = conn
 
-    def acquire(self, sha256: str, size: int, now: datetime) -> None:
+    def acquire(self, sha256: str, size: int, now: datetime) -> bool:
+        """One more reference; True when these bytes were not held before (new storage)."""
         updated = self._conn.execute(
             blobs.update().where(blobs.c.sha256 == sha256).values(refcount=blobs.c.refcount + 1)
         )
@@ -112,6 +113,8 @@ class BlobRepository:
                 )
             except sa.exc.IntegrityError as exc:
                 raise WriteConflict(f"blob {sha256} inserted concurrently") from exc
+            return True
+        return False
 
     def release(self, sha256: str) -> int:
         """Drop one reference; delete the row at zero. Returns the references left."""

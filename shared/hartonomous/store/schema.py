@@ -299,3 +299,56 @@ knowledge_gaps = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Index(None, "tenant_id", "created_at"),
 )
+
+# A model is a manifest over atoms: its file's header bytes and each tensor are atoms
+# (content-addressed, shared by every model and tenant holding the same bytes), and
+# model_parts lists them in file order, so the file reassembles byte for byte.
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("name", sa.Unicode(200), nullable=False),
+    sa.Column("status", sa.String(12), nullable=False),  # ingesting | ready | failed
+    sa.Column("error", sa.UnicodeText(), nullable=True),
+    sa.Column("instance_id", sa.String(64), nullable=True),
+    sa.Column("sha256", sa.String(64), nullable=False),  # of the whole GGUF file
+    sa.Column("file_size", sa.BigInteger(), nullable=False),
+    # The uploaded file's atom while ingesting (dropped after, unless the tenant named it).
+    sa.Column("source_atom_id", _id(), nullable=True),
+    sa.Column("parent_id", _id(), sa.ForeignKey("models.id"), nullable=True),  # slices
+    sa.Column("layers", _json(), nullable=True),  # a slice's blocks of its parent
+    sa.Column("architecture", sa.String(100), nullable=True),
+    sa.Column("parameter_count", sa.BigInteger(), nullable=True),
+    sa.Column("quantization", _json(), nullable=True),  # ggml type -> tensor count
+    sa.Column("context_length", sa.Integer(), nullable=True),
+    sa.Column("vocab_size", sa.Integer(), nullable=True),
+    sa.Column("block_count", sa.Integer(), nullable=True),
+    sa.Column("chat_template", sa.Boolean(), nullable=True),
+    sa.Column("license", sa.Unicode(200), nullable=True),
+    sa.Column("new_bytes", sa.BigInteger(), nullable=True),  # bytes no blob held before
+    sa.Column("info", _json(), nullable=True),  # other general.* metadata
+    sa.Column("profile_atom_id", _id(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "tenant_id", "created_at"),
+)
+
+model_parts = sa.Table(
+    "model_parts",
+    metadata,
+    sa.Column("model_id", _id(), sa.ForeignKey("models.id"), primary_key=True),
+    sa.Column("ordinal", sa.Integer(), primary_key=True),  # file order
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),  # header | tensor | zeros | bytes
+    sa.Column("file_offset", sa.BigInteger(), nullable=False),
+    sa.Column("length", sa.BigInteger(), nullable=False),
+    sa.Column("atom_id", _id(), sa.ForeignKey("atoms.id"), nullable=True),  # not for zeros
+    sa.Column("sha256", sa.String(64), nullable=True),
+    sa.Column("tensor_name", sa.Unicode(255), nullable=True),
+    sa.Column("tensor_index", sa.Integer(), nullable=True),  # position in the tensor table
+    sa.Column("ggml_type", sa.String(16), nullable=True),
+    sa.Column("shape", _json(), nullable=True),
+    sa.Column("layer", sa.Integer(), nullable=True),
+    sa.Index(None, "tenant_id", "atom_id"),
+)

@@ -12,6 +12,7 @@ from typing import Protocol
 import sqlalchemy as sa
 
 from hartonomous.knowledge.store import KnowledgeRepository
+from hartonomous.models.store import ModelRepository
 from hartonomous.store.engine import Engines
 from hartonomous.store.repositories import (
     ApiKeyRepository,
@@ -29,6 +30,7 @@ class UnitOfWork:
     atoms: AtomRepository
     workflow_runs: WorkflowRunRepository
     knowledge: KnowledgeRepository
+    models: ModelRepository
 
     def __init__(self, engines: Engines, *, write: bool, tenant_id: str | None = None) -> None:
         self._engine = engines.write if write else engines.read
@@ -50,6 +52,7 @@ class UnitOfWork:
         self.atoms = AtomRepository(self._conn)
         self.workflow_runs = WorkflowRunRepository(self._conn)
         self.knowledge = KnowledgeRepository(self._conn)
+        self.models = ModelRepository(self._conn)
         return self
 
     def commit(self) -> None:
