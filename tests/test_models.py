@@ -8,6 +8,7 @@ import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -288,7 +289,13 @@ def test_a_fine_tune_stores_only_what_changed_and_a_slice_only_its_header(
         data[slice_t.offset : slice_t.offset + slice_t.n_bytes]
         == base_data[base_t.offset : base_t.offset + base_t.n_bytes]
     )
-    for bad in ({"layers": [3]}, {"layers": []}, {"layers": [0, 0]}, {"layers": [-1]}):
+    bodies: list[dict[str, list[int]]] = [
+        {"layers": [3]},
+        {"layers": []},
+        {"layers": [0, 0]},
+        {"layers": [-1]},
+    ]
+    for bad in bodies:
         r = api.post(f"/v1/models/{base['id']}/slices", json=bad, headers=alice.auth())
         assert r.status_code in (400, 422), (bad, r.text)
     # Tensor atoms of a model cannot be deleted from under it.
@@ -329,7 +336,7 @@ def generate(path: Path) -> str:
     from llama_cpp import Llama
 
     llm = Llama(str(path), n_ctx=128, n_threads=2, verbose=False, seed=1)
-    out = llm("The capital of France is", max_tokens=6, temperature=0)
+    out: Any = llm("The capital of France is", max_tokens=6, temperature=0)
     text = out["choices"][0]["text"]
     assert isinstance(text, str)
     return text
