@@ -29,6 +29,12 @@ EXPECTED = {
     "ingest_embed_batch": ("activityTrigger", {"activityTrigger": "IN"}),
     "ingest_index": ("activityTrigger", {"activityTrigger": "IN"}),
     "ingest_uploaded_blob": ("blobTrigger", {"blobTrigger": "IN", "durableClient": "IN"}),
+    "ingest_model": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
+    "model_plan": ("activityTrigger", {"activityTrigger": "IN"}),
+    "model_store_parts": ("activityTrigger", {"activityTrigger": "IN"}),
+    "model_finish": ("activityTrigger", {"activityTrigger": "IN"}),
+    "model_fail": ("activityTrigger", {"activityTrigger": "IN"}),
+    "model_profile": ("activityTrigger", {"activityTrigger": "IN"}),
 }
 
 

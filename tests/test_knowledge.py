@@ -18,7 +18,7 @@ from hartonomous.api.app import create_app
 from hartonomous.bootstrap import Platform, bootstrap
 from hartonomous.errors import InvalidInput
 from hartonomous.knowledge.embeddings import MiniLMEmbedder, minilm_path
-from hartonomous.knowledge.uploads import ingest_upload
+from hartonomous.knowledge.uploads import StartedIngestion, ingest_upload
 from hartonomous.settings import Settings
 from hartonomous.store.schema import chunks, edges, embeddings
 
@@ -225,6 +225,7 @@ def test_a_blob_in_uploads_starts_the_same_ingestion(kp, tenant_maker):
     )
     row = kp.workflows.host.wait_for(started.instance_id, 60)
     assert row.runtime_status == "Completed", row.error
+    assert isinstance(started, StartedIngestion)
     assert started.atom.atom.metadata["filename"] == "solar.md"
     with pytest.raises(InvalidInput, match="no known tenant"):
         asyncio.run(ingest_upload(kp, client, "uploads/nobody/x.md", io.BytesIO(b"hi")))

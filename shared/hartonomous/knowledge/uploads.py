@@ -1,4 +1,6 @@
-"""Starting ingestions: from an API upload or from a blob landing in ``uploads/``."""
+"""Starting ingestions: from an API upload or from a blob landing in ``uploads/``.
+
+A blob named ``*.gguf`` is a model and starts the model ingestion instead."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from anyio import to_thread
 
 from hartonomous.errors import InvalidInput, NotFound
 from hartonomous.knowledge.ingestion import INGEST
+from hartonomous.models.service import MODEL_MEDIA_TYPE
+from hartonomous.models.starting import StartedModel, start_model_ingestion
 from hartonomous.services import tenants as tenant_service
 from hartonomous.services.atoms import StoredAtom
 from hartonomous.services.workflows import WorkflowService
@@ -44,8 +48,10 @@ async def start_ingestion(
     return StartedIngestion(stored, instance_id)
 
 
-def _store_stream(platform: Platform, tenant_id: str, name: str, stream: Readable) -> StoredAtom:
-    upload = platform.atoms.begin_upload()
+def _store_stream(
+    platform: Platform, tenant_id: str, name: str, stream: Readable, model: bool = False
+) -> StoredAtom:
+    upload = platform.atoms.begin_upload(platform.settings.max_model_bytes if model else None)
     try:
         while chunk := stream.read(CHUNK):
             upload.write(chunk)
@@ -53,7 +59,7 @@ def _store_stream(platform: Platform, tenant_id: str, name: str, stream: Readabl
         upload.abort()
         raise
     filename = PurePosixPath(name).name
-    media_type = mimetypes.guess_type(filename)[0]
+    media_type = MODEL_MEDIA_TYPE if model else mimetypes.guess_type(filename)[0]
     return platform.atoms.store(
         tenant_id=tenant_id,
         upload=upload,
@@ -64,7 +70,7 @@ def _store_stream(platform: Platform, tenant_id: str, name: str, stream: Readabl
 
 async def ingest_upload(
     platform: Platform, client: WorkflowClient, blob_name: str, stream: Readable
-) -> StartedIngestion:
+) -> StartedIngestion | StartedModel:
     """``uploads/{tenant_id}/path/file.ext``: the tenant comes from the path, and must exist."""
     parts = PurePosixPath(blob_name).parts
     if parts and parts[0] == "uploads":
@@ -78,7 +84,11 @@ async def ingest_upload(
         )
     except NotFound as exc:
         raise InvalidInput(f"upload {blob_name!r} names no known tenant") from exc
-    stored = await to_thread.run_sync(
-        _store_stream, platform, tenant_id, "/".join(parts[1:]), stream
-    )
+    name = "/".join(parts[1:])
+    model = name.lower().endswith(".gguf")
+    stored = await to_thread.run_sync(_store_stream, platform, tenant_id, name, stream, model)
+    if model:
+        return await start_model_ingestion(
+            platform, client, tenant_id, stored, name=None, uploaded=True
+        )
     return await start_ingestion(platform, client, tenant_id, stored)
