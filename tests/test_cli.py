@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -151,3 +152,22 @@ def test_ingest_a_folder_and_search_through_a_real_server(server, tmp_path):
     assert "Oak trees" in found["results"][0]["text"]
     table = cli("search", "longest river", "--url", url, "--api-key", key).stdout
     assert "Nile" in table
+
+
+def test_models_add_list_and_export_through_a_real_server(server, tmp_path):
+    from hartonomous.models.synthetic import write_synthetic_gguf
+
+    url, key = server
+    path = write_synthetic_gguf(tmp_path / "tiny.gguf", blocks=2, name="Tiny")
+    added = json.loads(cli("models", "add", str(path), "--url", url, "--api-key", key).stdout)
+    assert added["status"] == "ready" and added["name"] == "Tiny"
+    assert added["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    table = cli("models", "list", "--url", url, "--api-key", key).stdout
+    assert "Tiny" in table and "llama" in table
+    out = tmp_path / "back.gguf"
+    cli("models", "export", added["id"], str(out), "--url", url, "--api-key", key)
+    assert out.read_bytes() == path.read_bytes()
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF but nothing after")
+    failed = cli("models", "add", str(bad), "--url", url, "--api-key", key, check=False)
+    assert failed.returncode != 0 and "GGUF" in failed.stderr

@@ -8,6 +8,7 @@ import typer
 
 from hartonomous.cli import admin, knowledge
 from hartonomous.cli.atoms import atoms_app
+from hartonomous.cli.models import models_app
 from hartonomous.cli.options import DataDir, settings_for
 from hartonomous.errors import HartonomousError
 
@@ -19,6 +20,7 @@ app = typer.Typer(
 app.add_typer(admin.tenant_app, name="tenant")
 app.add_typer(admin.key_app, name="key")
 app.add_typer(atoms_app, name="atoms")
+app.add_typer(models_app, name="models")
 app.command()(admin.init)
 app.command()(admin.status)
 app.command()(knowledge.ingest)
