@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,13 +62,15 @@ def big_model(folder: Path, gib: float) -> Path:
 
 
 def store_file(platform: Platform, tenant_id: str, path: Path) -> StoredAtom:
+    """The file as an atom, streamed, as POST /v1/models stores an upload."""
+    upload = platform.atoms.begin_upload(platform.settings.max_model_bytes)
     with path.open("rb") as f:
-        return platform.atoms.store_bytes(
-            tenant_id=tenant_id,
-            chunks=iter(lambda: f.read(MiB), b""),
-            media_type=MODEL_MEDIA_TYPE,
-            metadata={"filename": path.name},
-        )
+        while piece := f.read(MiB):
+            upload.write(piece)
+    return platform.atoms.store(
+        tenant_id=tenant_id, upload=upload, media_type=MODEL_MEDIA_TYPE,
+        metadata={"filename": path.name},
+    )  # fmt: skip
 
 
 def ingest(
@@ -113,28 +116,38 @@ def close(p: Platform) -> None:
 # -- 1. throughput -------------------------------------------------------------------------------
 
 
-def bench_throughput(path: Path, folder: Path) -> dict[str, Any]:
-    p = platform_in(folder)
-    try:
-        tenant, _ = tenant_service.create_tenant(p.uow_factory, name="throughput")
-        stored = store_file(p, tenant.id, path)
-        size = path.stat().st_size
-        sha_s = sha256sum_seconds(path)
-        _, new_s = ingest(p, tenant.id, stored, uploaded=False)
-        _, held_s = ingest(p, tenant.id, stored, uploaded=False)
-        sha_again = sha256sum_seconds(path)
-        sha_best = min(sha_s, sha_again)
-        return {
-            "file": path.name,
-            "bytes": size,
-            "sha256sum_mb_s": size / sha_best / MiB,
-            "new_mb_s": size / new_s / MiB,
-            "held_mb_s": size / held_s / MiB,
-            "new_ratio": sha_best / new_s,
-            "held_ratio": sha_best / held_s,
-        }
-    finally:
-        close(p)
+def bench_throughput(path: Path, folder: Path, repeat: int) -> dict[str, Any]:
+    """``repeat`` rounds, each in a fresh store (so the first ingestion's bytes are new),
+    each with sha256sum timed right before and after; the median round is reported."""
+    size = path.stat().st_size
+    rounds = []
+    for r in range(repeat):
+        p = platform_in(folder / f"round{r}")
+        try:
+            tenant, _ = tenant_service.create_tenant(p.uow_factory, name="throughput")
+            stored = store_file(p, tenant.id, path)
+            os.sync()  # the upload's writes are not the ingestion's
+            sha_s = sha256sum_seconds(path)
+            _, new_s = ingest(p, tenant.id, stored, uploaded=False)
+            _, held_s = ingest(p, tenant.id, stored, uploaded=False)
+            sha_s = min(sha_s, sha256sum_seconds(path))
+            rounds.append({"sha256sum_s": sha_s, "new_s": new_s, "held_s": held_s,
+                           "new_ratio": sha_s / new_s, "held_ratio": sha_s / held_s})  # fmt: skip
+        finally:
+            close(p)
+            shutil.rmtree(folder / f"round{r}", ignore_errors=True)
+    mid = sorted(rounds, key=lambda r: r["new_ratio"])[len(rounds) // 2]
+    return {
+        "file": path.name,
+        "bytes": size,
+        "rounds": rounds,
+        "sha256sum_mb_s": size / mid["sha256sum_s"] / MiB,
+        "new_mb_s": size / mid["new_s"] / MiB,
+        "held_mb_s": size / mid["held_s"] / MiB,
+        "new_ratio": mid["new_ratio"],
+        "held_ratio": mid["held_ratio"],
+        "new_ratio_min": min(r["new_ratio"] for r in rounds),
+    }
 
 
 # -- 2. peak RSS (a fresh process per file) -----------------------------------------------------
@@ -219,6 +232,7 @@ def bench_storage(folder: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--big-gib", type=float, default=4.0)
+    parser.add_argument("--repeat", type=int, default=3, help="throughput rounds for Gemma")
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "rss", "storage"])
     parser.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -235,7 +249,7 @@ def main() -> None:
         big = big_model(folder, args.big_gib) if {"throughput", "rss"} - set(args.skip) else None
         if "throughput" not in args.skip:
             results["throughput"] = [
-                bench_throughput(path, folder / f"t{i}")
+                bench_throughput(path, folder / f"t{i}", args.repeat if i == 0 else 1)
                 for i, path in enumerate([gemma, big])
                 if path
             ]
@@ -254,7 +268,8 @@ def main() -> None:
         print(f"1. ingestion of {row['file']} ({row['bytes'] / MiB:.0f} MiB): sha256sum "
               f"{row['sha256sum_mb_s']:.0f} MiB/s; new bytes {row['new_mb_s']:.0f} MiB/s "
               f"(ratio {row['new_ratio']:.2f}); already held {row['held_mb_s']:.0f} MiB/s "
-              f"(ratio {row['held_ratio']:.2f})   (goal >= 0.5)")  # fmt: skip
+              f"(ratio {row['held_ratio']:.2f}); median of {len(row['rounds'])}, worst new "
+              f"ratio {row['new_ratio_min']:.2f}   (goal >= 0.5)")  # fmt: skip
     for row in results.get("rss", []):
         print(f"2. peak RSS storing and ingesting {row['file']} ({row['bytes'] / MiB:.0f} MiB): "
               f"{row['peak'] / MiB:.0f} MiB (process at start {row['baseline'] / MiB:.0f} MiB; "

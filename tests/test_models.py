@@ -404,3 +404,38 @@ def test_a_gguf_blob_in_uploads_starts_a_model_ingestion(mp, tenant_maker, base_
             ingest_upload(mp, mp.workflows.client, f"uploads/{alice.id}/x.gguf", io.BytesIO(b"x"))
         )
     assert count(mp, models) == 1
+
+
+def test_a_failed_ingestion_marks_the_model_failed(mp, tenant_maker, base_file):
+    import asyncio
+
+    from hartonomous.models.starting import start_model_ingestion
+
+    alice = tenant_maker(mp, "alice")
+    assert mp.workflows is not None
+    mp.start_background()
+    stored = mp.atoms.store_bytes(
+        tenant_id=alice.id, chunks=[base_file.read_bytes()], media_type="application/x-gguf"
+    )
+    mp.models.layout(stored.atom.sha256, stored.atom.size)  # the header, parsed and cached
+    mp.blobs.delete(stored.atom.sha256)  # the file's bytes vanish before its tensors are read
+    started = asyncio.run(
+        start_model_ingestion(
+            mp, mp.workflows.client, alice.id, stored, name="doomed", uploaded=True
+        )
+    )
+    row = mp.workflows.host.wait_for(started.instance_id, 60)
+    assert row.runtime_status == "Failed"
+    model = mp.models.get(alice.id, started.model.id)
+    assert model.status == "failed" and model.error
+    with pytest.raises(Exception, match="not ready"):
+        mp.models.ready_parts(alice.id, model.id)
+
+
+def test_finishing_twice_is_harmless(api, mp, tenant_maker, base_file):
+    alice = tenant_maker(mp, "alice")
+    model = ingested(api, alice, base_file.read_bytes())
+    again = mp.models.finish(alice.id, model["id"], [], drop_source=True)
+    assert again["new_bytes"] == model["new_bytes"]
+    parts = len(layout_of(base_file.read_bytes()).segments())
+    assert count(mp, model_parts, model_parts.c.model_id == model["id"]) == parts

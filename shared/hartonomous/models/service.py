@@ -232,6 +232,9 @@ class ModelService:
         self, tenant_id: str, model_id: str, stored: list[list[Any]], drop_source: bool
     ) -> dict[str, Any]:
         """Parts and status in one transaction; the uploaded file's atom goes if asked."""
+        done = self.get(tenant_id, model_id)
+        if done.status == READY:  # a retried activity whose first run committed
+            return {"model_id": model_id, "new_bytes": done.new_bytes}
         record, layout = self._ingesting(tenant_id, model_id)
         by_index = {int(s[0]): s for s in stored}
         parts: list[ModelPart] = []
@@ -263,8 +266,11 @@ class ModelService:
                 return {"model_id": model_id, "new_bytes": current.new_bytes}  # a replay
             uow.models.add_parts(tenant_id, model_id, parts)
             source = record.source_atom_id
-            if drop_source and source is not None:
-                self._drop_source(uow, tenant_id, source)
+            if (
+                drop_source
+                and source is not None
+                and self._drop_source(uow, tenant_id, model_id, source)
+            ):
                 source = None
             uow.models.update(
                 tenant_id,
@@ -283,15 +289,19 @@ class ModelService:
             "new_bytes": new_bytes,
         }
 
-    def _drop_source(self, uow: Any, tenant_id: str, atom_id: str) -> None:
-        """The upload is reassembled from its parts now: its own copy of the bytes goes."""
+    def _drop_source(self, uow: Any, tenant_id: str, model_id: str, atom_id: str) -> bool:
+        """The upload is reassembled from its parts now: its own copy of the bytes goes,
+        unless another ingestion still reads it (the same file uploaded twice at once)."""
         atom = uow.atoms.get(tenant_id, atom_id)
         if atom is None or uow.models.references(tenant_id, atom_id):
-            return
+            return False
+        if uow.models.reading(tenant_id, atom_id, other_than=model_id):
+            return False
         uow.knowledge.forget_atom(tenant_id, atom_id)
         uow.atoms.delete(tenant_id, atom_id)
         if uow.blobs.release(atom.sha256) == 0:
             self.blobs.delete(atom.sha256)  # under the write lock, as AtomService.delete
+        return True
 
     def fail(self, tenant_id: str, model_id: str, error: str) -> None:
         with self.uow_factory(write=True, tenant_id=tenant_id) as uow:

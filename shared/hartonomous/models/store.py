@@ -131,6 +131,21 @@ class ModelRepository:
             ).scalar_one()
         )
 
+    def reading(self, tenant_id: str, atom_id: str, *, other_than: str) -> int:
+        """Other models still ingesting from this source atom."""
+        return int(
+            self._conn.execute(
+                sa.select(sa.func.count())
+                .select_from(models)
+                .where(
+                    models.c.tenant_id == tenant_id,
+                    models.c.source_atom_id == atom_id,
+                    models.c.status == "ingesting",
+                    models.c.id != other_than,
+                )
+            ).scalar_one()
+        )
+
 
 def _record(row: sa.Row[Any]) -> ModelRecord:
     return ModelRecord(**{k: row._mapping[k] for k in _RECORD_FIELDS})
