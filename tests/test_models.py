@@ -439,3 +439,20 @@ def test_finishing_twice_is_harmless(api, mp, tenant_maker, base_file):
     assert again["new_bytes"] == model["new_bytes"]
     parts = len(layout_of(base_file.read_bytes()).segments())
     assert count(mp, model_parts, model_parts.c.model_id == model["id"]) == parts
+
+
+def test_odd_metadata_is_summarised_not_trusted(api, mp, tenant_maker, tmp_path):
+    def odd(writer) -> None:
+        writer.add_string("general.description", "x" * 200_000)  # past the decoded limit
+        writer.add_float32("general.weirdness", float("nan"))
+        writer.add_uint64("llama.context_length_huge", 2**63)
+        writer.add_array("general.tags", ["small", "synthetic"])
+
+    path = write_synthetic_gguf(tmp_path / "odd.gguf", extra=odd)
+    alice = tenant_maker(mp, "alice")
+    model = ingested(api, alice, path.read_bytes())
+    assert "description" not in model["info"] and "weirdness" not in model["info"]
+    assert model["info"]["tags"] == ["small", "synthetic"]
+    assert api.get("/v1/models", headers=alice.auth("read")).status_code == 200
+    layout = layout_of(path.read_bytes())
+    assert layout.metadata["general.description"].value.length == 200_000

@@ -6,7 +6,7 @@ import re
 
 from hartonomous.errors import RangeNotSatisfiable
 
-_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d{0,19})\s*-\s*(\d{0,19})\s*$", re.IGNORECASE | re.ASCII)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -7,7 +7,6 @@ padding. Reading streams each part's blob range; nothing is held whole in memory
 from __future__ import annotations
 
 import io
-import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,12 +14,11 @@ from dataclasses import dataclass
 from gguf import GGUFValueType
 
 from hartonomous.errors import InvalidInput
-from hartonomous.models.gguf_layout import _SCALARS, GGUFLayout, TensorInfo
+from hartonomous.models.gguf_layout import _SCALARS, BLOCK, GGUFLayout, TensorInfo
 from hartonomous.models.store import BYTES, HEADER, TENSOR, ZEROS, ModelPart
 from hartonomous.ports import BlobStore
 
 ZERO_CHUNK = bytes(1024 * 1024)
-_BLOCK = re.compile(r"^blk\.(\d+)\.")
 
 
 def read_parts(
@@ -136,13 +134,14 @@ def plan_slice(
                 + struct.pack("<I", entry.value_type)
                 + struct.pack(fmt, len(layers))
             )
-        elif entry.value_type == GGUFValueType.ARRAY:
+        elif entry.value_type == GGUFValueType.ARRAY and key.startswith(f"{arch}."):
+            # e.g. heads per block, where an architecture varies them
             raw = _per_block_array(key, raw, blocks, layers) or raw
         records.append(raw)
 
     tensors: list[tuple[TensorInfo, str]] = []
     for t in sorted(layout.tensors, key=lambda t: t.ordinal):
-        m = _BLOCK.match(t.name)
+        m = BLOCK.match(t.name)
         if m is None:
             tensors.append((t, t.name))
         elif int(m.group(1)) in renumber:
@@ -173,7 +172,7 @@ def plan_slice(
         if start > pos:
             parts.append(ModelPart(len(parts), ZEROS, pos, start - pos))
         src = by_index[t.ordinal]
-        m = _BLOCK.match(name)
+        m = BLOCK.match(name)
         parts.append(
             ModelPart(
                 ordinal=len(parts),
@@ -194,7 +193,7 @@ def plan_slice(
 
 
 def _order_key(name: str) -> tuple[int, int]:
-    m = _BLOCK.match(name)
+    m = BLOCK.match(name)
     return (1, int(m.group(1))) if m else (0, 0)
 
 

@@ -24,14 +24,17 @@ from gguf import GGML_QUANT_SIZES, GGUF_MAGIC, GGMLQuantizationType, GGUFValueTy
 from hartonomous.errors import UnprocessableContent
 
 SUPPORTED_VERSIONS = (2, 3)
-MAX_TENSORS = 1_000_000
+MAX_TENSORS = 65_536
+MAX_NAME_BYTES = 255  # tensor names (llama.cpp's own limit is 64)
+MAX_ALIGNMENT = 65_536
+MAX_DECODED_STRING = 65_536  # longer string values are skipped (chat templates are ~10 KB)
 MAX_KV = 100_000
 MAX_KEY_BYTES = 65_535
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_NESTING = 4
 DECODED_ARRAY_MAX = 64  # longer arrays keep only their type, count and byte span
 DEFAULT_ALIGNMENT = 32
-_BLOCK = re.compile(r"^blk\.(\d+)\.")
+BLOCK = re.compile(r"^blk\.(0|[1-9][0-9]{0,8})\.", re.ASCII)
 
 _SCALARS: dict[GGUFValueType, str] = {
     GGUFValueType.UINT8: "<B",
@@ -61,6 +64,13 @@ class ArraySummary:
 
 
 @dataclass(frozen=True)
+class LongString:
+    """A string value too long to decode (only its length is kept)."""
+
+    length: int
+
+
+@dataclass(frozen=True)
 class MetadataEntry:
     key: str
     value_type: GGUFValueType
@@ -82,7 +92,7 @@ class TensorInfo:
     @property
     def layer(self) -> int | None:
         """The transformer block (``blk.N.``) the tensor belongs to, if any."""
-        m = _BLOCK.match(self.name)
+        m = BLOCK.match(self.name)
         return int(m.group(1)) if m else None
 
 
@@ -173,9 +183,6 @@ class _Reader:
         except UnicodeDecodeError as exc:
             raise InvalidModel(f"{what} is not valid UTF-8") from exc
 
-    def skip_string(self, what: str) -> None:
-        self.skip(self.u64(f"the length of {what}"), what)
-
 
 def _value_type(raw: int, what: str) -> GGUFValueType:
     try:
@@ -184,36 +191,46 @@ def _value_type(raw: int, what: str) -> GGUFValueType:
         raise InvalidModel(f"{what} has an unknown value type {raw}") from None
 
 
-def _read_value(r: _Reader, vtype: GGUFValueType, what: str, depth: int = 0) -> Any:
+def _read_value(
+    r: _Reader, vtype: GGUFValueType, what: str, depth: int = 0, decode: bool = True
+) -> Any:
+    """The value (decoded when small), or a summary; either way the stream moves past it."""
     if vtype in _SCALARS:
-        return r.unpack(_SCALARS[vtype], what)
+        fmt = _SCALARS[vtype]
+        if decode:
+            return r.unpack(fmt, what)
+        r.skip(struct.calcsize(fmt), what)
+        return None
     if vtype == GGUFValueType.STRING:
-        return r.string(what)
+        n = r.u64(f"the length of {what}")
+        if decode and n <= MAX_DECODED_STRING:
+            try:
+                return r.bytes(n, what).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidModel(f"{what} is not valid UTF-8") from exc
+        r.skip(n, what)
+        return LongString(n)
     if vtype != GGUFValueType.ARRAY:
         raise InvalidModel(f"{what} has an unhandled value type {vtype.name}")
     if depth >= MAX_NESTING:
         raise InvalidModel(f"{what} nests arrays more than {MAX_NESTING} deep")
     itype = _value_type(r.u32(f"the item type of {what}"), what)
     count = r.u64(f"the length of {what}")
+    # Only short top-level arrays of scalars or strings are decoded; the rest is skipped.
+    small = decode and depth == 0 and count <= DECODED_ARRAY_MAX and itype != GGUFValueType.ARRAY
     if itype in _SCALARS:
         itemsize = struct.calcsize(_SCALARS[itype])
         # A declared length past the end of the file is caught before anything is read.
         r.need(count * itemsize, f"{what} ({count} items of {itype.name})")
-        if count <= DECODED_ARRAY_MAX:
+        if small:
             fmt = "<" + _SCALARS[itype][1] * count
             return list(struct.unpack(fmt, r.bytes(count * itemsize, what)))
         r.skip(count * itemsize, what)
         return ArraySummary(itype.name, count)
     # Strings and nested arrays: every item has at least an 8-byte length.
     r.need(count * 8, f"{what} ({count} items of {itype.name})")
-    if count <= DECODED_ARRAY_MAX:
-        return [_read_value(r, itype, f"{what}[{i}]", depth + 1) for i in range(count)]
-    for i in range(count):
-        if itype == GGUFValueType.STRING:
-            r.skip_string(f"{what}[{i}]")
-        else:
-            _read_value(r, itype, f"{what}[{i}]", depth + 1)
-    return ArraySummary(itype.name, count)
+    items = [_read_value(r, itype, f"{what}[{i}]", depth + 1, small) for i in range(count)]
+    return items if small else ArraySummary(itype.name, count)
 
 
 def read_layout(stream: BinaryIO, size: int) -> GGUFLayout:
@@ -261,7 +278,7 @@ def read_layout(stream: BinaryIO, size: int) -> GGUFLayout:
     raw_tensors = []
     names: set[str] = set()
     for i in range(n_tensors):
-        name = r.string(f"the name of tensor #{i}", MAX_KEY_BYTES)
+        name = r.string(f"the name of tensor #{i}", MAX_NAME_BYTES)
         if name in names:
             raise InvalidModel(f"tensor {name!r} appears twice")
         names.add(name)

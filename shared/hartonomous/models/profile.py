@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any
 
-from hartonomous.models.gguf_layout import ArraySummary, GGUFLayout
+from hartonomous.models.gguf_layout import GGUFLayout, InvalidModel
+
+INT_MAX = 2**31 - 1  # what the registry's integer columns hold
+INFO_STRING_MAX = 2048
 
 _FILE_TYPES = {  # llama.cpp's LLAMA_FTYPE names for general.file_type
     0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
@@ -21,27 +25,49 @@ def summary(layout: GGUFLayout) -> dict[str, Any]:
     quantization = Counter(t.ggml_type.name for t in layout.tensors)
     info: dict[str, Any] = {}
     for key, entry in layout.metadata.items():
-        if key.startswith("general.") and not isinstance(entry.value, ArraySummary):
-            info[key.removeprefix("general.")] = entry.value
+        value = _json_safe(entry.value)
+        if key.startswith("general.") and value is not None:
+            info[key.removeprefix("general.")] = value
     file_type = layout.value("general.file_type")
     if isinstance(file_type, int):
         info["file_type_name"] = _FILE_TYPES.get(file_type, f"type {file_type}")
     info["gguf_version"] = layout.version
     info["tensor_count"] = len(layout.tensors)
-    block_count = layout.arch_value("block_count")
-    context_length = layout.arch_value("context_length")
+    arch = layout.architecture
+    if arch is not None and len(arch) > 100:
+        raise InvalidModel("general.architecture is longer than 100 characters")
     license_ = layout.value("general.license")
     return {
-        "architecture": layout.architecture,
+        "architecture": arch,
         "parameter_count": sum(t.n_elements for t in layout.tensors),
         "quantization": dict(sorted(quantization.items())),
-        "context_length": context_length if isinstance(context_length, int) else None,
-        "vocab_size": layout.array_count("tokenizer.ggml.tokens"),
-        "block_count": block_count if isinstance(block_count, int) else None,
+        "context_length": _int(layout.arch_value("context_length")),
+        "vocab_size": _int(layout.array_count("tokenizer.ggml.tokens")),
+        "block_count": _int(layout.arch_value("block_count")),
         "chat_template": "tokenizer.chat_template" in layout.metadata,
         "license": license_[:200] if isinstance(license_, str) else None,
         "info": info,
     }
+
+
+def _int(value: Any) -> int | None:
+    """Integers the registry can hold; anything else (absurd, negative, not an int) is None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= INT_MAX:
+        return value
+    return None
+
+
+def _json_safe(value: Any) -> Any:
+    """Metadata as JSON the API can always render: finite numbers, bounded strings."""
+    if isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value[:INFO_STRING_MAX]
+    if isinstance(value, list):
+        return [v for v in (_json_safe(x) for x in value) if v is not None]
+    return None  # summaries of long arrays and strings
 
 
 def human_count(n: int) -> str:

@@ -203,7 +203,8 @@ class ModelService:
                     result = self.atoms.record_in(uow, tenant_id, staged, media, meta)
                     if isinstance(staged, _HeldBlob) and not self.blobs.exists(staged.sha256):
                         raise WriteConflict(f"blob {staged.sha256} was deleted meanwhile; retry")
-                    fresh = staged.size if result.new_bytes else 0
+                    # New to this tenant: whether another tenant holds the bytes stays unseen.
+                    fresh = 0 if result.deduplicated else staged.size
                     out.append([i, staged.sha256, result.atom.id, fresh])
                 uow.commit()
         finally:
@@ -377,7 +378,8 @@ class ModelService:
                 stored = self.atoms.record_in(
                     uow, tenant_id, staged, HEADER_MEDIA_TYPE, {"kind": "gguf-header"}
                 )
-                record = replace(record, new_bytes=len(plan.header) if stored.new_bytes else 0)
+                fresh = 0 if stored.deduplicated else len(plan.header)
+                record = replace(record, new_bytes=fresh)
                 parts = [replace(plan.parts[0], atom_id=stored.atom.id, sha256=staged.sha256)]
                 uow.models.add(record)
                 uow.models.add_parts(tenant_id, record.id, parts + plan.parts[1:])

@@ -8,7 +8,7 @@ written one at a time: a 4 GB file needs no more memory than its largest tensor.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +63,10 @@ def write_synthetic_gguf(
     seed: int = 0,
     changed: Iterable[str] = (),
     name: str = "synthetic",
+    extra: Callable[[GGUFWriter], None] | None = None,
 ) -> Path:
-    """Write the model; tensors named in ``changed`` get other bytes than ``seed`` gives."""
+    """Write the model; tensors named in ``changed`` get other bytes than ``seed`` gives;
+    ``extra`` adds metadata of its own."""
     if width % 32 or ffn % 32:
         raise ValueError("width and ffn must be multiples of 32 (Q8_0 blocks)")
     changed = set(changed)
@@ -80,6 +82,8 @@ def write_synthetic_gguf(
     writer.add_head_count(max(1, width // 32))
     writer.add_tokenizer_model("llama")
     writer.add_token_list([f"<t{i}>" for i in range(vocab)])
+    if extra is not None:
+        extra(writer)
     for tensor_name, shape, ggml_type in plan:
         writer.add_tensor_info(
             tensor_name, _byte_shape(shape, ggml_type), np.dtype(np.uint8),
