@@ -9,8 +9,9 @@ appear together in the final transaction, so a failure anywhere leaves nothing h
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,8 +67,31 @@ class Ingestion:
     policy: ChunkingPolicy = field(default_factory=ChunkingPolicy)
     batch_size: int = 64
 
+    parse_cache_chars: int = 64 * 1024 * 1024
+
     def __post_init__(self) -> None:
-        self._parse = functools.lru_cache(maxsize=16)(self._parse_uncached)
+        self._cache: OrderedDict[tuple[str, str, str | None], Parsed] = OrderedDict()
+        self._cache_chars = 0
+        self._cache_lock = threading.Lock()
+
+    def _parse(self, sha256: str, media_type: str, filename: str | None) -> Parsed:
+        """Parsed documents by content, least recently used out past ``parse_cache_chars``.
+        Every activity of an ingestion needs the chunks; with many documents in flight a
+        cache of 16 entries re-parsed each one three times (tokenizing is the cost)."""
+        key = (sha256, media_type, filename)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        parsed = self._parse_uncached(sha256, media_type, filename)
+        with self._cache_lock:
+            if key not in self._cache:
+                self._cache[key] = parsed
+                self._cache_chars += parsed.chars
+                while self._cache_chars > self.parse_cache_chars and len(self._cache) > 1:
+                    _, old = self._cache.popitem(last=False)
+                    self._cache_chars -= old.chars
+        return parsed
 
     def _parse_uncached(self, sha256: str, media_type: str, filename: str | None) -> Parsed:
         data = bytearray()
@@ -138,17 +162,16 @@ class Ingestion:
                     raise WriteConflict(f"{len(missing)} chunks have no embedding yet")
                 known = uow.knowledge.chunk_atom_ids(tenant_id, list(unique))
                 atom_ids: dict[str, str] = {}
-                new = 0
+                fresh: list[tuple[str, str, str, int]] = []
                 for sha, chunk in unique.items():
                     stored = self.atoms.record_in(
                         uow, tenant_id, staged[sha], CHUNK_MEDIA_TYPE, {"kind": "chunk"}
                     )
                     atom_ids[sha] = stored.atom.id
                     if sha not in known:
-                        uow.knowledge.add_chunk(
-                            tenant_id, stored.atom.id, sha, chunk.text, chunk.tokens
-                        )
-                        new += 1
+                        fresh.append((stored.atom.id, sha, chunk.text, chunk.tokens))
+                uow.knowledge.add_chunks(tenant_id, fresh)
+                new = len(fresh)
                 now = utcnow()
                 uow.knowledge.add_edges(
                     [

@@ -163,16 +163,21 @@ class KnowledgeRepository:
         )
         return {r.sha256: r.atom_id for r in rows}
 
-    def add_chunk(self, tenant_id: str, atom_id: str, sha: str, text: str, tokens: int) -> None:
+    def add_chunks(self, tenant_id: str, rows: Sequence[tuple[str, str, str, int]]) -> None:
+        """``(atom_id, sha256, text, token_count)`` rows, in one executemany each."""
+        if not rows:
+            return
         self._conn.execute(
-            chunks.insert().values(
-                atom_id=atom_id, tenant_id=tenant_id, sha256=sha, text=text, token_count=tokens
-            )
+            chunks.insert(),
+            [
+                {"atom_id": a, "tenant_id": tenant_id, "sha256": s, "text": t, "token_count": n}
+                for a, s, t, n in rows
+            ],
         )
         if self._sqlite:
             self._conn.exec_driver_sql(
                 "INSERT INTO chunks_fts (text, atom_id, tenant_id) VALUES (?, ?, ?)",
-                (text, atom_id, tenant_id),
+                [(t, a, tenant_id) for a, _, t, _ in rows],
             )
 
     def add_edges(self, rows: list[dict[str, Any]]) -> None:

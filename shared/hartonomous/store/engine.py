@@ -4,10 +4,16 @@ SQLite runs in WAL mode with two engines over one file, the Datasette way: write
 ``BEGIN IMMEDIATE`` (one writer at a time, no lock upgrades that fail mid-transaction), reads
 with a plain deferred ``BEGIN`` and never block on the writer. Other databases (Azure SQL)
 use one engine for both.
+
+Writers of one process queue on a lock before ``BEGIN IMMEDIATE``: SQLite's busy handler
+sleeps with backoff (up to 100 ms a try) while another connection writes, so eight activity
+threads and the workflow dispatcher spent most of an ingestion asleep; a lock wakes the next
+writer as soon as the last one ends. Other processes still meet the busy timeout.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,9 +55,35 @@ def _sqlite_engine(url: str, begin: str) -> Engine:
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql(begin)
+    if begin == "BEGIN IMMEDIATE":
+        writing = threading.Lock()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin_write(conn: sa.Connection) -> None:
+            if not writing.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
+                raise sa.exc.OperationalError(
+                    begin, None, TimeoutError("another writer held the write lock too long")
+                )
+            conn.info["hartonomous_writing"] = True
+            try:
+                conn.exec_driver_sql(begin)
+            except BaseException:
+                _on_end_write(conn)
+                raise
+
+        @event.listens_for(engine, "commit")
+        @event.listens_for(engine, "rollback")
+        def _on_end_write(conn: sa.Connection) -> None:
+            # Fired just before SQLite's COMMIT/ROLLBACK: the next writer may meet the lock
+            # for that instant, and then waits in the busy handler as before.
+            if conn.info.pop("hartonomous_writing", False):
+                writing.release()
+
+    else:
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql(begin)
 
     return engine
 
