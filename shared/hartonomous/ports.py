@@ -19,6 +19,10 @@ class StagedBlob(Protocol):
     @property
     def size(self) -> int: ...
 
+    def persist(self) -> None:
+        """Make the staged bytes durable (fsync) now, outside any lock; ``publish`` does it
+        otherwise. Callers skip it for bytes already held: those are only discarded."""
+
     def publish(self) -> None:
         """Make the bytes readable under ``sha256``; a no-op when they already are."""
 

@@ -65,6 +65,9 @@ class AzureStagedBlob:
         self._store, self._blob = store, blob
         self.sha256, self.size = sha256, size
 
+    def persist(self) -> None:
+        """Committed blocks are durable already."""
+
     def publish(self) -> None:
         store = self._store
         dest = store.blob_for(self.sha256)

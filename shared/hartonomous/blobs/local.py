@@ -1,6 +1,7 @@
 """Blob store on a local folder: ``objects/ab/cd/<sha256>``, staged under ``staging/``.
 
-A write goes to a private staging file while it is hashed, is fsynced, and becomes visible
+A write goes to a private staging file while it is hashed, is fsynced (``persist``, or at
+the latest on ``publish``; bytes already held are discarded without one), and becomes visible
 only through an atomic ``os.replace`` onto its content address, so a reader never sees a
 partial object and a crash leaves at most a stale staging file.
 """
@@ -22,12 +23,23 @@ class LocalStagedBlob:
     def __init__(self, store: LocalBlobStore, path: Path, sha256: str, size: int) -> None:
         self._store, self._path = store, path
         self.sha256, self.size = sha256, size
+        self._durable = False
+
+    def persist(self) -> None:
+        if not self._durable:
+            fd = os.open(self._path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._durable = True
 
     def publish(self) -> None:
         final = self._store.path_for(self.sha256)
         if final.exists():
             self.discard()
             return
+        self.persist()  # the bytes are on disk before their name is
         final.parent.mkdir(parents=True, exist_ok=True)
         self._path.replace(final)  # atomic on POSIX and Windows
 
@@ -51,8 +63,8 @@ class LocalBlobWriter:
     def finish(self) -> LocalStagedBlob:
         if self._file is None:
             raise RuntimeError("finish after finish or abort")
+        # No fsync yet: bytes that turn out to be held already are only discarded.
         self._file.flush()
-        os.fsync(self._file.fileno())
         self._file.close()
         self._file = None
         return LocalStagedBlob(self._store, self._path, self._digest.hexdigest(), self._digest.size)

@@ -36,6 +36,7 @@ DECODED_ARRAY_MAX = 64  # longer arrays keep only their type, count and byte spa
 DEFAULT_ALIGNMENT = 32
 BLOCK = re.compile(r"^blk\.(0|[1-9][0-9]{0,8})\.", re.ASCII)
 
+_U64 = struct.Struct("<Q")
 _SCALARS: dict[GGUFValueType, str] = {
     GGUFValueType.UINT8: "<B",
     GGUFValueType.INT8: "<b",
@@ -167,6 +168,24 @@ class _Reader:
     def unpack(self, fmt: str, what: str) -> Any:
         return struct.unpack(fmt, self.bytes(struct.calcsize(fmt), what))[0]
 
+    def skip_strings(self, count: int, what: str) -> None:
+        """Walk ``count`` length-prefixed strings: the hot loop of a vocabulary, kept tight."""
+        read, seek, unpack = self.stream.read, self.stream.seek, _U64.unpack
+        pos, size = self.pos, self.size
+        for _ in range(count):
+            raw = read(8)
+            if len(raw) != 8:
+                raise InvalidModel(f"the file ended inside {what} at byte {pos}")
+            (n,) = unpack(raw)
+            pos += 8 + n
+            if pos > size:
+                raise InvalidModel(
+                    f"the file is truncated or corrupt: a string of {what} claims {n} bytes "
+                    f"but the file has {size - pos + n} left"
+                )
+            seek(n, 1)
+        self.pos = pos
+
     def u32(self, what: str) -> int:
         return int(self.unpack("<I", what))
 
@@ -229,8 +248,14 @@ def _read_value(
         return ArraySummary(itype.name, count)
     # Strings and nested arrays: every item has at least an 8-byte length.
     r.need(count * 8, f"{what} ({count} items of {itype.name})")
-    items = [_read_value(r, itype, f"{what}[{i}]", depth + 1, small) for i in range(count)]
-    return items if small else ArraySummary(itype.name, count)
+    if small:
+        return [_read_value(r, itype, f"{what}[{i}]", depth + 1) for i in range(count)]
+    if itype == GGUFValueType.STRING:
+        r.skip_strings(count, what)  # a vocabulary: 262k tokens in Gemma 3
+    else:
+        for _ in range(count):
+            _read_value(r, itype, f"an item of {what}", depth + 1, decode=False)
+    return ArraySummary(itype.name, count)
 
 
 def read_layout(stream: BinaryIO, size: int) -> GGUFLayout:

@@ -27,7 +27,6 @@ from hartonomous.models.store import BYTES, HEADER, TENSOR, ZEROS, ModelPart, Mo
 from hartonomous.ports import BlobStore, StagedBlob
 from hartonomous.services.atoms import AtomService, StoredAtom
 from hartonomous.services.clock import new_id, utcnow
-from hartonomous.store.repositories import WriteConflict
 from hartonomous.store.unit_of_work import UnitOfWorkFactory
 
 MODEL_MEDIA_TYPE = "application/x-gguf"
@@ -35,20 +34,6 @@ HEADER_MEDIA_TYPE = "application/x-gguf-header"
 TENSOR_MEDIA_TYPE = "application/x-ggml-tensor"
 PROFILE_MEDIA_TYPE = "text/plain"
 INGESTING, READY, FAILED = "ingesting", "ready", "failed"
-
-
-@dataclass(frozen=True)
-class _HeldBlob:
-    """Bytes a blob already holds: recorded as an atom without being written again."""
-
-    sha256: str
-    size: int
-
-    def publish(self) -> None:
-        pass
-
-    def discard(self) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -166,9 +151,10 @@ class ModelService:
         """Store these parts as atoms; ``[index, sha256, atom_id, new_bytes]`` for each
         (zero padding is not stored: ``[index, None, None, 0]``). Idempotent.
 
-        Each part is hashed first and written only if no blob holds it; the group's atoms
-        are then recorded in one transaction (one per part made threads queue for
-        SQLite's write lock: 8 ms a part)."""
+        One pass per part: read, hash and write to staging together; bytes some blob holds
+        already are then discarded without an fsync, new ones made durable outside the
+        write lock. The group's atoms are recorded in one transaction (one per part made
+        threads queue on SQLite's write lock: 8 ms a part)."""
         record, layout = self._ingesting(tenant_id, model_id)
         segments = layout.segments()
         out: list[list[Any]] = []
@@ -176,15 +162,10 @@ class ModelService:
         try:
             for i in indexes:
                 start, end, tensor = segments[i]
-                digest = hashlib.sha256()
-                zero = tensor is None and i > 0
-                for piece in self.blobs.read(record.sha256, start, end):
-                    digest.update(piece)
-                    zero = zero and piece.count(0) == len(piece)
-                if zero:
+                staged = self._stage(record.sha256, start, end, gap=tensor is None and i > 0)
+                if staged is None:
                     out.append([i, None, None, 0])
                     continue
-                sha = digest.hexdigest()
                 if tensor is not None:
                     media = TENSOR_MEDIA_TYPE
                     meta: dict[str, Any] = {
@@ -197,12 +178,10 @@ class ModelService:
                 else:
                     media = HEADER_MEDIA_TYPE if i == 0 else "application/octet-stream"
                     meta = {"kind": "gguf-header" if i == 0 else "gguf-bytes"}
-                pending.append((i, self._stage(record.sha256, start, end, sha), media, meta))
+                pending.append((i, staged, media, meta))
             with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
                 for i, staged, media, meta in pending:
                     result = self.atoms.record_in(uow, tenant_id, staged, media, meta)
-                    if isinstance(staged, _HeldBlob) and not self.blobs.exists(staged.sha256):
-                        raise WriteConflict(f"blob {staged.sha256} was deleted meanwhile; retry")
                     # New to this tenant: whether another tenant holds the bytes stays unseen.
                     fresh = 0 if result.deduplicated else staged.size
                     out.append([i, staged.sha256, result.atom.id, fresh])
@@ -212,21 +191,23 @@ class ModelService:
                 staged.discard()
         return sorted(out)
 
-    def _stage(self, file_sha: str, start: int, end: int, sha: str) -> StagedBlob:
-        """The part's bytes ready to record: already held, or written to staging."""
-        if self.blobs.exists(sha):
-            return _HeldBlob(sha, end - start)
+    def _stage(self, file_sha: str, start: int, end: int, gap: bool) -> StagedBlob | None:
+        """The part's bytes in staging, hashed (None for a gap of zeros)."""
         writer = self.blobs.writer()
+        zero = gap
         try:
             for piece in self.blobs.read(file_sha, start, end):
+                zero = zero and piece.count(0) == len(piece)
                 writer.write(piece)
+            if zero:
+                writer.abort()
+                return None
             staged = writer.finish()
         except BaseException:
             writer.abort()
             raise
-        if staged.sha256 != sha:
-            staged.discard()
-            raise WriteConflict(f"bytes {start}..{end} changed while being stored")
+        if not self.blobs.exists(staged.sha256):
+            staged.persist()
         return staged
 
     def finish(

@@ -122,6 +122,8 @@ class AtomService:
             upload.abort()
             raise InvalidInput(str(exc)) from exc
         staged = upload.finish()
+        if not self.blobs.exists(staged.sha256):
+            staged.persist()  # fsync outside the write lock; held bytes need none
         try:
             for _ in range(WRITE_ATTEMPTS - 1):
                 with contextlib.suppress(WriteConflict):
@@ -172,10 +174,13 @@ class AtomService:
         writer = self.blobs.writer()
         try:
             writer.write(data)
-            return writer.finish()
+            staged = writer.finish()
         except BaseException:
             writer.abort()
             raise
+        if not self.blobs.exists(staged.sha256):
+            staged.persist()
+        return staged
 
     def store_bytes(
         self,
