@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from workflow_polling import finish
 
 from functions import indexed_app, runtime
 from hartonomous.api.app import create_app
@@ -76,16 +77,6 @@ def ingest(api: TestClient, who, text: str, media_type="text/markdown", meta=Non
     r = api.post("/v1/ingestions", content=text.encode(), headers=headers)
     assert r.status_code == 202, r.text
     return r.json()
-
-
-def finish(api: TestClient, who, started: dict, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = api.get(started["status_url"], headers=who.auth("read")).json()
-        if status["runtimeStatus"] in ("Completed", "Failed", "Terminated"):
-            return status
-        assert time.monotonic() < deadline, status
-        time.sleep(0.05)
 
 
 def search(api: TestClient, who, query: str, **kw) -> list[dict]:

@@ -6,7 +6,6 @@ import hashlib
 import io
 import itertools
 import struct
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from workflow_polling import finish
 
 from functions import indexed_app, runtime
 from hartonomous.api.app import create_app
@@ -73,16 +73,6 @@ def upload(api: TestClient, who, data: bytes, name: str | None = None) -> dict:
     r = api.post("/v1/models", content=data, headers=headers)
     assert r.status_code == 202, r.text
     return r.json()
-
-
-def finish(api: TestClient, who, started: dict, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = api.get(started["status_url"], headers=who.auth("read")).json()
-        if status["runtimeStatus"] in ("Completed", "Failed", "Terminated"):
-            return status
-        assert time.monotonic() < deadline, status
-        time.sleep(0.05)
 
 
 def ingested(api: TestClient, who, data: bytes, name: str | None = None) -> dict:

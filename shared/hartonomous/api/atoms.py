@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from hartonomous.api.auth import Reader, Writer
 from hartonomous.api.deps import PlatformDep
 from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
-from hartonomous.api.ranges import parse_range
+from hartonomous.api.ranges import content_response
 from hartonomous.api.uploads import check_declared_length, receive
 from hartonomous.domain.atoms import Atom, Modality
 
@@ -156,26 +156,15 @@ def get_atom_content(
 ) -> Response:
     """Stream the bytes; ``ETag`` is the sha256, single ``Range`` requests get 206."""
     atom = platform.atoms.get(tenant_id=principal.tenant_id, atom_id=atom_id)
-    etag = f'"{atom.sha256}"'
-    headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, immutable"}
-    if if_none_match and etag in {t.strip() for t in if_none_match.split(",")} | {"*"}:
-        return Response(status_code=304, headers=headers)
-    if if_range and if_range.strip() != etag:
-        range_header = None  # the client's copy is stale: send everything
-    span = parse_range(range_header, atom.size)
-    start, end, status = 0, atom.size, 200
-    if span is not None:
-        start, end = span
-        status = 206
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{atom.size}"
-    headers["Content-Length"] = str(end - start)
-    if request.method == "HEAD":
-        return Response(status_code=status, headers=headers, media_type=atom.media_type)
-    return StreamingResponse(
-        platform.atoms.read(atom, start, end),
-        status_code=status,
-        headers=headers,
+    return content_response(
+        request,
+        size=atom.size,
+        sha256=atom.sha256,
         media_type=atom.media_type,
+        body=lambda start, end: platform.atoms.read(atom, start, end),
+        range_header=range_header,
+        if_range=if_range,
+        if_none_match=if_none_match,
     )
 
 

@@ -14,7 +14,7 @@ from hartonomous.api.atoms import UPLOAD_BODY
 from hartonomous.api.auth import Reader, Writer
 from hartonomous.api.deps import PlatformDep, WorkflowClientDep
 from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
-from hartonomous.api.ranges import parse_range
+from hartonomous.api.ranges import content_response
 from hartonomous.api.uploads import check_declared_length, receive
 from hartonomous.errors import InvalidInput
 from hartonomous.knowledge.uploads import start_ingestion
@@ -172,6 +172,7 @@ def get_model(model_id: str, principal: Reader, platform: PlatformDep) -> ModelO
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "The GGUF file"},
         206: {"description": "The requested byte range"},
+        304: {"description": "Not modified (If-None-Match matched the ETag)"},
         409: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Not ready"},
         416: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Bad range"},
     },
@@ -183,34 +184,22 @@ def export_model(
     platform: PlatformDep,
     range_header: Annotated[str | None, Header(alias="range")] = None,
     if_range: Annotated[str | None, Header(alias="if-range")] = None,
+    if_none_match: Annotated[str | None, Header(alias="if-none-match")] = None,
 ) -> Response:
     """The GGUF file reassembled from its parts: byte-identical to the upload (same ETag,
     the file's SHA-256); single ``Range`` requests resume a download."""
     record, parts = platform.models.ready_parts(principal.tenant_id, model_id)
-    etag = f'"{record.sha256}"'
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in record.name)[:100]
-    headers = {
-        "ETag": etag,
-        "Accept-Ranges": "bytes",
-        "Cache-Control": "private, immutable",
-        "Content-Disposition": f'attachment; filename="{safe or "model"}.gguf"',
-    }
-    if if_range and if_range.strip() != etag:
-        range_header = None
-    span = parse_range(range_header, record.file_size)
-    start, end, status = 0, record.file_size, 200
-    if span is not None:
-        start, end = span
-        status = 206
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{record.file_size}"
-    headers["Content-Length"] = str(end - start)
-    if request.method == "HEAD":
-        return Response(status_code=status, headers=headers, media_type=MODEL_MEDIA_TYPE)
-    return StreamingResponse(
-        platform.models.read(parts, start, end),
-        status_code=status,
-        headers=headers,
+    return content_response(
+        request,
+        size=record.file_size,
+        sha256=record.sha256,
         media_type=MODEL_MEDIA_TYPE,
+        body=lambda start, end: platform.models.read(parts, start, end),
+        range_header=range_header,
+        if_range=if_range,
+        if_none_match=if_none_match,
+        headers={"Content-Disposition": f'attachment; filename="{safe or "model"}.gguf"'},
     )
 
 

@@ -1,8 +1,12 @@
-"""HTTP ``Range`` for single byte ranges (RFC 9110 section 14)."""
+"""HTTP ``Range`` for single byte ranges (RFC 9110 section 14), and responses that use it."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
+
+from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
 
 from hartonomous.errors import RangeNotSatisfiable
 
@@ -39,3 +43,39 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 def _unsatisfiable(detail: str, size: int) -> RangeNotSatisfiable:
     return RangeNotSatisfiable(detail, headers={"Content-Range": f"bytes */{size}"}, size=size)
+
+
+def content_response(
+    request: Request,
+    *,
+    size: int,
+    sha256: str,
+    media_type: str,
+    body: Callable[[int, int], Iterator[bytes]],
+    range_header: str | None,
+    if_range: str | None,
+    if_none_match: str | None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """Immutable content-addressed bytes: ``ETag`` is the sha256, ``If-None-Match`` gives
+    304, a single ``Range`` 206 (``If-Range`` with a stale tag: everything), ``HEAD`` the
+    headers alone. ``body(start, end)`` streams the bytes."""
+    etag = f'"{sha256}"'
+    out = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, immutable"}
+    out |= headers or {}
+    if if_none_match and etag in {t.strip() for t in if_none_match.split(",")} | {"*"}:
+        return Response(status_code=304, headers=out)
+    if if_range and if_range.strip() != etag:
+        range_header = None  # the client's copy is stale: send everything
+    span = parse_range(range_header, size)
+    start, end, status = 0, size, 200
+    if span is not None:
+        start, end = span
+        status = 206
+        out["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    out["Content-Length"] = str(end - start)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=out, media_type=media_type)
+    return StreamingResponse(
+        body(start, end), status_code=status, headers=out, media_type=media_type
+    )
