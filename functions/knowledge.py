@@ -5,16 +5,19 @@ Code in hartonomous.knowledge.ingestion; these wrappers only resolve the platfor
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
 
 from functions import runtime
+from hartonomous.errors import InvalidInput, UnprocessableContent
 from hartonomous.knowledge import ingestion
 from hartonomous.knowledge.uploads import ingest_upload
 
 bp = df.Blueprint()
+log = logging.getLogger(__name__)
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=ingestion.INGEST)
@@ -46,5 +49,10 @@ def ingest_index(document: dict[str, str]) -> dict[str, Any]:
 async def ingest_uploaded_blob(
     upload: func.InputStream, client: df.DurableOrchestrationClient
 ) -> None:
-    """A blob under uploads/{tenant_id}/... becomes a document atom and is ingested."""
-    await ingest_upload(runtime.platform(), client, upload.name or "", upload)
+    """A blob under uploads/{tenant_id}/... becomes a document (or, ``*.gguf``, a model)
+    and is ingested. Bad input is logged, not raised: the host would retry the same bytes
+    five times and then park them as poison."""
+    try:
+        await ingest_upload(runtime.platform(), client, upload.name or "", upload)
+    except (InvalidInput, UnprocessableContent) as exc:
+        log.warning("upload %s refused: %s", upload.name, exc)

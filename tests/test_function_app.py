@@ -192,3 +192,34 @@ def test_the_uploads_blob_trigger_watches_the_uploads_container(function_app):
     raw = [json.loads(b) for b in _named(functions, "ingest_uploaded_blob").get_raw_bindings()]
     trigger = next(b for b in raw if b["type"] == "blobTrigger")
     assert trigger["path"] == "uploads/{name}" and trigger["connection"] == "AzureWebJobsStorage"
+
+
+def test_the_blob_trigger_logs_bad_uploads_instead_of_retrying_them(function_app, tmp_path, caplog):
+    """Bad bytes do not get better on retry: the trigger logs them and returns."""
+    import io
+    import logging
+
+    from functions import runtime
+    from hartonomous.bootstrap import bootstrap
+    from hartonomous.services import tenants
+    from hartonomous.settings import Settings
+
+    class Blob(io.BytesIO):
+        name = ""
+
+    _, functions = function_app
+    handler = _named(functions, "ingest_uploaded_blob").get_user_function()
+    platform = bootstrap(Settings(data_dir=tmp_path / "data"))
+    runtime.use(platform)
+    try:
+        tenant, _ = tenants.create_tenant(platform.uow_factory, name="alice")
+        for name in (f"uploads/{tenant.id}/broken.gguf", "uploads/nobody/notes.md"):
+            blob = Blob(b"not what it claims")
+            blob.name = name
+            with caplog.at_level(logging.WARNING, logger="functions.knowledge"):
+                asyncio.run(handler(upload=blob, client=_durable_client_binding()))
+            assert f"upload {name} refused" in caplog.text
+        assert platform.atoms.list(tenant_id=tenant.id, limit=10, cursor=None).items == []
+    finally:
+        runtime.use(None)
+        platform.close()
