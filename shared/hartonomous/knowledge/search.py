@@ -112,7 +112,7 @@ class SearchService:
             limit = depth + 8 if allowed is None else 4 * depth + 8
             keywords = self._pool.submit(self._keyword_hits, tenant_id, query, limit, allowed)
         if mode in (Mode.VECTOR, Mode.HYBRID):
-            query_vector = self.embedder.embed([query])[0]
+            query_vector = self.embedder.embed([query], spare_core=keywords is not None)[0]
             vector_hits = self.index.search(tenant_id, query_vector, depth + 8, allowed)
         if keywords is not None:
             keyword_hits = keywords.result()
