@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from functions import indexed_app, runtime
 from hartonomous.api.app import create_app
 from hartonomous.bootstrap import Platform, bootstrap
 from hartonomous.domain.tenants import Scope
+from hartonomous.knowledge.embeddings import MiniLMEmbedder
 from hartonomous.services import tenants as tenant_service
 from hartonomous.settings import Settings
 
@@ -27,6 +29,27 @@ def settings(tmp_path: Path) -> Settings:
 def platform(settings: Settings) -> Iterator[Platform]:
     p = bootstrap(settings)
     yield p
+    p.close()
+
+
+@pytest.fixture(scope="session")
+def embedder() -> MiniLMEmbedder:
+    """One MiniLM for the whole session (loading it takes seconds)."""
+    return MiniLMEmbedder()
+
+
+@pytest.fixture
+def pipeline_platform(tmp_path: Path, embedder: MiniLMEmbedder) -> Iterator[Platform]:
+    """The platform as `hartonomous serve` builds it: every function on the local Durable
+    host, the real embedding model, and registered so activities find it."""
+    p = bootstrap(
+        Settings(data_dir=tmp_path / "data"),
+        functions=indexed_app().get_functions(),
+        embedder=embedder,
+    )
+    runtime.use(p)
+    yield p
+    runtime.use(None)
     p.close()
 
 

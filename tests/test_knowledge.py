@@ -6,7 +6,6 @@ import asyncio
 import io
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,13 +13,11 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from workflow_polling import finish
 
-from functions import indexed_app, runtime
 from hartonomous.api.app import create_app
-from hartonomous.bootstrap import Platform, bootstrap
+from hartonomous.bootstrap import Platform
 from hartonomous.errors import InvalidInput
 from hartonomous.knowledge.embeddings import MiniLMEmbedder, minilm_path
 from hartonomous.knowledge.uploads import StartedIngestion, ingest_upload
-from hartonomous.settings import Settings
 from hartonomous.store.schema import chunks, edges, embeddings
 
 SOLAR = """# The solar system
@@ -46,22 +43,9 @@ Bake the loaf in a hot oven until the crust is golden and it sounds hollow when 
 """
 
 
-@pytest.fixture(scope="session")
-def embedder() -> MiniLMEmbedder:
-    return MiniLMEmbedder()
-
-
 @pytest.fixture
-def kp(tmp_path: Path, embedder: MiniLMEmbedder) -> Iterator[Platform]:
-    p = bootstrap(
-        Settings(data_dir=tmp_path / "data"),
-        functions=indexed_app().get_functions(),
-        embedder=embedder,
-    )
-    runtime.use(p)  # the activities find this platform, as under `hartonomous serve`
-    yield p
-    runtime.use(None)
-    p.close()
+def kp(pipeline_platform: Platform) -> Platform:
+    return pipeline_platform
 
 
 @pytest.fixture

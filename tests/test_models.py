@@ -15,32 +15,16 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from workflow_polling import finish
 
-from functions import indexed_app, runtime
 from hartonomous.api.app import create_app
-from hartonomous.bootstrap import Platform, bootstrap
-from hartonomous.knowledge.embeddings import MiniLMEmbedder
+from hartonomous.bootstrap import Platform
 from hartonomous.models.gguf_layout import InvalidModel, read_layout
 from hartonomous.models.synthetic import write_synthetic_gguf
-from hartonomous.settings import Settings
 from hartonomous.store.schema import atoms, model_parts, models
 
 
-@pytest.fixture(scope="session")
-def embedder() -> MiniLMEmbedder:
-    return MiniLMEmbedder()
-
-
 @pytest.fixture
-def mp(tmp_path: Path, embedder: MiniLMEmbedder) -> Iterator[Platform]:
-    p = bootstrap(
-        Settings(data_dir=tmp_path / "data"),
-        functions=indexed_app().get_functions(),
-        embedder=embedder,
-    )
-    runtime.use(p)
-    yield p
-    runtime.use(None)
-    p.close()
+def mp(pipeline_platform: Platform) -> Platform:
+    return pipeline_platform
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from hartonomous.api.auth import Reader, Writer
 from hartonomous.api.deps import PlatformDep
 from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
-from hartonomous.api.ranges import content_response
+from hartonomous.api.ranges import CONTENT_RESPONSES, content_response
 from hartonomous.api.uploads import check_declared_length, receive
 from hartonomous.domain.atoms import Atom, Modality
 
@@ -140,9 +140,7 @@ def get_atom(atom_id: str, principal: Reader, platform: PlatformDep) -> AtomOut:
     response_class=StreamingResponse,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "The bytes"},
-        206: {"description": "The requested byte range"},
-        304: {"description": "Not modified (If-None-Match matched the ETag)"},
-        416: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Bad range"},
+        **CONTENT_RESPONSES,
     },
 )
 def get_atom_content(

@@ -14,7 +14,7 @@ from hartonomous.api.atoms import UPLOAD_BODY
 from hartonomous.api.auth import Reader, Writer
 from hartonomous.api.deps import PlatformDep, WorkflowClientDep
 from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
-from hartonomous.api.ranges import content_response
+from hartonomous.api.ranges import CONTENT_RESPONSES, content_response
 from hartonomous.api.uploads import check_declared_length, receive
 from hartonomous.errors import InvalidInput
 from hartonomous.knowledge.uploads import start_ingestion
@@ -171,10 +171,8 @@ def get_model(model_id: str, principal: Reader, platform: PlatformDep) -> ModelO
     response_class=StreamingResponse,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "The GGUF file"},
-        206: {"description": "The requested byte range"},
-        304: {"description": "Not modified (If-None-Match matched the ETag)"},
         409: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Not ready"},
-        416: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Bad range"},
+        **CONTENT_RESPONSES,
     },
 )
 def export_model(

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
+from hartonomous.api.problems import PROBLEM_JSON, Problem
 from hartonomous.errors import RangeNotSatisfiable
 
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d{0,19})\s*-\s*(\d{0,19})\s*$", re.IGNORECASE | re.ASCII)
+
+
+# OpenAPI for routes answered by ``content_response``.
+CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    206: {"description": "The requested byte range"},
+    304: {"description": "Not modified (If-None-Match matched the ETag)"},
+    416: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Bad range"},
+}
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

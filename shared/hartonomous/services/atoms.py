@@ -169,11 +169,13 @@ class AtomService:
         staged.publish()
         return StoredAtom(atom, deduplicated=False, new_bytes=new_bytes)
 
-    def stage(self, data: bytes) -> StagedBlob:
-        """Small bytes hashed and staged, for ``record_in`` (chunks, receipts)."""
+    def stage(self, data: bytes | Iterable[bytes]) -> StagedBlob:
+        """Bytes hashed and staged, for ``record_in`` (chunks, model parts). New bytes are
+        made durable here, outside the write lock; bytes already held need no fsync."""
         writer = self.blobs.writer()
         try:
-            writer.write(data)
+            for piece in [data] if isinstance(data, bytes) else data:
+                writer.write(piece)
             staged = writer.finish()
         except BaseException:
             writer.abort()
