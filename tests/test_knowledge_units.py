@@ -145,3 +145,36 @@ def test_user_words_never_become_fts5_syntax():
     assert words == ["mars", "or", "venus", "near", "col", "x"]
     assert fts_query(words) == '"mars" OR "or" OR "venus" OR "near" OR "col" OR "x"'
     assert fts_query(query_words("?! --")) is None
+
+
+def test_query_term_tables_last_the_connection_or_are_made_per_search(tmp_path):
+    """The bootstrap has each SQLite connection create the query-term tables once; an
+    engine made without that setup still searches, creating them inside each search."""
+    from hartonomous.knowledge.store import QUERY_TERM_TABLES, KnowledgeRepository
+    from hartonomous.store import migrate
+    from hartonomous.store.engine import SETUP_KEY, create_engines
+
+    url = f"sqlite:///{tmp_path / 'kw.db'}"
+    plain = create_engines(url)
+    migrate.upgrade(plain)
+    rows = [(f"note {i} on {'widgets' if i % 3 else 'sprockets'}", f"a{i}", "t") for i in range(30)]
+    with plain.write.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO chunks_fts (text, atom_id, tenant_id) VALUES (?, ?, ?)", rows
+        )
+    prepared = create_engines(url, sqlite_setup=QUERY_TERM_TABLES)
+    with prepared.read.connect() as conn:  # before any search
+        assert conn.info[SETUP_KEY] == frozenset(QUERY_TERM_TABLES)
+        listed = "SELECT count(*) FROM temp.sqlite_master WHERE name = 'query_terms'"
+        assert conn.exec_driver_sql(listed).scalar() == 1
+    found = {}
+    for name, engines in (("plain", plain), ("prepared", prepared)):
+        with engines.read.connect() as conn:
+            assert bool(conn.info[SETUP_KEY]) == (name == "prepared")
+            tx = conn.begin()
+            found[name] = [
+                h.atom_id for h in KnowledgeRepository(conn).keyword_search("t", "sprockets", 20)
+            ]
+            tx.rollback()
+    assert found["plain"] == found["prepared"]
+    assert sorted(found["plain"]) == sorted(f"a{i}" for i in range(30) if i % 3 == 0)

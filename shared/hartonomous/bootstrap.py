@@ -14,6 +14,7 @@ from typing import Any
 from hartonomous.blobs.local import LocalBlobStore
 from hartonomous.knowledge.embeddings import MiniLMEmbedder
 from hartonomous.knowledge.runtime import KnowledgeProvider
+from hartonomous.knowledge.store import QUERY_TERM_TABLES
 from hartonomous.models.service import ModelService
 from hartonomous.ports import BlobStore
 from hartonomous.services.atoms import AtomService
@@ -85,7 +86,9 @@ def bootstrap(
     ``get_functions()``) gives the local world its workflow host and timer triggers.
     """
     settings = settings or Settings()
-    engines = engines or create_engines(settings.resolved_database_url)
+    engines = engines or create_engines(
+        settings.resolved_database_url, sqlite_setup=QUERY_TERM_TABLES
+    )
     if run_migrations if run_migrations is not None else engines.dialect == "sqlite":
         migrate.upgrade(engines)
     blobs = blobs or blob_store_for(settings)

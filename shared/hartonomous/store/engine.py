@@ -14,6 +14,7 @@ writer as soon as the last one ends. Other processes still meet the busy timeout
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 BUSY_TIMEOUT_MS = 30_000
+SETUP_KEY = "sqlite_setup"
 
 
 @dataclass(frozen=True)
@@ -40,20 +42,23 @@ class Engines:
             self.read.dispose()
 
 
-def _sqlite_engine(url: str, begin: str) -> Engine:
+def _sqlite_engine(url: str, begin: str, setup: Sequence[str]) -> Engine:
     engine = sa.create_engine(
         url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
     )
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    def _on_connect(dbapi_conn: Any, record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        for statement in setup:  # outside any transaction, so they last the connection
+            cur.execute(statement)
         cur.close()
+        record.info[SETUP_KEY] = frozenset(setup)
 
     if begin == "BEGIN IMMEDIATE":
         writing = threading.Lock()
@@ -88,13 +93,17 @@ def _sqlite_engine(url: str, begin: str) -> Engine:
     return engine
 
 
-def create_engines(url: str) -> Engines:
+def create_engines(url: str, *, sqlite_setup: Sequence[str] = ()) -> Engines:
+    """Engines for ``url``; on SQLite every new connection first runs ``sqlite_setup``
+    (per-connection temp tables, for instance), and ``Connection.info[SETUP_KEY]`` holds
+    those statements, so callers can tell whether they ran."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         return Engines(
-            write=_sqlite_engine(url, "BEGIN IMMEDIATE"), read=_sqlite_engine(url, "BEGIN")
+            write=_sqlite_engine(url, "BEGIN IMMEDIATE", sqlite_setup),
+            read=_sqlite_engine(url, "BEGIN", sqlite_setup),
         )
     engine = sa.create_engine(url, pool_pre_ping=True)
     return Engines(write=engine, read=engine)
