@@ -387,3 +387,28 @@ def test_openapi_describes_the_atoms_api(client):
     assert "413" in post["responses"]
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
     assert client.get("/docs").status_code == 200
+
+
+def test_recording_many_atoms_at_once_matches_one_by_one(platform, alice, bob):
+    """record_many_in (a document's chunks in one transaction): repeated bytes give one
+    atom, bytes the tenant holds are deduplicated, bytes another tenant holds are shared
+    but not new, and every blob's reference count is exact."""
+    atoms = platform.atoms
+    held = atoms.store_bytes(tenant_id=alice.id, chunks=[b"held"], media_type="text/plain")
+    atoms.store_bytes(tenant_id=bob.id, chunks=[b"bob's"], media_type="text/plain")
+    pieces = [b"held", b"fresh", b"bob's", b"fresh"]
+    staged = [atoms.stage(p) for p in pieces]
+    with platform.uow_factory(write=True, tenant_id=alice.id) as uow:
+        out = atoms.record_many_in(uow, alice.id, [(s, "text/plain", {"n": 1}) for s in staged])
+        uow.commit()
+    for s in staged:
+        s.discard()
+    assert out[0].atom.id == held.atom.id and out[0].deduplicated
+    assert out[1].atom.id == out[3].atom.id and out[1].new_bytes and not out[1].deduplicated
+    assert not out[2].new_bytes and not out[2].deduplicated
+    for piece, stored in zip(pieces, out, strict=True):
+        assert b"".join(atoms.read(stored.atom)) == piece
+        assert atoms.get(tenant_id=alice.id, atom_id=stored.atom.id).metadata in ({}, {"n": 1})
+    with platform.uow_factory(write=False) as uow:
+        counts = dict(uow._conn.exec_driver_sql("SELECT sha256, refcount FROM blobs").fetchall())
+    assert sorted(counts.values()) == [1, 1, 2]  # held, fresh; bob's shared by two tenants

@@ -161,15 +161,17 @@ class Ingestion:
                 if missing:
                     raise WriteConflict(f"{len(missing)} chunks have no embedding yet")
                 known = uow.knowledge.chunk_atom_ids(tenant_id, list(unique))
-                atom_ids: dict[str, str] = {}
-                fresh: list[tuple[str, str, str, int]] = []
-                for sha, chunk in unique.items():
-                    stored = self.atoms.record_in(
-                        uow, tenant_id, staged[sha], CHUNK_MEDIA_TYPE, {"kind": "chunk"}
-                    )
-                    atom_ids[sha] = stored.atom.id
-                    if sha not in known:
-                        fresh.append((stored.atom.id, sha, chunk.text, chunk.tokens))
+                recorded = self.atoms.record_many_in(
+                    uow,
+                    tenant_id,
+                    [(staged[sha], CHUNK_MEDIA_TYPE, {"kind": "chunk"}) for sha in unique],
+                )
+                atom_ids = {sha: r.atom.id for sha, r in zip(unique, recorded, strict=True)}
+                fresh = [
+                    (atom_ids[sha], sha, chunk.text, chunk.tokens)
+                    for sha, chunk in unique.items()
+                    if sha not in known
+                ]
                 uow.knowledge.add_chunks(tenant_id, fresh)
                 new = len(fresh)
                 now = utcnow()

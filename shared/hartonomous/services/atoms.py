@@ -12,7 +12,7 @@ import base64
 import binascii
 import contextlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -168,6 +168,47 @@ class AtomService:
         # Inside the write transaction: a delete of the same bytes waits for us.
         staged.publish()
         return StoredAtom(atom, deduplicated=False, new_bytes=new_bytes)
+
+    def record_many_in(
+        self,
+        uow: UnitOfWork,
+        tenant_id: str,
+        items: Sequence[tuple[StagedBlob, str, dict[str, Any]]],
+    ) -> list[StoredAtom]:
+        """``record_in`` for many (staged bytes, media type, metadata) at once, in a few
+        statements instead of four per atom: a document's chunks, a group of model parts.
+        The same bytes twice in ``items`` give the same atom."""
+        shas = list(dict.fromkeys(staged.sha256 for staged, _, _ in items))
+        existing = uow.atoms.find_many_by_sha256(tenant_id, shas)
+        now = utcnow()
+        created: dict[str, Atom] = {}
+        for staged, media, metadata in items:
+            if staged.sha256 not in existing and staged.sha256 not in created:
+                created[staged.sha256] = Atom(
+                    id=new_id(),
+                    tenant_id=tenant_id,
+                    sha256=staged.sha256,
+                    size=staged.size,
+                    media_type=media,
+                    modality=modality_for(media),
+                    metadata=metadata,
+                    created_at=now,
+                )
+        new_bytes = uow.blobs.acquire_many({sha: a.size for sha, a in created.items()}, now)
+        uow.atoms.add_many(list(created.values()))
+        published: set[str] = set()
+        for staged, _, _ in items:  # inside the write transaction, as in record_in
+            if staged.sha256 in created and staged.sha256 not in published:
+                staged.publish()
+                published.add(staged.sha256)
+        out = []
+        for staged, _, _ in items:
+            if staged.sha256 in existing:
+                out.append(StoredAtom(existing[staged.sha256], deduplicated=True))
+            else:
+                atom = created[staged.sha256]
+                out.append(StoredAtom(atom, deduplicated=False, new_bytes=atom.sha256 in new_bytes))
+        return out
 
     def stage(self, data: bytes | Iterable[bytes]) -> StagedBlob:
         """Bytes hashed and staged, for ``record_in`` (chunks, model parts). New bytes are

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,6 +13,8 @@ from hartonomous.domain.atoms import Atom, Modality
 from hartonomous.domain.tenants import ApiKey, Scope, Tenant
 from hartonomous.domain.workflows import WorkflowRun
 from hartonomous.store.schema import api_keys, atoms, blobs, tenants, workflow_runs
+
+IN_BATCH = 500  # values per IN (...) list: Azure SQL allows 2,100 parameters a statement
 
 
 class WriteConflict(Exception):
@@ -116,6 +119,35 @@ class BlobRepository:
             return True
         return False
 
+    def acquire_many(self, sizes: dict[str, int], now: datetime) -> set[str]:
+        """``acquire`` for each sha of ``sizes`` (sha -> size), in a few statements; returns
+        the shas that were not held before (new storage)."""
+        held: set[str] = set()
+        shas = list(sizes)
+        for i in range(0, len(shas), IN_BATCH):
+            held |= set(
+                self._conn.execute(
+                    sa.select(blobs.c.sha256).where(blobs.c.sha256.in_(shas[i : i + IN_BATCH]))
+                ).scalars()
+            )
+        if held:
+            self._conn.execute(
+                blobs.update()
+                .where(blobs.c.sha256 == sa.bindparam("b_sha"))
+                .values(refcount=blobs.c.refcount + 1),
+                [{"b_sha": sha} for sha in held],
+            )
+        new = [sha for sha in shas if sha not in held]
+        if new:
+            rows = [
+                {"sha256": sha, "size": sizes[sha], "refcount": 1, "created_at": now} for sha in new
+            ]
+            try:
+                self._conn.execute(blobs.insert(), rows)
+            except sa.exc.IntegrityError as exc:
+                raise WriteConflict("blobs inserted concurrently") from exc
+        return set(new)
+
     def release(self, sha256: str) -> int:
         """Drop one reference; delete the row at zero. Returns the references left."""
         self._conn.execute(
@@ -174,6 +206,34 @@ class AtomRepository:
                 created_at=atom.created_at,
             )
         )
+
+    def add_many(self, items: Sequence[Atom]) -> None:
+        """Insert atoms in one statement (chunks of a document, parts of a model)."""
+        if not items:
+            return
+        try:
+            self._conn.execute(
+                atoms.insert(),
+                [
+                    {"id": a.id, "tenant_id": a.tenant_id, "sha256": a.sha256, "size": a.size,
+                     "media_type": a.media_type, "modality": a.modality.value,
+                     "metadata": a.metadata, "created_at": a.created_at}
+                    for a in items
+                ],
+            )  # fmt: skip
+        except sa.exc.IntegrityError as exc:
+            raise WriteConflict("atoms inserted concurrently") from exc
+
+    def find_many_by_sha256(self, tenant_id: str, shas: Sequence[str]) -> dict[str, Atom]:
+        found: dict[str, Atom] = {}
+        for i in range(0, len(shas), IN_BATCH):
+            for row in self._conn.execute(
+                atoms.select().where(
+                    atoms.c.tenant_id == tenant_id, atoms.c.sha256.in_(shas[i : i + IN_BATCH])
+                )
+            ):
+                found.setdefault(row.sha256, _atom(row))
+        return found
 
     def get(self, tenant_id: str, atom_id: str) -> Atom | None:
         row = self._conn.execute(
