@@ -46,6 +46,15 @@ CREATE SECURITY POLICY security.tenant_isolation
     ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.models AFTER UPDATE,
     ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.model_parts,
     ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.model_parts AFTER INSERT,
-    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.model_parts AFTER UPDATE
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.model_parts AFTER UPDATE,
+    ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.receipts,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.receipts AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.receipts AFTER UPDATE,
+    ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.usage_ledger,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.usage_ledger AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.usage_ledger AFTER UPDATE,
+    -- The outbox publisher reads every tenant's events (acting for no tenant): no filter
+    -- predicate there; the block predicate still keeps each write inside its tenant.
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.outbox AFTER INSERT
     WITH (STATE = ON);
 GO

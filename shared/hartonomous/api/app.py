@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from hartonomous import __version__
-from hartonomous.api import atoms, knowledge, models, problems, system, workflows
+from hartonomous.api import atoms, generation, knowledge, models, problems, system, workflows
 from hartonomous.bootstrap import Platform
 
 DESCRIPTION = """
@@ -38,4 +38,5 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(workflows.router)
     app.include_router(knowledge.router)
     app.include_router(models.router)
+    app.include_router(generation.router)
     return app

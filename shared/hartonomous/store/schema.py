@@ -227,7 +227,10 @@ class _MssqlVector(sa.types.UserDefinedType[bytes]):
 EMBEDDING_DIMENSION = 384  # all-MiniLM-L6-v2; another model gets its own column or table
 
 # Typed edges between a tenant's atoms: HAS_CHUNK (document -> chunk, with ordinal and
-# character offsets), and later USED_IN_GENERATION, GENERATED, DERIVED_FROM.
+# character offsets); from generations USED_IN_GENERATION (retrieved chunk -> output, ordinal
+# = rank), GENERATED (model card -> output), DERIVED_FROM (output -> prompt), each carrying
+# its receipt: outputs are content-addressed, so one output atom may have many receipts.
+# receipt_id is '' (not NULL) elsewhere, so the unique key holds on SQLite and SQL Server alike.
 edges = sa.Table(
     "edges",
     metadata,
@@ -240,7 +243,8 @@ edges = sa.Table(
     sa.Column("start_offset", sa.Integer(), nullable=True),
     sa.Column("end_offset", sa.Integer(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.UniqueConstraint("tenant_id", "src_id", "kind", "ordinal"),
+    sa.Column("receipt_id", sa.String(36), nullable=False, server_default=""),
+    sa.UniqueConstraint("tenant_id", "src_id", "kind", "ordinal", "receipt_id"),
     sa.Index(None, "tenant_id", "dst_id", "kind"),
 )
 
@@ -351,4 +355,58 @@ model_parts = sa.Table(
     sa.Column("shape", _json(), nullable=True),
     sa.Column("layer", sa.Integer(), nullable=True),
     sa.Index(None, "tenant_id", "atom_id"),
+)
+
+
+# -- generation, metering, events --------------------------------------------------------------
+
+# What produced an output, in order (the seeds' AtomicStream): the prompt atom, each retrieved
+# atom with its score and rank, the model (id and file SHA-256), the output atom, token counts,
+# timings and cost. ``body`` holds that ordered list; the columns are what queries filter on.
+receipts = sa.Table(
+    "receipts",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("prompt_atom_id", _id(), sa.ForeignKey("atoms.id"), nullable=False),
+    sa.Column("output_atom_id", _id(), sa.ForeignKey("atoms.id"), nullable=False),
+    sa.Column("model_id", sa.String(64), nullable=False),
+    sa.Column("model_sha256", sa.String(64), nullable=False),
+    sa.Column("prompt_tokens", sa.Integer(), nullable=False),
+    sa.Column("completion_tokens", sa.Integer(), nullable=False),
+    sa.Column("body", _json(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "tenant_id", "created_at"),
+    sa.Index(None, "tenant_id", "output_atom_id"),
+)
+
+# Append-only usage: one row per (tenant, key, kind), key = the receipt or request id (or an
+# activity's own stable key), so a replayed activity or a retried request never counts twice.
+usage_ledger = sa.Table(
+    "usage_ledger",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("key", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),  # e.g. generation.completion_tokens
+    sa.Column("quantity", sa.BigInteger(), nullable=False),
+    sa.Column("unit", sa.String(20), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "key", "kind"),
+    sa.Index(None, "tenant_id", "created_at"),
+)
+
+# Transactional outbox: written in the transaction of the change it announces, published
+# afterwards (Event Hubs on Azure, in-process subscribers locally), at least once.
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("topic", sa.String(100), nullable=False),
+    sa.Column("key", sa.String(200), nullable=False),
+    sa.Column("payload", _json(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("published_at", UTCDateTime(), nullable=True),
+    sa.Index(None, "published_at", "id"),
 )

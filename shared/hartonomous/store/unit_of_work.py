@@ -11,7 +11,11 @@ from typing import Protocol
 
 import sqlalchemy as sa
 
+from hartonomous.events.outbox import OutboxRepository
+from hartonomous.generation.lineage import LineageRepository
+from hartonomous.generation.store import ReceiptRepository
 from hartonomous.knowledge.store import KnowledgeRepository
+from hartonomous.metering.ledger import UsageRepository
 from hartonomous.models.store import ModelRepository
 from hartonomous.store.engine import Engines
 from hartonomous.store.repositories import (
@@ -31,6 +35,10 @@ class UnitOfWork:
     workflow_runs: WorkflowRunRepository
     knowledge: KnowledgeRepository
     models: ModelRepository
+    receipts: ReceiptRepository
+    lineage: LineageRepository
+    usage: UsageRepository
+    outbox: OutboxRepository
 
     def __init__(self, engines: Engines, *, write: bool, tenant_id: str | None = None) -> None:
         self._engine = engines.write if write else engines.read
@@ -53,6 +61,10 @@ class UnitOfWork:
         self.workflow_runs = WorkflowRunRepository(self._conn)
         self.knowledge = KnowledgeRepository(self._conn)
         self.models = ModelRepository(self._conn)
+        self.receipts = ReceiptRepository(self._conn)
+        self.lineage = LineageRepository(self._conn)
+        self.usage = UsageRepository(self._conn)
+        self.outbox = OutboxRepository(self._conn)
         return self
 
     def commit(self) -> None:

@@ -1,0 +1,1 @@
+"""Generation with receipts: retrieve, assemble, generate, and record exactly what produced it."""

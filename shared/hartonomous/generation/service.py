@@ -1,0 +1,258 @@
+"""Generate: retrieve, assemble the prompt, generate, and persist the receipt.
+
+The receipt, its edges, the prompt, output and model-card atoms, the usage rows and the
+outbox event are written in one transaction after the model finishes, so an output either
+exists with its whole provenance or not at all (a client that disconnects mid-stream leaves
+nothing behind).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+from hartonomous.errors import Conflict, InvalidInput
+from hartonomous.generation.prompting import DEFAULT_STOP, Assembled, assemble
+from hartonomous.generation.store import (
+    DERIVED_FROM,
+    GENERATED,
+    USED_IN_GENERATION,
+    ReceiptRow,
+)
+from hartonomous.inference.model_files import builtin_model
+from hartonomous.inference.types import (
+    BUILTIN_MODEL,
+    Completion,
+    CompletionRequest,
+    Inference,
+    ModelRef,
+)
+from hartonomous.knowledge.search import Mode, SearchResult, SearchService
+from hartonomous.knowledge.store import SearchFilter
+from hartonomous.metering.ledger import Usage
+from hartonomous.metering.pricing import price
+from hartonomous.services.atoms import AtomService
+from hartonomous.services.clock import new_id, utcnow
+from hartonomous.store.repositories import WriteConflict
+from hartonomous.store.unit_of_work import UnitOfWorkFactory
+
+TEXT = "text/plain; charset=utf-8"
+MODEL_CARD = "application/vnd.hartonomous.model+json"
+TOPIC = "generation.completed"
+WRITE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    prompt: str
+    model_id: str | None = None
+    k: int = 5
+    filters: SearchFilter = field(default_factory=SearchFilter)
+    max_tokens: int = 128
+    temperature: float = 0.0
+    stop: tuple[str, ...] | None = None  # None: stop where a new question would begin
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Generated:
+    text: str
+    receipt: dict[str, Any]
+
+
+@dataclass
+class GenerationService:
+    uow_factory: UnitOfWorkFactory
+    atoms: AtomService
+    search: Callable[[], SearchService]  # built lazily: the embedder loads on first use
+    inference: Callable[[], Inference]
+    models: Any  # ModelService: resolves a tenant's model id
+    context_tokens: int
+    max_tokens: int
+    on_commit: Callable[[], None] = lambda: None
+
+    def resolve(self, tenant_id: str, model_id: str | None) -> ModelRef:
+        if model_id is None or model_id == BUILTIN_MODEL:
+            return builtin_model()
+        record = self.models.get(tenant_id, model_id)  # another tenant's model: 404
+        if record.status != "ready":
+            raise Conflict(f"model {model_id!r} is {record.status}, not ready")
+        return ModelRef(record.id, record.sha256, record.name, tenant_id)
+
+    def generate(self, tenant_id: str, request: GenerateRequest) -> Generated:
+        last: Generated | None = None
+        for piece in self.stream(tenant_id, request):
+            if isinstance(piece, Generated):
+                last = piece
+        assert last is not None
+        return last
+
+    def stream(
+        self, tenant_id: str, request: GenerateRequest
+    ) -> Generator[str | Generated, None, None]:
+        """Text pieces as they come, then the ``Generated`` (text and persisted receipt)."""
+        if request.max_tokens > self.max_tokens:
+            raise InvalidInput(f"max_tokens is at most {self.max_tokens}", limit=self.max_tokens)
+        started = time.perf_counter()
+        model = self.resolve(tenant_id, request.model_id)
+        hits: list[SearchResult] = []
+        if request.k:
+            hits = self.search().search(
+                tenant_id=tenant_id, query=request.prompt, k=request.k, mode=Mode.HYBRID,
+                flt=request.filters,
+            )  # fmt: skip
+        searched = time.perf_counter()
+        assembled = assemble(
+            request.prompt, hits, context_tokens=self.context_tokens, max_tokens=request.max_tokens
+        )
+        completion: Completion | None = None
+        for piece in self.inference().stream(
+            model,
+            CompletionRequest(
+                prompt=assembled.text,
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                stop=DEFAULT_STOP if request.stop is None else request.stop,
+                seed=request.seed,
+            ),
+        ):
+            if isinstance(piece, Completion):
+                completion = piece
+            else:
+                yield piece
+        assert completion is not None, "the inference stream ended without a completion"
+        timings = {
+            "search_ms": round((searched - started) * 1000, 3),
+            "prompt_ms": round(completion.prompt_ms, 3),
+            "generation_ms": round(completion.generation_ms, 3),
+            "total_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        receipt = self.record(tenant_id, request, model, assembled, completion, timings)
+        yield Generated(completion.text, receipt)
+
+    def record(
+        self,
+        tenant_id: str,
+        request: GenerateRequest,
+        model: ModelRef,
+        assembled: Assembled,
+        completion: Completion,
+        timings: dict[str, float],
+    ) -> dict[str, Any]:
+        """Persist the receipt with its atoms, edges, usage and outbox event; returns it."""
+        card = json.dumps(
+            {"model_id": model.id, "sha256": model.sha256, "name": model.name}, sort_keys=True
+        ).encode()
+        staged = [
+            self.atoms.stage(assembled.text.encode("utf-8")),
+            self.atoms.stage(completion.text.encode("utf-8")),
+            self.atoms.stage(card),
+        ]
+        try:
+            for attempt in range(WRITE_ATTEMPTS):
+                try:
+                    receipt = self._write(
+                        tenant_id, request, model, assembled, completion, timings, staged
+                    )
+                    break
+                except WriteConflict:  # a concurrent writer recorded the same bytes first
+                    if attempt == WRITE_ATTEMPTS - 1:
+                        raise
+        finally:
+            for blob in staged:
+                blob.discard()
+        with contextlib.suppress(Exception):
+            self.on_commit()
+        return receipt
+
+    def _write(
+        self,
+        tenant_id: str,
+        request: GenerateRequest,
+        model: ModelRef,
+        assembled: Assembled,
+        completion: Completion,
+        timings: dict[str, float],
+        staged: list[Any],
+    ) -> dict[str, Any]:
+        receipt_id = new_id()
+        now = utcnow()
+        with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
+            prompt, output, card = self.atoms.record_many_in(
+                uow,
+                tenant_id,
+                [
+                    (staged[0], TEXT, {"kind": "prompt"}),
+                    (staged[1], TEXT, {"kind": "generation"}),
+                    (staged[2], MODEL_CARD, {"kind": "model-card", "model_id": model.id}),
+                ],
+            )
+            quantities = {
+                "generation.prompt_tokens": completion.prompt_tokens,
+                "generation.completion_tokens": completion.completion_tokens,
+            }
+            cost = price(quantities)
+            body: dict[str, Any] = {
+                "id": receipt_id,
+                "created_at": now.isoformat(),
+                "components": [
+                    {"role": "prompt", "atom_id": prompt.atom.id, "sha256": prompt.atom.sha256,
+                     "tokens": completion.prompt_tokens},
+                    *(
+                        {"role": "retrieved", "rank": rank, "atom_id": hit.atom_id,
+                         "score": hit.score, "vector_score": hit.vector_score,
+                         "keyword_score": hit.keyword_score, "document_id": hit.document_id,
+                         "ordinal": hit.ordinal}
+                        for rank, hit in enumerate(assembled.used, start=1)
+                    ),
+                    {"role": "model", "model_id": model.id, "sha256": model.sha256,
+                     "name": model.name, "card_atom_id": card.atom.id},
+                    {"role": "output", "atom_id": output.atom.id, "sha256": output.atom.sha256,
+                     "tokens": completion.completion_tokens,
+                     "finish_reason": completion.finish_reason},
+                ],
+                "question": request.prompt,
+                "parameters": {
+                    "k": request.k, "mode": Mode.HYBRID.value,
+                    "max_tokens": request.max_tokens, "temperature": request.temperature,
+                    "stop": list(DEFAULT_STOP if request.stop is None else request.stop),
+                    "seed": request.seed, "context_left_out": assembled.left_out,
+                },
+                "tokens": {
+                    "prompt": completion.prompt_tokens,
+                    "completion": completion.completion_tokens,
+                    "total": completion.prompt_tokens + completion.completion_tokens,
+                },
+                "timings_ms": timings,
+                "cost": {"credits": cost.credits, "lines": cost.lines},
+            }  # fmt: skip
+            links = [
+                (USED_IN_GENERATION, hit.atom_id, output.atom.id, rank)
+                for rank, hit in enumerate(assembled.used, start=1)
+            ]
+            links += [
+                (GENERATED, card.atom.id, output.atom.id, 0),
+                (DERIVED_FROM, output.atom.id, prompt.atom.id, 0),
+            ]
+            uow.receipts.add(
+                ReceiptRow(
+                    id=receipt_id, tenant_id=tenant_id, prompt_atom_id=prompt.atom.id,
+                    output_atom_id=output.atom.id, model_id=model.id,
+                    model_sha256=model.sha256, prompt_tokens=completion.prompt_tokens,
+                    completion_tokens=completion.completion_tokens, body=body, created_at=now,
+                ),
+                links,
+            )  # fmt: skip
+            uow.usage.record(
+                tenant_id,
+                f"receipt:{receipt_id}",
+                [Usage(kind, n, "tokens") for kind, n in quantities.items()],
+                now,
+            )
+            uow.outbox.add(tenant_id, TOPIC, receipt_id, body, now)
+            uow.commit()
+        return body

@@ -1,0 +1,1 @@
+"""Text generation behind a port: llama.cpp in process (the embedded default) or the GPU worker."""

