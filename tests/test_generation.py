@@ -230,12 +230,23 @@ def test_generation_errors_are_problems_and_tenants_stay_apart(api, gp, tenant_m
 
 def test_a_receipt_is_all_or_nothing(api, gp, tenant_maker, monkeypatch):
     """When any part of the receipt's transaction fails, none of it stays: no receipt, no
-    output atom, no edges, no usage, no event."""
+    output atom, no edges, no generation usage, no event."""
     from hartonomous.events import outbox as outbox_module
 
     alice = tenant_maker(gp, "alice")
     ingest(api, alice, SOLAR)
-    before = {t.name: count(gp, t) for t in (atoms, edges, receipts, usage_ledger, outbox)}
+    tables = (atoms, edges, receipts, outbox)
+
+    def state() -> tuple[dict[str, int], int]:
+        with gp.engines.read.connect() as conn:
+            generation_usage = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(usage_ledger)
+                .where(usage_ledger.c.kind.like("generation.%"))
+            ).scalar_one()
+        return {t.name: count(gp, t) for t in tables}, generation_usage
+
+    before = state()
 
     def broken(*args, **kwargs):
         raise RuntimeError("the outbox is down")
@@ -243,7 +254,7 @@ def test_a_receipt_is_all_or_nothing(api, gp, tenant_maker, monkeypatch):
     monkeypatch.setattr(outbox_module.OutboxRepository, "add", broken)
     with pytest.raises(RuntimeError, match="outbox is down"):
         api.post("/v1/generate", json={"prompt": QUESTION, "max_tokens": 3}, headers=alice.auth())
-    assert {t.name: count(gp, t) for t in (atoms, edges, receipts, usage_ledger, outbox)} == before
+    assert state() == before  # the search it ran is still metered, as a search
 
 
 def test_usage_keys_count_once(gp, tenant_maker):
@@ -256,3 +267,28 @@ def test_usage_keys_count_once(gp, tenant_maker):
     with gp.uow_factory(write=False, tenant_id=alice.id) as uow:
         (total,) = uow.usage.totals(alice.id, None, None)
     assert (total.kind, total.quantity, total.events) == ("embedding.texts", 7, 1)
+
+
+def test_searches_and_embedding_batches_are_metered_once(api, gp, tenant_maker):
+    alice = tenant_maker(gp, "alice")
+    ingest(api, alice, SOLAR)
+    with gp.uow_factory(write=False, tenant_id=alice.id) as uow:
+        chunk_count = uow.knowledge.document(alice.id, ingest(api, alice, SOLAR)).chunk_count
+    headers = {**alice.auth("read"), "X-Request-Id": "retry-me.1"}
+    for _ in range(2):  # a retried request with the same id
+        assert api.post("/v1/search", json={"query": "volcano"}, headers=headers).status_code == 200
+    assert (
+        api.post("/v1/search", json={"query": "rings"}, headers=alice.auth("read")).status_code
+        == 200
+    )
+    bad = api.post(
+        "/v1/search", json={"query": "x"}, headers={**headers, "X-Request-Id": "no spaces"}
+    )
+    assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
+    gp.knowledge.get().search.writes.flush()
+    lines = {x["kind"]: x for x in api.get("/v1/usage", headers=alice.auth("read")).json()["lines"]}
+    assert lines["search.queries"]["quantity"] == 2  # the retry counted once
+    assert lines["embedding.texts"]["quantity"] == chunk_count  # re-ingesting embedded nothing
+    assert lines["search.queries"]["credits"] > 0
+    window = "from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z"
+    assert api.get(f"/v1/usage?{window}", headers=alice.auth("read")).json()["lines"] == []

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, cast
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from hartonomous.api.durable import durable_client
 from hartonomous.bootstrap import Platform
-from hartonomous.errors import ServiceUnavailable
+from hartonomous.errors import InvalidInput, ServiceUnavailable
 from hartonomous.workflows.client import WorkflowClient
 
 
@@ -34,3 +35,20 @@ def get_workflow_client(platform: PlatformDep) -> WorkflowClient:
 
 
 WorkflowClientDep = Annotated[WorkflowClient, Depends(get_workflow_client)]
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
+
+
+def get_request_id(
+    x_request_id: Annotated[
+        str | None,
+        Header(description="Your id for this request: a retry with the same id counts once"),
+    ] = None,
+) -> str | None:
+    if x_request_id is not None and not _REQUEST_ID.fullmatch(x_request_id):
+        raise InvalidInput("X-Request-Id: 1 to 100 of letters, digits and . _ : -")
+    return x_request_id
+
+
+RequestId = Annotated[str | None, Depends(get_request_id)]

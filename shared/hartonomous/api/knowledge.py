@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hartonomous.api.atoms import UPLOAD_BODY
 from hartonomous.api.auth import Reader, Writer
-from hartonomous.api.deps import PlatformDep, WorkflowClientDep
+from hartonomous.api.deps import PlatformDep, RequestId, WorkflowClientDep
 from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
 from hartonomous.api.uploads import check_declared_length, receive
 from hartonomous.domain.atoms import Modality
@@ -114,10 +114,14 @@ class SearchOut(BaseModel):
 
 
 @router.post("/v1/search", response_model=SearchOut)
-def search(body: SearchIn, principal: Reader, platform: PlatformDep) -> SearchOut:
-    """Search the caller's knowledge by meaning, by words, or both (reciprocal rank fusion)."""
+def search(
+    body: SearchIn, principal: Reader, platform: PlatformDep, request_id: RequestId
+) -> SearchOut:
+    """Search the caller's knowledge by meaning, by words, or both (reciprocal rank fusion).
+    Send ``X-Request-Id`` to make retries count once in usage."""
     f = body.filters
     results = platform.knowledge.get().search.search(
+        request_id=request_id,
         tenant_id=principal.tenant_id,
         query=body.query,
         k=body.k,
@@ -148,7 +152,7 @@ class Gap(BaseModel):
 @router.get("/v1/knowledge-gaps", response_model=list[Gap])
 def knowledge_gaps(principal: Reader, platform: PlatformDep) -> list[Gap]:
     """Recent searches whose best answer scored under the threshold."""
-    platform.knowledge.get().search.gaps.flush()
+    platform.knowledge.get().search.writes.flush()
     with platform.uow_factory(write=False, tenant_id=principal.tenant_id) as uow:
         rows: list[Any] = uow.knowledge.gaps(principal.tenant_id)
     return [Gap(query=r.query, mode=r.mode, best_score=r.best_score, created_at=r.created_at)

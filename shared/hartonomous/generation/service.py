@@ -98,12 +98,13 @@ class GenerationService:
         if request.max_tokens > self.max_tokens:
             raise InvalidInput(f"max_tokens is at most {self.max_tokens}", limit=self.max_tokens)
         started = time.perf_counter()
+        receipt_id = new_id()  # known up front: it keys this generation's usage rows
         model = self.resolve(tenant_id, request.model_id)
         hits: list[SearchResult] = []
         if request.k:
             hits = self.search().search(
                 tenant_id=tenant_id, query=request.prompt, k=request.k, mode=Mode.HYBRID,
-                flt=request.filters,
+                flt=request.filters, request_id=receipt_id,
             )  # fmt: skip
         searched = time.perf_counter()
         assembled = assemble(
@@ -131,11 +132,12 @@ class GenerationService:
             "generation_ms": round(completion.generation_ms, 3),
             "total_ms": round((time.perf_counter() - started) * 1000, 3),
         }
-        receipt = self.record(tenant_id, request, model, assembled, completion, timings)
+        receipt = self.record(receipt_id, tenant_id, request, model, assembled, completion, timings)
         yield Generated(completion.text, receipt)
 
     def record(
         self,
+        receipt_id: str,
         tenant_id: str,
         request: GenerateRequest,
         model: ModelRef,
@@ -156,8 +158,9 @@ class GenerationService:
             for attempt in range(WRITE_ATTEMPTS):
                 try:
                     receipt = self._write(
-                        tenant_id, request, model, assembled, completion, timings, staged
-                    )
+                        receipt_id, tenant_id, request, model, assembled, completion, timings,
+                        staged,
+                    )  # fmt: skip
                     break
                 except WriteConflict:  # a concurrent writer recorded the same bytes first
                     if attempt == WRITE_ATTEMPTS - 1:
@@ -171,6 +174,7 @@ class GenerationService:
 
     def _write(
         self,
+        receipt_id: str,
         tenant_id: str,
         request: GenerateRequest,
         model: ModelRef,
@@ -179,7 +183,6 @@ class GenerationService:
         timings: dict[str, float],
         staged: list[Any],
     ) -> dict[str, Any]:
-        receipt_id = new_id()
         now = utcnow()
         with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
             prompt, output, card = self.atoms.record_many_in(

@@ -24,6 +24,7 @@ from hartonomous.knowledge.embeddings import Embedder
 from hartonomous.knowledge.parsing import extract_text
 from hartonomous.knowledge.store import HAS_CHUNK
 from hartonomous.knowledge.vectors import VectorSearch
+from hartonomous.metering.ledger import Usage
 from hartonomous.ports import BlobStore
 from hartonomous.services.atoms import AtomService
 from hartonomous.services.clock import utcnow
@@ -138,9 +139,14 @@ class Ingestion:
         if todo:
             vectors = self.embedder.embed([unique[s].text for s in todo])
             rows = [(s, vectors[i].tobytes()) for i, s in enumerate(todo)]
+            now = utcnow()
+            # Keyed by the batch's chunks: a replayed activity finds its embeddings written
+            # (nothing to do, no row) or, if it died before commit, writes both anew.
+            key = "embed:" + hashlib.sha256(f"{document_id}:{','.join(todo)}".encode()).hexdigest()
             with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
-                uow.knowledge.add_embeddings(
-                    tenant_id, model, self.embedder.dimension, rows, utcnow()
+                uow.knowledge.add_embeddings(tenant_id, model, self.embedder.dimension, rows, now)
+                uow.usage.record(
+                    tenant_id, key, [Usage("embedding.texts", len(todo), "texts")], now
                 )
                 uow.commit()
         return len(shas)

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 from hartonomous.knowledge.embeddings import Embedder, MiniLMEmbedder
 from hartonomous.knowledge.ingestion import Ingestion
-from hartonomous.knowledge.search import GapRecorder, SearchService
+from hartonomous.knowledge.search import SearchService
 from hartonomous.knowledge.sql_vectors import SqlVectorIndex
 from hartonomous.knowledge.vectors import VectorIndex, VectorSearch
 from hartonomous.ports import BlobStore
 from hartonomous.services.atoms import AtomService
 from hartonomous.settings import Settings
+from hartonomous.store.background import BackgroundWriter
 from hartonomous.store.unit_of_work import UnitOfWorkFactory
 
 
@@ -63,7 +64,7 @@ class KnowledgeProvider:
                         self._uow,
                         embedder,
                         index,
-                        GapRecorder(self._uow),
+                        BackgroundWriter(self._uow),
                         self._settings.search_gap_threshold,
                     ),
                     ingestion=Ingestion(

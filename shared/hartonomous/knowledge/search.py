@@ -3,56 +3,20 @@
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import StrEnum
 
 from hartonomous.knowledge.embeddings import Embedder
 from hartonomous.knowledge.store import ChunkHit, SearchFilter
 from hartonomous.knowledge.vectors import VectorSearch
-from hartonomous.services.clock import utcnow
+from hartonomous.metering.ledger import Usage
+from hartonomous.services.clock import new_id, utcnow
+from hartonomous.store.background import BackgroundWriter
 from hartonomous.store.unit_of_work import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al.)
-
-
-class GapRecorder:
-    """Writes knowledge gaps on a background thread: a write transaction per weak search
-    would otherwise sit on the search's latency. ``flush()`` waits for what is queued."""
-
-    def __init__(self, uow_factory: UnitOfWorkFactory) -> None:
-        self._uow = uow_factory
-        self._queue: queue.Queue[tuple[str, str, str, float | None, datetime]] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="knowledge-gaps", daemon=True)
-        self._thread.start()
-
-    def record(self, tenant_id: str, query: str, mode: str, best: float | None) -> None:
-        self._queue.put((tenant_id, query, mode, best, utcnow()))
-
-    def flush(self) -> None:
-        self._queue.join()
-
-    def _run(self) -> None:
-        while True:
-            items = [self._queue.get()]
-            while not self._queue.empty():
-                items.append(self._queue.get_nowait())
-            try:  # one transaction per tenant for whatever queued up meanwhile
-                for tenant_id in dict.fromkeys(item[0] for item in items):
-                    with self._uow(write=True, tenant_id=tenant_id) as uow:
-                        for owner, query, mode, best, at in items:
-                            if owner == tenant_id:
-                                uow.knowledge.record_gap(tenant_id, query, mode, best, at)
-                        uow.commit()
-            except Exception:
-                log.exception("could not record %d knowledge gaps", len(items))
-            finally:
-                for _ in items:
-                    self._queue.task_done()
 
 
 class Mode(StrEnum):
@@ -81,7 +45,7 @@ class SearchService:
     uow_factory: UnitOfWorkFactory
     embedder: Embedder
     index: VectorSearch
-    gaps: GapRecorder
+    writes: BackgroundWriter  # knowledge gaps and usage, off the search's latency
     gap_threshold: float = 0.35  # cosine under which the best answer is a knowledge gap
     _pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="keyword-search"),
@@ -96,7 +60,10 @@ class SearchService:
         k: int = 10,
         mode: Mode = Mode.HYBRID,
         flt: SearchFilter | None = None,
+        request_id: str | None = None,
     ) -> list[SearchResult]:
+        """``request_id`` keys the usage row: a retried request with the same id counts once
+        (the caller's ``X-Request-Id``, or a receipt's id)."""
         flt = flt or SearchFilter()
         allowed: set[str] | None = None
         if not flt.empty:
@@ -158,6 +125,13 @@ class SearchService:
             if len(results) == k:
                 break
         self._maybe_gap(tenant_id, query, mode, results, vector_hits)
+        key = f"search:{request_id or new_id()}"
+        self.writes.submit(
+            tenant_id,
+            lambda uow: uow.usage.record(
+                tenant_id, key, [Usage("search.queries", 1, "queries")], utcnow()
+            ),
+        )
         return results
 
     def _keyword_hits(
@@ -182,4 +156,8 @@ class SearchService:
         best = vector_hits[0][1] if vector_hits else None
         gap = not results or (mode != Mode.KEYWORD and (best is None or best < self.gap_threshold))
         if gap:
-            self.gaps.record(tenant_id, query, mode.value, best)
+            at = utcnow()
+            self.writes.submit(
+                tenant_id,
+                lambda uow: uow.knowledge.record_gap(tenant_id, query, mode.value, best, at),
+            )
