@@ -32,6 +32,10 @@ CREATE INDEX ix_receipts_tenant_id_output_atom_id ON receipts (tenant_id, output
 
 GO
 
+CREATE INDEX ix_receipts_tenant_id_prompt_atom_id ON receipts (tenant_id, prompt_atom_id);
+
+GO
+
 CREATE TABLE usage_ledger (
     id INTEGER NOT NULL IDENTITY,
     tenant_id VARCHAR(36) NOT NULL,

@@ -292,3 +292,17 @@ def test_searches_and_embedding_batches_are_metered_once(api, gp, tenant_maker):
     assert lines["search.queries"]["credits"] > 0
     window = "from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z"
     assert api.get(f"/v1/usage?{window}", headers=alice.auth("read")).json()["lines"] == []
+
+
+def test_a_generations_prompt_and_output_cannot_be_deleted(api, gp, tenant_maker):
+    alice = tenant_maker(gp, "alice")
+    document = ingest(api, alice, SOLAR)
+    receipt = api.post(
+        "/v1/generate", json={"prompt": QUESTION, "max_tokens": 2}, headers=alice.auth()
+    ).json()["receipt"]
+    for component in (receipt["components"][0], receipt["components"][-1]):
+        r = api.delete(f"/v1/atoms/{component['atom_id']}", headers=alice.auth())
+        assert r.status_code == 409 and receipt["id"] in r.json()["detail"], r.text
+    # A source may go: its edges go with it, the receipt keeps naming what was used.
+    assert api.delete(f"/v1/atoms/{document}", headers=alice.auth()).status_code == 204
+    assert api.get(f"/v1/receipts/{receipt['id']}", headers=alice.auth("read")).json() == receipt

@@ -61,12 +61,17 @@ class ReceiptRepository:
         ).first()
         return ReceiptRow(**found._mapping) if found else None
 
-    def for_output(self, tenant_id: str, atom_id: str, limit: int = 20) -> list[str]:
-        """Receipts that produced this output atom, newest first."""
+    def for_atom(self, tenant_id: str, atom_id: str, limit: int = 20) -> list[str]:
+        """Receipts whose prompt or output this atom is, newest first."""
         return list(
             self._conn.execute(
                 sa.select(receipts.c.id)
-                .where(receipts.c.tenant_id == tenant_id, receipts.c.output_atom_id == atom_id)
+                .where(
+                    receipts.c.tenant_id == tenant_id,
+                    sa.or_(
+                        receipts.c.output_atom_id == atom_id, receipts.c.prompt_atom_id == atom_id
+                    ),
+                )
                 .order_by(receipts.c.created_at.desc())
                 .limit(limit)
             ).scalars()

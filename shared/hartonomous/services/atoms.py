@@ -286,6 +286,12 @@ class AtomService:
                     f"atom {atom_id!r} is part of a model ({used} parts); a model's header and "
                     "tensors go with the model"
                 )
+            if receipts := uow.receipts.for_atom(tenant_id, atom_id):
+                raise Conflict(
+                    f"atom {atom_id!r} is the prompt or output of a generation (receipt "
+                    f"{receipts[0]!r}); receipts and what they name are kept",
+                    receipts=receipts,
+                )
             uow.knowledge.forget_atom(tenant_id, atom_id)
             uow.atoms.delete(tenant_id, atom_id)
             if uow.blobs.release(atom.sha256) == 0:

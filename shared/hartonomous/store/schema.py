@@ -378,6 +378,7 @@ receipts = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Index(None, "tenant_id", "created_at"),
     sa.Index(None, "tenant_id", "output_atom_id"),
+    sa.Index(None, "tenant_id", "prompt_atom_id"),
 )
 
 # Append-only usage: one row per (tenant, key, kind), key = the receipt or request id (or an

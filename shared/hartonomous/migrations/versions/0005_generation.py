@@ -55,6 +55,9 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_receipts_tenant_id_output_atom_id"), "receipts", ["tenant_id", "output_atom_id"]
     )
+    op.create_index(
+        op.f("ix_receipts_tenant_id_prompt_atom_id"), "receipts", ["tenant_id", "prompt_atom_id"]
+    )
     op.create_table(
         "usage_ledger",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -113,6 +116,7 @@ def downgrade() -> None:
     op.drop_table("outbox")
     op.drop_index(op.f("ix_usage_ledger_tenant_id_created_at"), table_name="usage_ledger")
     op.drop_table("usage_ledger")
+    op.drop_index(op.f("ix_receipts_tenant_id_prompt_atom_id"), table_name="receipts")
     op.drop_index(op.f("ix_receipts_tenant_id_output_atom_id"), table_name="receipts")
     op.drop_index(op.f("ix_receipts_tenant_id_created_at"), table_name="receipts")
     op.drop_table("receipts")
