@@ -306,3 +306,19 @@ def test_a_generations_prompt_and_output_cannot_be_deleted(api, gp, tenant_maker
     # A source may go: its edges go with it, the receipt keeps naming what was used.
     assert api.delete(f"/v1/atoms/{document}", headers=alice.auth()).status_code == 204
     assert api.get(f"/v1/receipts/{receipt['id']}", headers=alice.auth("read")).json() == receipt
+
+
+def test_the_engine_counts_exactly_the_tokens_it_samples(llama, gemma):
+    """The count comes from llama-cpp-python's per-token callback (less its one final call):
+    held here against its own usage on a generation that runs to max_tokens."""
+    from llama_cpp import Llama
+
+    model = builtin_model()
+    prompt = "The capital of France is Paris. The capital of Italy is"
+    done = llama.complete(model, CompletionRequest(prompt, max_tokens=7, stop=()))
+    raw = Llama(str(gemma), n_ctx=256, n_threads=2, verbose=False)
+    out: dict = raw.create_completion(prompt, max_tokens=7, temperature=0)  # type: ignore[assignment]
+    assert done.finish_reason == "length" and done.completion_tokens == 7
+    assert out["usage"]["completion_tokens"] == 7 and out["choices"][0]["text"] == done.text
+    assert done.prompt_tokens == out["usage"]["prompt_tokens"]
+    assert 0 < done.prompt_ms <= done.generation_ms

@@ -46,10 +46,10 @@ class OutboxRepository:
         self, tenant_id: str, topic: str, key: str, payload: dict[str, Any], at: datetime
     ) -> None:
         self._conn.execute(
-            outbox.insert().values(
-                tenant_id=tenant_id, topic=topic, key=key, payload=payload, created_at=at
-            )
-        )
+            outbox.insert(),
+            {"tenant_id": tenant_id, "topic": topic, "key": key, "payload": payload,
+             "created_at": at},
+        )  # fmt: skip
 
     def pending(self, limit: int) -> list[Event]:
         rows = self._conn.execute(

@@ -37,13 +37,12 @@ class ReceiptRepository:
     def add(self, row: ReceiptRow, links: Sequence[tuple[str, str, str, int]]) -> None:
         """The receipt and its edges (kind, src, dst, ordinal), in the caller's transaction."""
         self._conn.execute(
-            receipts.insert().values(
-                id=row.id, tenant_id=row.tenant_id, prompt_atom_id=row.prompt_atom_id,
-                output_atom_id=row.output_atom_id, model_id=row.model_id,
-                model_sha256=row.model_sha256, prompt_tokens=row.prompt_tokens,
-                completion_tokens=row.completion_tokens, body=row.body,
-                created_at=row.created_at,
-            )
+            receipts.insert(),  # parameters apart: no statement built per receipt
+            {"id": row.id, "tenant_id": row.tenant_id, "prompt_atom_id": row.prompt_atom_id,
+             "output_atom_id": row.output_atom_id, "model_id": row.model_id,
+             "model_sha256": row.model_sha256, "prompt_tokens": row.prompt_tokens,
+             "completion_tokens": row.completion_tokens, "body": row.body,
+             "created_at": row.created_at},
         )  # fmt: skip
         if links:
             self._conn.execute(

@@ -39,6 +39,16 @@ class UsageRepository:
         """Append what is not there yet; returns the rows added (0 on a replay)."""
         if not items:
             return 0
+        rows = [
+            {"tenant_id": tenant_id, "key": key, "kind": u.kind, "quantity": u.quantity,
+             "unit": u.unit, "created_at": at}
+            for u in items
+        ]  # fmt: skip
+        if self._conn.dialect.name == "sqlite":  # one statement: the unique key decides
+            from sqlalchemy.dialects.sqlite import insert
+
+            done = self._conn.execute(insert(usage_ledger).on_conflict_do_nothing(), rows)
+            return max(done.rowcount, 0)
         held = set(
             self._conn.execute(
                 sa.select(usage_ledger.c.kind).where(
@@ -46,12 +56,7 @@ class UsageRepository:
                 )
             ).scalars()
         )
-        rows = [
-            {"tenant_id": tenant_id, "key": key, "kind": u.kind, "quantity": u.quantity,
-             "unit": u.unit, "created_at": at}
-            for u in items
-            if u.kind not in held
-        ]  # fmt: skip
+        rows = [row for row in rows if row["kind"] not in held]
         if rows:
             self._conn.execute(usage_ledger.insert(), rows)
         return len(rows)

@@ -9,10 +9,17 @@ Writers of one process queue on a lock before ``BEGIN IMMEDIATE``: SQLite's busy
 sleeps with backoff (up to 100 ms a try) while another connection writes, so eight activity
 threads and the workflow dispatcher spent most of an ingestion asleep; a lock wakes the next
 writer as soon as the last one ends. Other processes still meet the busy timeout.
+
+WAL checkpoints run on a background thread (``PRAGMA wal_checkpoint(PASSIVE)`` twice a
+second), not inside whichever commit crosses SQLite's 1,000-page threshold: that commit
+paid the checkpoint's copy and fsync, several milliseconds on one request in fifty (receipt
+persistence p95 8-12 ms with automatic checkpoints, see docs/generation.md).
 """
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,22 +34,50 @@ BUSY_TIMEOUT_MS = 30_000
 SETUP_KEY = "sqlite_setup"
 
 
+class Checkpointer:
+    """Moves the WAL into the database file off the commit path (see the module doc)."""
+
+    def __init__(self, database: str, interval: float = 0.5) -> None:
+        self._database, self._interval = database, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._database, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            while not self._stop.wait(self._interval):
+                with contextlib.suppress(sqlite3.Error):  # busy or locked: next round
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 @dataclass(frozen=True)
 class Engines:
     write: Engine
     read: Engine
+    checkpointer: Checkpointer | None = None
 
     @property
     def dialect(self) -> str:
         return self.write.dialect.name
 
     def dispose(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         self.write.dispose()
         if self.read is not self.write:
             self.read.dispose()
 
 
-def _sqlite_engine(url: str, begin: str, setup: Sequence[str]) -> Engine:
+def _sqlite_engine(
+    url: str, begin: str, setup: Sequence[str], checkpoints_apart: bool
+) -> Engine:
     engine = sa.create_engine(
         url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
     )
@@ -53,6 +88,8 @@ def _sqlite_engine(url: str, begin: str, setup: Sequence[str]) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
+        if checkpoints_apart:
+            cur.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer's job
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         for statement in setup:  # outside any transaction, so they last the connection
@@ -99,11 +136,14 @@ def create_engines(url: str, *, sqlite_setup: Sequence[str] = ()) -> Engines:
     those statements, so callers can tell whether they ran."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        database = parsed.database if parsed.database not in (None, "", ":memory:") else None
+        file_backed = database is not None
+        if database is not None:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
         return Engines(
-            write=_sqlite_engine(url, "BEGIN IMMEDIATE", sqlite_setup),
-            read=_sqlite_engine(url, "BEGIN", sqlite_setup),
+            write=_sqlite_engine(url, "BEGIN IMMEDIATE", sqlite_setup, file_backed),
+            read=_sqlite_engine(url, "BEGIN", sqlite_setup, file_backed),
+            checkpointer=Checkpointer(database) if database is not None else None,
         )
     engine = sa.create_engine(url, pool_pre_ping=True)
     return Engines(write=engine, read=engine)
