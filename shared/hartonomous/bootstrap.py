@@ -17,7 +17,7 @@ from hartonomous.generation.service import GenerationService
 from hartonomous.inference.model_files import ModelFiles
 from hartonomous.inference.provider import InferenceProvider
 from hartonomous.inference.types import Inference
-from hartonomous.knowledge.embeddings import MiniLMEmbedder
+from hartonomous.knowledge.embeddings import Embedder
 from hartonomous.knowledge.runtime import KnowledgeProvider
 from hartonomous.knowledge.store import QUERY_TERM_TABLES
 from hartonomous.models.service import ModelService
@@ -90,7 +90,7 @@ def bootstrap(
     engines: Engines | None = None,
     run_migrations: bool | None = None,
     functions: Iterable[Any] | None = None,
-    embedder: MiniLMEmbedder | None = None,
+    embedder: Embedder | None = None,
     inference: Inference | None = None,
 ) -> Platform:
     """Build the platform; pass adapters to override the ones settings would pick.

@@ -17,6 +17,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from hartonomous.knowledge.chunking import Tokenizer
+
 Vectors = npt.NDArray[np.float32]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 BUCKET = 0.85  # a mini-batch holds texts of at least this share of its longest's tokens
@@ -25,6 +27,11 @@ BUCKET = 0.85  # a mini-batch holds texts of at least this share of its longest'
 class Embedder(Protocol):
     model_name: str
     dimension: int
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The model's own tokenizer: chunks are cut to its window."""
+        ...
 
     def embed(self, texts: Sequence[str], *, spare_core: bool = False) -> Vectors:
         """(len(texts), dimension) float32, each row of unit length. ``spare_core``: the

@@ -34,19 +34,27 @@ class KnowledgeProvider:
         uow_factory: UnitOfWorkFactory,
         atoms: AtomService,
         blobs: BlobStore,
-        embedder: MiniLMEmbedder | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
         self._settings, self._uow, self._atoms, self._blobs = settings, uow_factory, atoms, blobs
         self._embedder = embedder
         self._built: Knowledge | None = None
         self._lock = threading.Lock()
 
+    def _default_embedder(self) -> Embedder:
+        """MiniLM in process, or the GPU worker's when ``embedding_url`` is set."""
+        s = self._settings
+        if s.embedding_url:
+            from hartonomous.inference.openai_http import WorkerEmbedder
+
+            key = s.worker_key.get_secret_value() if s.worker_key else None
+            return WorkerEmbedder(s.embedding_url, key)
+        return MiniLMEmbedder(precision=s.embedding_precision)
+
     def get(self) -> Knowledge:
         with self._lock:
             if self._built is None:
-                embedder = self._embedder or MiniLMEmbedder(
-                    precision=self._settings.embedding_precision
-                )
+                embedder = self._embedder or self._default_embedder()
                 index: VectorSearch
                 if self._settings.resolved_database_url.startswith("mssql"):
                     index = SqlVectorIndex(self._uow, embedder.model_name, embedder.dimension)
