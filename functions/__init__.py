@@ -10,13 +10,14 @@ import azure.durable_functions as df
 
 
 def blueprints() -> list[df.Blueprint]:
+    from functions.events import bp as events
     from functions.http_api import bp as http_api
     from functions.knowledge import bp as knowledge
     from functions.maintenance import bp as maintenance
     from functions.models import bp as models
     from functions.workflows_diagnostics import bp as workflows_diagnostics
 
-    return [http_api, workflows_diagnostics, maintenance, knowledge, models]
+    return [http_api, workflows_diagnostics, maintenance, knowledge, models, events]
 
 
 def indexed_app() -> df.DFApp:

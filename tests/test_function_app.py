@@ -24,6 +24,7 @@ EXPECTED = {
     "diagnostics_chain": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
     "diagnostics_noop": ("activityTrigger", {"activityTrigger": "IN"}),
     "sweep_staging": ("timerTrigger", {"timerTrigger": "IN"}),
+    "relay_outbox": ("timerTrigger", {"timerTrigger": "IN"}),
     "ingest_document": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
     "ingest_plan": ("activityTrigger", {"activityTrigger": "IN"}),
     "ingest_embed_batch": ("activityTrigger", {"activityTrigger": "IN"}),

@@ -12,7 +12,7 @@ from functools import partial
 from typing import Any
 
 from hartonomous.blobs.local import LocalBlobStore
-from hartonomous.events.outbox import LocalEventBus, OutboxRelay
+from hartonomous.events.outbox import EventPublisher, LocalEventBus, OutboxRelay
 from hartonomous.generation.service import GenerationService
 from hartonomous.inference.model_files import ModelFiles
 from hartonomous.inference.provider import InferenceProvider
@@ -125,7 +125,14 @@ def bootstrap(
     )
     inference_provider = InferenceProvider(settings, files, inference)
     events = LocalEventBus()
-    outbox = OutboxRelay(uow_factory, events)
+    publisher: EventPublisher = events
+    if settings.event_hubs_connection_string is not None:
+        from hartonomous.events.event_hubs import EventHubsPublisher
+
+        publisher = EventHubsPublisher.from_connection_string(
+            settings.event_hubs_connection_string.get_secret_value(), settings.event_hub_name
+        )
+    outbox = OutboxRelay(uow_factory, publisher)
     return Platform(
         settings=settings,
         engines=engines,

@@ -107,6 +107,14 @@ class Settings(BaseSettings):
     inference_gpu_layers: int = Field(
         default=0, ge=-1, description="Layers llama.cpp puts on the GPU (-1: all); the worker's."
     )
+    event_hubs_connection_string: SecretStr | None = Field(
+        default=None,
+        description="Event Hubs namespace connection string: the outbox publishes there "
+        "(unset: to in-process subscribers).",
+    )
+    event_hub_name: str = Field(
+        default="hartonomous-events", description="The event hub that receives outbox events."
+    )
     generation_max_tokens: int = Field(
         default=1024, gt=0, le=32_768, description="Largest max_tokens a generation may ask for."
     )

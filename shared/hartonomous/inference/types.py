@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hartonomous.errors import ServiceUnavailable
+
 BUILTIN_MODEL = "gemma-3-270m"  # the embedded default, shipped by a PyPI package
 
 
@@ -54,8 +56,8 @@ class Inference(Protocol):
         ...
 
 
-class ModelUnavailable(Exception):
-    """The model's file cannot be had (missing, corrupt, not ready)."""
+class ModelUnavailable(ServiceUnavailable):
+    """The model's file cannot be had (missing, corrupt, its engine not installed): 503."""
 
 
 def finish(pieces: Iterator[str | Completion]) -> Completion:

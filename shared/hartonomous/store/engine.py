@@ -75,9 +75,7 @@ class Engines:
             self.read.dispose()
 
 
-def _sqlite_engine(
-    url: str, begin: str, setup: Sequence[str], checkpoints_apart: bool
-) -> Engine:
+def _sqlite_engine(url: str, begin: str, setup: Sequence[str], checkpoints_apart: bool) -> Engine:
     engine = sa.create_engine(
         url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
     )
