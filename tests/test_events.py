@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,8 @@ from hartonomous.services.clock import utcnow
 
 class Batch:
     def __init__(self, partition_key: str, capacity: int) -> None:
-        self.partition_key, self.capacity, self.events = partition_key, capacity, []
+        self.partition_key, self.capacity = partition_key, capacity
+        self.events: list[Any] = []
 
     def add(self, data) -> None:
         if len(self.events) == self.capacity:
@@ -29,7 +31,8 @@ class Batch:
 
 class Producer:
     def __init__(self, capacity: int = 2, fail: bool = False) -> None:
-        self.capacity, self.fail, self.sent = capacity, fail, []
+        self.capacity, self.fail = capacity, fail
+        self.sent: list[Batch] = []
 
     def create_batch(self, partition_key: str) -> Batch:
         return Batch(partition_key, self.capacity)

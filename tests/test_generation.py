@@ -322,3 +322,26 @@ def test_the_engine_counts_exactly_the_tokens_it_samples(llama, gemma):
     assert out["usage"]["completion_tokens"] == 7 and out["choices"][0]["text"] == done.text
     assert done.prompt_tokens == out["usage"]["prompt_tokens"]
     assert 0 < done.prompt_ms <= done.generation_ms
+
+
+def test_a_client_leaving_mid_stream_frees_the_model_and_keeps_no_output(gp, llama, tenant_maker):
+    """On a real server: a client that goes away must not leave the model's lock held (the
+    server would hang the next generation) nor an output without its receipt."""
+    import httpx
+    from live_server import serving
+
+    alice = tenant_maker(gp, "alice")
+    # 600 tokens take this CPU over 10 s: the lock must come back well before they could.
+    body = {"prompt": QUESTION, "max_tokens": 600, "k": 0, "stop": ["never"], "stream": True}
+    with serving(create_app(gp)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        with client.stream("POST", "/v1/generate", json=body, headers=alice.auth()) as r:
+            assert r.status_code == 200
+            assert next(r.iter_lines()) == "event: token"
+        _, lock = llama.loaded(builtin_model())
+        assert lock.acquire(timeout=3), "the abandoned stream still holds the model"
+        lock.release()
+        assert count(gp, receipts) == 0  # no output without its receipt
+        r = client.post(
+            "/v1/generate", json={**body, "stream": False, "max_tokens": 2}, headers=alice.auth()
+        )
+        assert r.status_code == 200 and count(gp, receipts) == 1

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from hartonomous.api.auth import Reader, Writer
 from hartonomous.api.deps import PlatformDep
 from hartonomous.api.knowledge import Filters
 from hartonomous.api.problems import PROBLEM_RESPONSES
+from hartonomous.api.streams import ClosingStream, Primed
 from hartonomous.errors import HartonomousError, InvalidInput, NotFound
 from hartonomous.generation.lineage import walk
 from hartonomous.generation.service import Generated, GenerateRequest
@@ -90,29 +90,31 @@ async def generate(
     if not body.stream:
         result = await run_in_threadpool(_last, pieces)
         return GenerateOut(text=result.text, receipt=result.receipt)
-    # The first piece is awaited here, so that an unknown model or a prompt that does not
-    # fit still gets its problem+json status instead of a 200 stream that fails.
-    first = await run_in_threadpool(next, pieces, None)
+    # Primed here: an unknown model or a prompt that does not fit is still a problem with
+    # its status, not a 200 stream that fails (api/streams.py).
+    primed: Primed[str | Generated] = await run_in_threadpool(Primed, pieces)
 
-    def events() -> Iterator[str]:
-        piece: str | Generated | None = first
+    def events() -> Generator[str, None, None]:
         try:
-            while piece is not None:
+            for piece in primed:
                 if isinstance(piece, Generated):
                     yield _sse("receipt", piece.receipt)
                 else:
                     yield _sse("token", {"text": piece})
-                piece = next(pieces, None)
         except HartonomousError as exc:
             yield _sse("error", {"title": exc.title, "status": exc.status, "detail": exc.detail})
         except Exception:
             log.exception("generation failed mid-stream")
             yield _sse("error", {"title": "Internal error", "status": 500, "detail": None})
-        finally:
-            pieces.close()
 
-    return StreamingResponse(
-        events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+    content = events()
+
+    def close() -> None:  # the model's lock is released even if the client went away
+        content.close()
+        primed.close()
+
+    return ClosingStream(
+        content, close, media_type="text/event-stream", headers={"Cache-Control": "no-store"}
     )
 
 

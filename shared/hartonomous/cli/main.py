@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from hartonomous.cli import admin, knowledge
+from hartonomous.cli import admin, knowledge, worker
 from hartonomous.cli.atoms import atoms_app
 from hartonomous.cli.models import models_app
 from hartonomous.cli.options import DataDir, settings_for
@@ -25,6 +25,7 @@ app.command()(admin.init)
 app.command()(admin.status)
 app.command()(knowledge.ingest)
 app.command()(knowledge.search)
+app.command("worker")(worker.serve_worker)
 
 
 @app.command()
