@@ -13,12 +13,26 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[local]'
+# llama-cpp-python is compiled here without OpenMP, once (about 4 minutes), into a folder
+# outside the clone that later installs reuse. torch ships a libgomp.so.1 too, so with
+# OpenMP both would share one runtime, whose barriers stop spinning once torch's thread
+# pools exist: llama.cpp ran 10% slower in a server that had embedded (docs/generation.md).
+LLAMA_VERSION := 0.3.36
+WHEELS ?= $(HOME)/.cache/hartonomous/wheels
+LLAMA_WHEEL := $(WHEELS)/.llama-cpp-python-$(LLAMA_VERSION)-no-openmp
+
+$(LLAMA_WHEEL): | $(BIN)/python
+	mkdir -p $(WHEELS)
+	CMAKE_ARGS="-DGGML_OPENMP=OFF" $(BIN)/pip wheel --quiet --no-cache-dir --no-deps \
+		llama-cpp-python==$(LLAMA_VERSION) -w $(WHEELS)
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev,local]'
+$(VENV)/.installed: pyproject.toml $(LLAMA_WHEEL) | $(BIN)/python
+	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[local]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(LLAMA_WHEEL) | $(BIN)/python
+	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[dev,local]'
 	touch $(VENV)/.installed $@
 
 node_modules/.installed: package.json package-lock.json

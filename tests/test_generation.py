@@ -345,3 +345,15 @@ def test_a_client_leaving_mid_stream_frees_the_model_and_keeps_no_output(gp, lla
             "/v1/generate", json={**body, "stream": False, "max_tokens": 2}, headers=alice.auth()
         )
         assert r.status_code == 200 and count(gp, receipts) == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc")
+def test_llama_cpp_is_built_without_openmp():
+    """torch ships libgomp.so.1 too: an OpenMP llama.cpp would share torch's runtime and
+    slow down once torch's thread pools exist (the Makefile builds it without OpenMP)."""
+    import subprocess
+    import sys
+
+    code = "import llama_cpp; print(open('/proc/self/maps').read())"
+    maps = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "libllama" in maps.stdout and "libgomp" not in maps.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -86,10 +86,10 @@ async def generate(
     """Retrieve, generate, and answer ``{text, receipt}``; the receipt names every component
     that produced the text. ``stream: true`` sends ``token`` events, then ``receipt``."""
     service = platform.generation
-    pieces = service.stream(principal.tenant_id, _request(body))
     if not body.stream:
-        result = await run_in_threadpool(_last, pieces)
+        result = await run_in_threadpool(service.generate, principal.tenant_id, _request(body))
         return GenerateOut(text=result.text, receipt=result.receipt)
+    pieces = service.stream(principal.tenant_id, _request(body))
     # Primed here: an unknown model or a prompt that does not fit is still a problem with
     # its status, not a 200 stream that fails (api/streams.py).
     primed: Primed[str | Generated] = await run_in_threadpool(Primed, pieces)
@@ -116,15 +116,6 @@ async def generate(
     return ClosingStream(
         content, close, media_type="text/event-stream", headers={"Cache-Control": "no-store"}
     )
-
-
-def _last(pieces: Iterator[str | Generated]) -> Generated:
-    last: Generated | None = None
-    for piece in pieces:
-        if isinstance(piece, Generated):
-            last = piece
-    assert last is not None
-    return last
 
 
 @router.get("/v1/receipts/{receipt_id}", response_model=dict[str, Any])

@@ -84,17 +84,18 @@ class GenerationService:
         return ModelRef(record.id, record.sha256, record.name, tenant_id)
 
     def generate(self, tenant_id: str, request: GenerateRequest) -> Generated:
-        last: Generated | None = None
-        for piece in self.stream(tenant_id, request):
+        """The whole answer at once: the model is asked for one response, not a stream (over
+        HTTP that spares an event per token)."""
+        for piece in self.stream(tenant_id, request, live=False):
             if isinstance(piece, Generated):
-                last = piece
-        assert last is not None
-        return last
+                return piece
+        raise AssertionError("a generation ended without its receipt")
 
     def stream(
-        self, tenant_id: str, request: GenerateRequest
+        self, tenant_id: str, request: GenerateRequest, *, live: bool = True
     ) -> Generator[str | Generated, None, None]:
-        """Text pieces as they come, then the ``Generated`` (text and persisted receipt)."""
+        """Text pieces as they come (``live``), then the ``Generated`` (text and persisted
+        receipt)."""
         if request.max_tokens > self.max_tokens:
             raise InvalidInput(f"max_tokens is at most {self.max_tokens}", limit=self.max_tokens)
         started = time.perf_counter()
@@ -110,21 +111,22 @@ class GenerationService:
         assembled = assemble(
             request.prompt, hits, context_tokens=self.context_tokens, max_tokens=request.max_tokens
         )
+        asked = CompletionRequest(
+            prompt=assembled.text,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            stop=DEFAULT_STOP if request.stop is None else request.stop,
+            seed=request.seed,
+        )
         completion: Completion | None = None
-        for piece in self.inference().stream(
-            model,
-            CompletionRequest(
-                prompt=assembled.text,
-                max_tokens=request.max_tokens,
-                temperature=request.temperature,
-                stop=DEFAULT_STOP if request.stop is None else request.stop,
-                seed=request.seed,
-            ),
-        ):
-            if isinstance(piece, Completion):
-                completion = piece
-            else:
-                yield piece
+        if not live:
+            completion = self.inference().complete(model, asked)
+        else:
+            for piece in self.inference().stream(model, asked):
+                if isinstance(piece, Completion):
+                    completion = piece
+                else:
+                    yield piece
         assert completion is not None, "the inference stream ended without a completion"
         timings = {
             "search_ms": round((searched - started) * 1000, 3),

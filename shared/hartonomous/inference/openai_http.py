@@ -30,7 +30,6 @@ from hartonomous.inference.types import (
     CompletionRequest,
     ModelRef,
     ModelUnavailable,
-    finish,
 )
 from hartonomous.knowledge.chunking import Tokenizer
 from hartonomous.knowledge.embeddings import MINILM, HuggingFaceTokenizer, Vectors, minilm_path
@@ -106,13 +105,46 @@ class WorkerInference:
         self._client = _client(self.url, key, timeout, max_retries)
 
     def complete(self, model: ModelRef, request: CompletionRequest) -> Completion:
-        return finish(self.stream(model, request))
+        """One response, not a stream: no event per token to encode, send and parse (the
+        streamed call measured 0.85 of in-process tokens per second on 2 shared cores)."""
+        headers, extra = self._extras(model, request)
+        try:
+            done = self._client.completions.create(
+                model=model.id,
+                prompt=request.prompt,
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                stop=list(request.stop) or None,
+                seed=request.seed,
+                extra_body=extra,
+                extra_headers=headers,
+            )
+        except openai.OpenAIError as exc:
+            raise domain_error(self.url, exc) from exc
+        if done.usage is None or not done.choices:
+            raise ServiceUnavailable(f"the GPU worker at {self.url} sent no usage")
+        timings = (done.model_extra or {}).get("timings") or {}
+        return Completion(
+            text=done.choices[0].text,
+            finish_reason=done.choices[0].finish_reason or "length",
+            prompt_tokens=done.usage.prompt_tokens,
+            completion_tokens=done.usage.completion_tokens,
+            prompt_ms=float(timings.get("prompt_ms", 0.0)),
+            generation_ms=float(timings.get("generation_ms", 0.0)),
+        )
 
-    def stream(self, model: ModelRef, request: CompletionRequest) -> Iterator[str | Completion]:
+    @staticmethod
+    def _extras(
+        model: ModelRef, request: CompletionRequest
+    ) -> tuple[dict[str, str], dict[str, Any] | None]:
         headers = {SHA256_HEADER: model.sha256}
         if model.tenant_id is not None:
             headers[TENANT_HEADER] = model.tenant_id
         extra = {"json_schema": request.json_schema} if request.json_schema is not None else None
+        return headers, extra
+
+    def stream(self, model: ModelRef, request: CompletionRequest) -> Iterator[str | Completion]:
+        headers, extra = self._extras(model, request)
         text: list[str] = []
         finish_reason = "length"
         last: Any = None
