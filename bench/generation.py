@@ -38,7 +38,7 @@ from knowledge import stdlib_documents  # noqa: E402
 
 from hartonomous.bootstrap import bootstrap  # noqa: E402
 from hartonomous.generation.prompting import DEFAULT_STOP, Assembled  # noqa: E402
-from hartonomous.generation.service import GenerateRequest  # noqa: E402
+from hartonomous.generation.service import GenerateRequest, Outcome  # noqa: E402
 from hartonomous.inference.llama_engine import EngineOptions, LlamaEngine  # noqa: E402
 from hartonomous.inference.model_files import ModelFiles, builtin_model  # noqa: E402
 from hartonomous.inference.types import Completion, CompletionRequest  # noqa: E402
@@ -139,7 +139,7 @@ def bench_records(data_dir: Path, tenant_id: str, count: int) -> dict[str, float
         assembled = Assembled(f"prompt {i}: " + QUESTIONS[0], hits, 0)
         completion = Completion(f"answer number {i}", "stop", 120, 17, 5.0, 300.0)
         start = time.perf_counter()
-        service.record(new_id(), tenant_id, request, model, assembled, completion, {})
+        service.record(Outcome(new_id(), tenant_id, request, model, assembled, completion, {}))
         took.append((time.perf_counter() - start) * 1000)
     platform.close()
     return {"p50_ms": pct(took, 50), "p95_ms": pct(took, 95), "count": count}

@@ -58,13 +58,17 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> LlamaEngine:
 
 
 @pytest.fixture
-def pipeline_platform(tmp_path: Path, embedder: MiniLMEmbedder) -> Iterator[Platform]:
+def pipeline_platform(
+    tmp_path: Path, embedder: MiniLMEmbedder, llama: LlamaEngine
+) -> Iterator[Platform]:
     """The platform as `hartonomous serve` builds it: every function on the local Durable
-    host, the real embedding model, and registered so activities find it."""
+    host, the real embedding model and llama.cpp (the session's), and registered so
+    activities find it."""
     p = bootstrap(
-        Settings(data_dir=tmp_path / "data"),
+        Settings(data_dir=tmp_path / "data", inference_context_tokens=1024),
         functions=indexed_app().get_functions(),
         embedder=embedder,
+        inference=llama,
     )
     runtime.use(p)
     yield p

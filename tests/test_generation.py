@@ -12,16 +12,13 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from workflow_polling import finish
 
-from functions import indexed_app, runtime
 from hartonomous.api.app import create_app
-from hartonomous.bootstrap import Platform, bootstrap
+from hartonomous.bootstrap import Platform
 from hartonomous.events.outbox import Event
-from hartonomous.inference.llama_engine import LlamaEngine
 from hartonomous.inference.model_files import builtin_model
 from hartonomous.inference.types import CompletionRequest
 from hartonomous.metering.ledger import Usage
 from hartonomous.services.clock import utcnow
-from hartonomous.settings import Settings
 from hartonomous.store.schema import atoms, edges, outbox, receipts, usage_ledger
 
 SOLAR = """# The planets
@@ -54,17 +51,8 @@ QUESTION = "Which planet has the volcano Olympus Mons?"
 
 
 @pytest.fixture
-def gp(tmp_path: Path, embedder, llama: LlamaEngine) -> Iterator[Platform]:
-    p = bootstrap(
-        Settings(data_dir=tmp_path / "data", inference_context_tokens=1024),
-        functions=indexed_app().get_functions(),
-        embedder=embedder,
-        inference=llama,
-    )
-    runtime.use(p)
-    yield p
-    runtime.use(None)
-    p.close()
+def gp(pipeline_platform: Platform) -> Platform:
+    return pipeline_platform
 
 
 @pytest.fixture

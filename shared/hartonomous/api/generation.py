@@ -20,7 +20,6 @@ from hartonomous.api.streams import ClosingStream, Primed
 from hartonomous.errors import HartonomousError, InvalidInput, NotFound
 from hartonomous.generation.lineage import walk
 from hartonomous.generation.service import Generated, GenerateRequest
-from hartonomous.knowledge.store import SearchFilter
 from hartonomous.metering.pricing import price
 
 log = logging.getLogger(__name__)
@@ -51,19 +50,11 @@ class GenerateOut(BaseModel):
 
 
 def _request(body: GenerateIn) -> GenerateRequest:
-    f = body.filters
     return GenerateRequest(
         prompt=body.prompt,
         model_id=body.model_id,
         k=body.k,
-        filters=SearchFilter(
-            modality=f.modality.value if f.modality else None,
-            media_type=f.media_type,
-            document_id=f.document_id,
-            metadata=dict(f.metadata) if f.metadata else None,
-            created_after=f.created_after,
-            created_before=f.created_before,
-        ),
+        filters=body.filters.to_search_filter(),
         max_tokens=body.max_tokens,
         temperature=body.temperature,
         stop=tuple(body.stop) if body.stop is not None else None,

@@ -83,6 +83,16 @@ class Filters(BaseModel):
     created_after: datetime | None = None
     created_before: datetime | None = None
 
+    def to_search_filter(self) -> SearchFilter:
+        return SearchFilter(
+            modality=self.modality.value if self.modality else None,
+            media_type=self.media_type,
+            document_id=self.document_id,
+            metadata=dict(self.metadata) if self.metadata else None,
+            created_after=self.created_after,
+            created_before=self.created_before,
+        )
+
 
 class SearchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -119,21 +129,13 @@ def search(
 ) -> SearchOut:
     """Search the caller's knowledge by meaning, by words, or both (reciprocal rank fusion).
     Send ``X-Request-Id`` to make retries count once in usage."""
-    f = body.filters
     results = platform.knowledge.get().search.search(
         request_id=request_id,
         tenant_id=principal.tenant_id,
         query=body.query,
         k=body.k,
         mode=body.mode,
-        flt=SearchFilter(
-            modality=f.modality.value if f.modality else None,
-            media_type=f.media_type,
-            document_id=f.document_id,
-            metadata=dict(f.metadata) if f.metadata else None,
-            created_after=f.created_after,
-            created_before=f.created_before,
-        ),
+        flt=body.filters.to_search_filter(),
     )
     return SearchOut(
         query=body.query,

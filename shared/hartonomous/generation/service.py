@@ -13,8 +13,10 @@ import json
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from hartonomous.domain.atoms import Atom
 from hartonomous.errors import Conflict, InvalidInput
 from hartonomous.generation.prompting import DEFAULT_STOP, Assembled, assemble
 from hartonomous.generation.store import (
@@ -56,6 +58,19 @@ class GenerateRequest:
     temperature: float = 0.0
     stop: tuple[str, ...] | None = None  # None: stop where a new question would begin
     seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one generation produced, before it is recorded."""
+
+    receipt_id: str
+    tenant_id: str
+    request: GenerateRequest
+    model: ModelRef
+    assembled: Assembled
+    completion: Completion
+    timings: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -134,35 +149,26 @@ class GenerationService:
             "generation_ms": round(completion.generation_ms, 3),
             "total_ms": round((time.perf_counter() - started) * 1000, 3),
         }
-        receipt = self.record(receipt_id, tenant_id, request, model, assembled, completion, timings)
+        receipt = self.record(
+            Outcome(receipt_id, tenant_id, request, model, assembled, completion, timings)
+        )
         yield Generated(completion.text, receipt)
 
-    def record(
-        self,
-        receipt_id: str,
-        tenant_id: str,
-        request: GenerateRequest,
-        model: ModelRef,
-        assembled: Assembled,
-        completion: Completion,
-        timings: dict[str, float],
-    ) -> dict[str, Any]:
+    def record(self, outcome: Outcome) -> dict[str, Any]:
         """Persist the receipt with its atoms, edges, usage and outbox event; returns it."""
+        model = outcome.model
         card = json.dumps(
             {"model_id": model.id, "sha256": model.sha256, "name": model.name}, sort_keys=True
         ).encode()
         staged = [
-            self.atoms.stage(assembled.text.encode("utf-8")),
-            self.atoms.stage(completion.text.encode("utf-8")),
+            self.atoms.stage(outcome.assembled.text.encode("utf-8")),
+            self.atoms.stage(outcome.completion.text.encode("utf-8")),
             self.atoms.stage(card),
         ]
         try:
             for attempt in range(WRITE_ATTEMPTS):
                 try:
-                    receipt = self._write(
-                        receipt_id, tenant_id, request, model, assembled, completion, timings,
-                        staged,
-                    )  # fmt: skip
+                    receipt = self._write(outcome, staged)
                     break
                 except WriteConflict:  # a concurrent writer recorded the same bytes first
                     if attempt == WRITE_ATTEMPTS - 1:
@@ -174,90 +180,84 @@ class GenerationService:
             self.on_commit()
         return receipt
 
-    def _write(
-        self,
-        receipt_id: str,
-        tenant_id: str,
-        request: GenerateRequest,
-        model: ModelRef,
-        assembled: Assembled,
-        completion: Completion,
-        timings: dict[str, float],
-        staged: list[Any],
-    ) -> dict[str, Any]:
-        now = utcnow()
-        with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
-            prompt, output, card = self.atoms.record_many_in(
-                uow,
-                tenant_id,
-                [
-                    (staged[0], TEXT, {"kind": "prompt"}),
-                    (staged[1], TEXT, {"kind": "generation"}),
-                    (staged[2], MODEL_CARD, {"kind": "model-card", "model_id": model.id}),
-                ],
+    def _write(self, outcome: Outcome, staged: list[Any]) -> dict[str, Any]:
+        o, now = outcome, utcnow()
+        with self.uow_factory(write=True, tenant_id=o.tenant_id) as uow:
+            prompt, output, card = (
+                stored.atom
+                for stored in self.atoms.record_many_in(
+                    uow,
+                    o.tenant_id,
+                    [
+                        (staged[0], TEXT, {"kind": "prompt"}),
+                        (staged[1], TEXT, {"kind": "generation"}),
+                        (staged[2], MODEL_CARD, {"kind": "model-card", "model_id": o.model.id}),
+                    ],
+                )
             )
             quantities = {
-                "generation.prompt_tokens": completion.prompt_tokens,
-                "generation.completion_tokens": completion.completion_tokens,
+                "generation.prompt_tokens": o.completion.prompt_tokens,
+                "generation.completion_tokens": o.completion.completion_tokens,
             }
-            cost = price(quantities)
-            body: dict[str, Any] = {
-                "id": receipt_id,
-                "created_at": now.isoformat(),
-                "components": [
-                    {"role": "prompt", "atom_id": prompt.atom.id, "sha256": prompt.atom.sha256,
-                     "tokens": completion.prompt_tokens},
-                    *(
-                        {"role": "retrieved", "rank": rank, "atom_id": hit.atom_id,
-                         "score": hit.score, "vector_score": hit.vector_score,
-                         "keyword_score": hit.keyword_score, "document_id": hit.document_id,
-                         "ordinal": hit.ordinal}
-                        for rank, hit in enumerate(assembled.used, start=1)
-                    ),
-                    {"role": "model", "model_id": model.id, "sha256": model.sha256,
-                     "name": model.name, "card_atom_id": card.atom.id},
-                    {"role": "output", "atom_id": output.atom.id, "sha256": output.atom.sha256,
-                     "tokens": completion.completion_tokens,
-                     "finish_reason": completion.finish_reason},
-                ],
-                "question": request.prompt,
-                "parameters": {
-                    "k": request.k, "mode": Mode.HYBRID.value,
-                    "max_tokens": request.max_tokens, "temperature": request.temperature,
-                    "stop": list(DEFAULT_STOP if request.stop is None else request.stop),
-                    "seed": request.seed, "context_left_out": assembled.left_out,
-                },
-                "tokens": {
-                    "prompt": completion.prompt_tokens,
-                    "completion": completion.completion_tokens,
-                    "total": completion.prompt_tokens + completion.completion_tokens,
-                },
-                "timings_ms": timings,
-                "cost": {"credits": cost.credits, "lines": cost.lines},
-            }  # fmt: skip
+            body = receipt_body(o, prompt, output, card, quantities, now)
             links = [
-                (USED_IN_GENERATION, hit.atom_id, output.atom.id, rank)
-                for rank, hit in enumerate(assembled.used, start=1)
+                (USED_IN_GENERATION, hit.atom_id, output.id, rank)
+                for rank, hit in enumerate(o.assembled.used, start=1)
             ]
-            links += [
-                (GENERATED, card.atom.id, output.atom.id, 0),
-                (DERIVED_FROM, output.atom.id, prompt.atom.id, 0),
-            ]
+            links += [(GENERATED, card.id, output.id, 0), (DERIVED_FROM, output.id, prompt.id, 0)]
             uow.receipts.add(
                 ReceiptRow(
-                    id=receipt_id, tenant_id=tenant_id, prompt_atom_id=prompt.atom.id,
-                    output_atom_id=output.atom.id, model_id=model.id,
-                    model_sha256=model.sha256, prompt_tokens=completion.prompt_tokens,
-                    completion_tokens=completion.completion_tokens, body=body, created_at=now,
+                    id=o.receipt_id, tenant_id=o.tenant_id, prompt_atom_id=prompt.id,
+                    output_atom_id=output.id, model_id=o.model.id,
+                    model_sha256=o.model.sha256, prompt_tokens=o.completion.prompt_tokens,
+                    completion_tokens=o.completion.completion_tokens, body=body,
+                    created_at=now,
                 ),
                 links,
             )  # fmt: skip
             uow.usage.record(
-                tenant_id,
-                f"receipt:{receipt_id}",
+                o.tenant_id,
+                f"receipt:{o.receipt_id}",
                 [Usage(kind, n, "tokens") for kind, n in quantities.items()],
                 now,
             )
-            uow.outbox.add(tenant_id, TOPIC, receipt_id, body, now)
+            uow.outbox.add(o.tenant_id, TOPIC, o.receipt_id, body, now)
             uow.commit()
         return body
+
+
+def receipt_body(
+    o: Outcome, prompt: Atom, output: Atom, card: Atom, quantities: dict[str, int], now: datetime
+) -> dict[str, Any]:
+    """The receipt: every component in order, then tokens, timings and cost."""
+    c, request = o.completion, o.request
+    cost = price(quantities)
+    return {
+        "id": o.receipt_id,
+        "created_at": now.isoformat(),
+        "components": [
+            {"role": "prompt", "atom_id": prompt.id, "sha256": prompt.sha256,
+             "tokens": c.prompt_tokens},
+            *(
+                {"role": "retrieved", "rank": rank, "atom_id": hit.atom_id, "score": hit.score,
+                 "vector_score": hit.vector_score, "keyword_score": hit.keyword_score,
+                 "document_id": hit.document_id, "ordinal": hit.ordinal}
+                for rank, hit in enumerate(o.assembled.used, start=1)
+            ),
+            {"role": "model", "model_id": o.model.id, "sha256": o.model.sha256,
+             "name": o.model.name, "card_atom_id": card.id},
+            {"role": "output", "atom_id": output.id, "sha256": output.sha256,
+             "tokens": c.completion_tokens, "finish_reason": c.finish_reason},
+        ],
+        "question": request.prompt,
+        "parameters": {
+            "k": request.k, "mode": Mode.HYBRID.value, "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "stop": list(DEFAULT_STOP if request.stop is None else request.stop),
+            "seed": request.seed, "context_left_out": o.assembled.left_out,
+        },
+        "tokens": {"prompt": c.prompt_tokens, "completion": c.completion_tokens,
+                   "total": c.prompt_tokens + c.completion_tokens},
+        "timings_ms": o.timings,
+        "cost": {"credits": cost.credits, "lines": cost.lines},
+    }  # fmt: skip

@@ -149,25 +149,7 @@ class AtomService:
         metadata: dict[str, Any],
     ) -> StoredAtom:
         """Record staged bytes as an atom inside the caller's write transaction."""
-        existing = uow.atoms.find_by_sha256(tenant_id, staged.sha256)
-        if existing is not None:
-            return StoredAtom(existing, deduplicated=True)
-        now = utcnow()
-        atom = Atom(
-            id=new_id(),
-            tenant_id=tenant_id,
-            sha256=staged.sha256,
-            size=staged.size,
-            media_type=media,
-            modality=modality_for(media),
-            metadata=metadata,
-            created_at=now,
-        )
-        new_bytes = uow.blobs.acquire(staged.sha256, staged.size, now)
-        uow.atoms.add(atom)
-        # Inside the write transaction: a delete of the same bytes waits for us.
-        staged.publish()
-        return StoredAtom(atom, deduplicated=False, new_bytes=new_bytes)
+        return self.record_many_in(uow, tenant_id, [(staged, media, metadata)])[0]
 
     def record_many_in(
         self,
