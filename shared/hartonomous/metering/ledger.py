@@ -32,6 +32,8 @@ class UsageTotal:
 
 
 class UsageRepository:
+    RACE_RETRIES = 3
+
     def __init__(self, conn: sa.Connection) -> None:
         self._conn = conn
 
@@ -39,27 +41,41 @@ class UsageRepository:
         """Append what is not there yet; returns the rows added (0 on a replay)."""
         if not items:
             return 0
-        rows = [
-            {"tenant_id": tenant_id, "key": key, "kind": u.kind, "quantity": u.quantity,
-             "unit": u.unit, "created_at": at}
-            for u in items
-        ]  # fmt: skip
         if self._conn.dialect.name == "sqlite":  # one statement: the unique key decides
             from sqlalchemy.dialects.sqlite import insert
 
+            rows = _rows(tenant_id, key, items, at)
             done = self._conn.execute(insert(usage_ledger).on_conflict_do_nothing(), rows)
             return max(done.rowcount, 0)
-        held = set(
+        return self._record_portably(tenant_id, key, items, at)
+
+    def _record_portably(
+        self, tenant_id: str, key: str, items: Sequence[Usage], at: datetime
+    ) -> int:
+        """Select what is held, insert the rest inside a savepoint. Two writers of one key can
+        both miss the other's rows; the loser's insert breaks the unique key, its savepoint
+        rolls back (the caller's transaction stays whole) and it looks again."""
+        for _ in range(self.RACE_RETRIES):
+            held = self._held_kinds(tenant_id, key)
+            missing = [u for u in items if u.kind not in held]
+            if not missing:
+                return 0
+            try:
+                with self._conn.begin_nested():
+                    self._conn.execute(usage_ledger.insert(), _rows(tenant_id, key, missing, at))
+            except sa.exc.IntegrityError:
+                continue  # another writer recorded some of this key first
+            return len(missing)
+        raise RuntimeError(f"usage key {key!r} kept conflicting after {self.RACE_RETRIES} tries")
+
+    def _held_kinds(self, tenant_id: str, key: str) -> set[str]:
+        return set(
             self._conn.execute(
                 sa.select(usage_ledger.c.kind).where(
                     usage_ledger.c.tenant_id == tenant_id, usage_ledger.c.key == key
                 )
             ).scalars()
         )
-        rows = [row for row in rows if row["kind"] not in held]
-        if rows:
-            self._conn.execute(usage_ledger.insert(), rows)
-        return len(rows)
 
     def totals(
         self, tenant_id: str, start: datetime | None, end: datetime | None
@@ -80,3 +96,13 @@ class UsageRepository:
         if end is not None:
             query = query.where(usage_ledger.c.created_at < end)
         return [UsageTotal(k, u, int(q or 0), int(n)) for k, u, q, n in self._conn.execute(query)]
+
+
+def _rows(
+    tenant_id: str, key: str, items: Sequence[Usage], at: datetime
+) -> list[dict[str, object]]:
+    return [
+        {"tenant_id": tenant_id, "key": key, "kind": u.kind, "quantity": u.quantity,
+         "unit": u.unit, "created_at": at}
+        for u in items
+    ]  # fmt: skip
