@@ -13,12 +13,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
 from hartonomous.services.clock import utcnow
 from hartonomous.store.schema import outbox
+
+if TYPE_CHECKING:  # the unit of work holds this module's repository: no import at run time
+    from hartonomous.store.unit_of_work import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,7 @@ class OutboxRelay:
 
     def __init__(
         self,
-        uow_factory: Any,
+        uow_factory: UnitOfWorkFactory,
         publisher: EventPublisher,
         *,
         interval: float = 2.0,
