@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import azure.functions as func
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,52 +138,95 @@ def _durable_client_binding() -> str:
     )
 
 
-class _Context:
-    invocation_id = "test-invocation"
-    function_name = "http_api"
-    function_directory = str(ROOT)
-    trace_context = None
-    retry_context = None
+async def _send_response(response: Any) -> tuple[int, dict[str, str], bytes]:
+    """Send a response the way the worker's server would: status, headers, then the body."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await response({"type": "http"}, receive, send)
+    headers = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+    return sent[0]["status"], headers, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_the_worker_streams_the_http_function(function_app):
+    """What the worker checks before it hands the function a fastapi Request (HTTP streams):
+    a web extension is loaded, and the annotations are its request and response types."""
+    import typing
+
+    from azurefunctions.extensions.base import (
+        HttpV2FeatureChecker,
+        RequestTrackerMeta,
+        ResponseTrackerMeta,
+    )
+
+    _, functions = function_app
+    assert HttpV2FeatureChecker.http_v2_enabled()
+    hints = typing.get_type_hints(_named(functions, "http_api").get_user_function())
+    assert hints["client"] is str  # the Durable SDK's wrapper: the worker passes the JSON
+    assert RequestTrackerMeta.check_type(hints["req"])
+    assert ResponseTrackerMeta.check_type(hints["return"])
 
 
 def test_calling_the_function_serves_the_fastapi_app(function_app, tmp_path, monkeypatch):
-    """What the host would do: call the function with a request and the client binding."""
+    """What the worker does: call the function with a fastapi Request and the client binding,
+    then send the response it returned."""
+    from fastapi import Request
+
     from functions import http_api as module
     from hartonomous.api.durable import durable_client
 
     monkeypatch.setenv("HARTONOMOUS_DATA_DIR", str(tmp_path / "data"))
-    module._asgi.cache_clear()
+    module._app.cache_clear()
     seen: list[object] = []
 
-    original = module._asgi
+    original = module._app
 
     def spy():
         seen.append(durable_client.get())
         return original()
 
-    monkeypatch.setattr(module, "_asgi", spy)
+    monkeypatch.setattr(module, "_app", spy)
     _, functions = function_app
     api = _named(functions, "http_api")
     user_function = api.get_user_function()
 
-    def call(path: str) -> func.HttpResponse:
-        return asyncio.run(
-            user_function(
-                req=func.HttpRequest(method="GET", url=f"http://localhost{path}", body=b""),
-                context=_Context(),
-                client=_durable_client_binding(),
-            )
-        )
+    def call(path: str) -> tuple[int, dict[str, str], bytes]:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": [(b"host", b"localhost")],
+        }
 
-    health = call("/healthz")
-    assert health.status_code == 200
-    assert json.loads(health.get_body())["status"] == "ok"
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def invoke() -> tuple[int, dict[str, str], bytes]:
+            request = Request(scope, receive)
+            response = await user_function(req=request, client=_durable_client_binding())
+            return await _send_response(response)
+
+        return asyncio.run(invoke())
+
+    status, _, body = call("/healthz")
+    assert status == 200
+    assert json.loads(body)["status"] == "ok"
     assert type(seen[0]).__name__ == "DurableOrchestrationClient"
     assert durable_client.get() is None  # reset after the request
 
-    unauthenticated = call("/v1/atoms")
-    assert unauthenticated.status_code == 401
-    assert unauthenticated.mimetype == "application/problem+json"
+    status, headers, _ = call("/v1/atoms")
+    assert status == 401
+    assert headers["content-type"] == "application/problem+json"
     original.cache_clear()
 
 
