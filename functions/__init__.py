@@ -15,9 +15,10 @@ def blueprints() -> list[df.Blueprint]:
     from functions.knowledge import bp as knowledge
     from functions.maintenance import bp as maintenance
     from functions.models import bp as models
+    from functions.uploads import bp as uploads
     from functions.workflows_diagnostics import bp as workflows_diagnostics
 
-    return [http_api, workflows_diagnostics, maintenance, knowledge, models, events]
+    return [http_api, workflows_diagnostics, maintenance, knowledge, models, events, uploads]
 
 
 def indexed_app() -> df.DFApp:

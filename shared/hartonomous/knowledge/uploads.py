@@ -1,33 +1,31 @@
-"""Starting ingestions: from an API upload or from a blob landing in ``uploads/``.
+"""Starting ingestions: from an API upload or from a completed upload session.
 
-A blob named ``*.gguf`` is a model and starts the model ingestion instead."""
+Completing a session (``POST /v1/uploads/{id}/complete``, or on Azure the Event Grid blob
+trigger when the bytes land) stores the atom once and, by purpose, starts the document's
+ingestion or the model's; a document or model session stays claimed until its workflow has
+started, so racing completions start it once.
+"""
 
 from __future__ import annotations
 
-import mimetypes
+import logging
 from dataclasses import dataclass
-from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from anyio import to_thread
 
-from hartonomous.errors import InvalidInput, NotFound
+from hartonomous.domain.uploads import Purpose, Status, UploadSession
+from hartonomous.errors import HartonomousError, ServiceUnavailable, UnprocessableContent
 from hartonomous.knowledge.ingestion import INGEST
-from hartonomous.models.service import MODEL_MEDIA_TYPE
-from hartonomous.models.starting import StartedModel, start_model_ingestion
-from hartonomous.services import tenants as tenant_service
+from hartonomous.models.starting import start_model_ingestion
+from hartonomous.ports import WorkflowClient
 from hartonomous.services.atoms import StoredAtom
-from hartonomous.services.workflows import WorkflowService
-from hartonomous.workflows.client import WorkflowClient
+from hartonomous.services.upload_sessions import replayed
 
 if TYPE_CHECKING:
     from hartonomous.bootstrap import Platform
 
-CHUNK = 1024 * 1024
-
-
-class Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,7 @@ class StartedIngestion:
 async def start_ingestion(
     platform: Platform, client: WorkflowClient, tenant_id: str, stored: StoredAtom
 ) -> StartedIngestion:
-    instance_id = await WorkflowService(platform.uow_factory).start(
+    instance_id = await platform.tenant_workflows.start(
         client,
         tenant_id=tenant_id,
         name=INGEST,
@@ -48,47 +46,58 @@ async def start_ingestion(
     return StartedIngestion(stored, instance_id)
 
 
-def _store_stream(
-    platform: Platform, tenant_id: str, name: str, stream: Readable, model: bool = False
-) -> StoredAtom:
-    upload = platform.atoms.begin_upload(platform.settings.max_model_bytes if model else None)
+async def complete_upload(
+    platform: Platform, client: WorkflowClient | None, tenant_id: str, upload_id: str
+) -> UploadSession:
+    """The session completed (or as it ended before): its atom, workflow or model.
+
+    ``client`` may be None for atom sessions (no workflow to start)."""
+    sessions = platform.uploads
+    claim = await to_thread.run_sync(sessions.claim, tenant_id, upload_id)
+    if claim.claim_id is None:
+        return replayed(claim.session)
+    session, claim_id = claim.session, claim.claim_id
+    stored = await to_thread.run_sync(sessions.store, session, claim_id)
+    if session.purpose is Purpose.ATOM:
+        return await to_thread.run_sync(sessions.get, tenant_id, upload_id)
     try:
-        while chunk := stream.read(CHUNK):
-            upload.write(chunk)
-    except BaseException:
-        upload.abort()
+        if client is None:
+            raise ServiceUnavailable(
+                "workflows are not available in this process to start the upload's "
+                "workflow: run `hartonomous serve`, or the Function App"
+            )
+        if session.purpose is Purpose.DOCUMENT:
+            started = await start_ingestion(platform, client, tenant_id, stored)
+            instance_id, model_id = started.instance_id, None
+        else:
+            name = session.metadata.get("name")
+            model = await start_model_ingestion(
+                platform,
+                client,
+                tenant_id,
+                stored,
+                name=name if isinstance(name, str) else None,
+                uploaded=True,
+            )
+            instance_id, model_id = model.instance_id, model.model.id
+    except UnprocessableContent as exc:  # not a GGUF...: no retry will make it one
+        await to_thread.run_sync(sessions.fail, session, claim_id, exc.detail)
         raise
-    filename = PurePosixPath(name).name
-    media_type = MODEL_MEDIA_TYPE if model else mimetypes.guess_type(filename)[0]
-    return platform.atoms.store(
-        tenant_id=tenant_id,
-        upload=upload,
-        media_type=media_type,
-        metadata={"filename": filename, "source": f"blob:{name}"},
+    except BaseException:
+        await to_thread.run_sync(sessions.release, session, claim_id, Status.STORED)
+        raise
+    return await to_thread.run_sync(
+        lambda: sessions.finish(session, claim_id, instance_id=instance_id, model_id=model_id)
     )
 
 
-async def ingest_upload(
-    platform: Platform, client: WorkflowClient, blob_name: str, stream: Readable
-) -> StartedIngestion | StartedModel:
-    """``uploads/{tenant_id}/path/file.ext``: the tenant comes from the path, and must exist."""
-    parts = PurePosixPath(blob_name).parts
-    if parts and parts[0] == "uploads":
-        parts = parts[1:]
-    if len(parts) < 2:
-        raise InvalidInput(f"upload {blob_name!r} is not under uploads/{{tenant_id}}/")
-    tenant_id = parts[0]
+async def complete_uploaded_blob(
+    platform: Platform, client: WorkflowClient, tenant_id: str, upload_id: str
+) -> UploadSession | None:
+    """The blob trigger's completion: what the client could be told is logged instead (the
+    host would only retry the same bytes, then park them as poison)."""
     try:
-        await to_thread.run_sync(
-            lambda: tenant_service.get_tenant(platform.uow_factory, tenant_id=tenant_id)
-        )
-    except NotFound as exc:
-        raise InvalidInput(f"upload {blob_name!r} names no known tenant") from exc
-    name = "/".join(parts[1:])
-    model = name.lower().endswith(".gguf")
-    stored = await to_thread.run_sync(_store_stream, platform, tenant_id, name, stream, model)
-    if model:
-        return await start_model_ingestion(
-            platform, client, tenant_id, stored, name=None, uploaded=True
-        )
-    return await start_ingestion(platform, client, tenant_id, stored)
+        return await complete_upload(platform, client, tenant_id, upload_id)
+    except HartonomousError as exc:
+        log.warning("upload %s/%s not completed: %s", tenant_id, upload_id, exc.detail)
+        return None
