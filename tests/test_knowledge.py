@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import io
 import time
 from collections.abc import Iterator
 
@@ -15,9 +13,7 @@ from workflow_polling import finish
 
 from hartonomous.api.app import create_app
 from hartonomous.bootstrap import Platform
-from hartonomous.errors import InvalidInput
 from hartonomous.knowledge.embeddings import MiniLMEmbedder, minilm_path
-from hartonomous.knowledge.uploads import StartedIngestion, ingest_upload
 from hartonomous.store.schema import chunks, edges, embeddings
 
 SOLAR = """# The solar system
@@ -190,24 +186,6 @@ def test_deleting_a_chunk_atom_removes_it_from_search(api, kp, tenant_maker):
         }
 
 
-def test_a_blob_in_uploads_starts_the_same_ingestion(kp, tenant_maker):
-    alice = tenant_maker(kp, "alice")
-    assert kp.workflows is not None
-    kp.start_background()
-    client = kp.workflows.client
-    started = asyncio.run(
-        ingest_upload(kp, client, f"uploads/{alice.id}/notes/solar.md", io.BytesIO(SOLAR.encode()))
-    )
-    row = kp.workflows.host.wait_for(started.instance_id, 60)
-    assert row.runtime_status == "Completed", row.error
-    assert isinstance(started, StartedIngestion)
-    assert started.atom.atom.metadata["filename"] == "solar.md"
-    with pytest.raises(InvalidInput, match="no known tenant"):
-        asyncio.run(ingest_upload(kp, client, "uploads/nobody/x.md", io.BytesIO(b"hi")))
-    with pytest.raises(InvalidInput, match="uploads/"):
-        asyncio.run(ingest_upload(kp, client, "stray.md", io.BytesIO(b"hi")))
-
-
 def test_large_tenants_get_an_ann_index_that_agrees_with_exact_search(api, kp, tenant_maker):
     from hartonomous.knowledge.vectors import VectorIndex
 
@@ -225,7 +203,9 @@ def test_large_tenants_get_an_ann_index_that_agrees_with_exact_search(api, kp, t
     assert best_ann == best_exact and abs(score_ann - score_exact) < 1e-3
     # A filter keeps search exact over the allowed rows.
     allowed = {best_exact}
-    assert ann.search(alice.id, query, 3, allowed) == exact.search(alice.id, query, 3, allowed)
+    assert ann.search_among(alice.id, query, 3, allowed) == exact.search_among(
+        alice.id, query, 3, allowed
+    )
 
 
 def test_keyword_queries_leave_out_terms_most_chunks_contain(api, kp, tenant_maker):

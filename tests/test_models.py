@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import struct
 from collections.abc import Iterator
@@ -344,33 +343,6 @@ def test_gemma_round_trips_and_its_slice_runs_in_llama_cpp(api, mp, tenant_maker
     path.write_bytes(export(api, alice, sliced["id"]))
     assert len(generate(path)) > 0  # llama.cpp loads the slice and generates
     assert sliced["new_bytes"] < 10 * 1024 * 1024  # the header (its vocabulary), no tensors
-
-
-def test_a_gguf_blob_in_uploads_starts_a_model_ingestion(mp, tenant_maker, base_file):
-    import asyncio
-
-    from hartonomous.knowledge.uploads import ingest_upload
-    from hartonomous.models.starting import StartedModel
-
-    alice = tenant_maker(mp, "alice")
-    assert mp.workflows is not None
-    mp.start_background()
-    with base_file.open("rb") as f:
-        started = asyncio.run(
-            ingest_upload(mp, mp.workflows.client, f"uploads/{alice.id}/m/tiny.gguf", f)
-        )
-    assert isinstance(started, StartedModel)
-    row = mp.workflows.host.wait_for(started.instance_id, 120)
-    assert row.runtime_status == "Completed", row.error
-    model = mp.models.get(alice.id, started.model.id)
-    assert model.status == "ready" and model.sha256 == sha256_of(base_file)
-    assert model.name == "Tiny base"  # general.name, as no name was given
-    # A file that is no model fails before anything is recorded.
-    with pytest.raises(InvalidModel):
-        asyncio.run(
-            ingest_upload(mp, mp.workflows.client, f"uploads/{alice.id}/x.gguf", io.BytesIO(b"x"))
-        )
-    assert count(mp, models) == 1
 
 
 def test_a_failed_ingestion_marks_the_model_failed(mp, tenant_maker, base_file):
