@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from hartonomous.api.app import create_app
 from hartonomous.bootstrap import bootstrap
+from hartonomous.services.maintenance import collect_blobs
 from hartonomous.settings import Settings
 
 pytestmark = pytest.mark.azurite
@@ -55,4 +56,6 @@ def test_atoms_round_trip_through_azure_blob_storage(azure_client, tenant_maker)
     assert client.delete(f"/v1/atoms/{atom['id']}", headers=alice.auth()).status_code == 204
     assert platform.blobs.exists(atom["sha256"])  # Bob still references the bytes
     assert client.delete(f"/v1/atoms/{bobs['id']}", headers=bob.auth()).status_code == 204
+    assert platform.blobs.exists(atom["sha256"])  # queued: deleted by the lifecycle sweep
+    assert collect_blobs(platform.uow_factory, platform.blobs).deleted == 1
     assert not platform.blobs.exists(atom["sha256"])

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from fastapi.testclient import TestClient
 
 from hartonomous.bootstrap import Platform
+from hartonomous.services.maintenance import collect_blobs
 
 PROBLEM = "application/problem+json"
 
@@ -362,6 +363,8 @@ def test_delete_removes_bytes_only_when_no_tenant_references_them(client, platfo
     assert_problem(client.get(f"/v1/atoms/{a['id']}", headers=alice.auth()), 404)
     assert_problem(client.delete(f"/v1/atoms/{a['id']}", headers=alice.auth()), 404)
     assert client.delete(f"/v1/atoms/{b['id']}", headers=bob.auth()).status_code == 204
+    assert len(object_files(platform)) == 1  # queued: deleted after the commit, by a sweep
+    assert collect_blobs(platform.uow_factory, platform.blobs).deleted == 1
     assert object_files(platform) == []
     # The same bytes can come back afterwards.
     again = put(client, alice, b"refcounted")

@@ -306,6 +306,71 @@ def test_sweep_staging_removes_staged_writes_older_than_the_cutoff(h: Harness) -
     assert not h.store.exists(staged.sha256)
 
 
+def test_publishing_new_bytes_journals_them_first(h: Harness) -> None:
+    """The lifecycle sweep finds bytes a failed transaction published through the journal."""
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    assert h.store.journaled(later) == []  # nothing yet (Azure: no container)
+    staged = write(h.store, payload(20_000, seed=10))
+    assert h.store.journaled(later) == []  # staging alone writes no entry
+    staged.publish()
+    ((entry, sha),) = h.store.journaled(later)
+    assert sha == staged.sha256
+    assert h.store.journaled(datetime.now(UTC) - timedelta(hours=1)) == []  # too young
+    again = write(h.store, payload(20_000, seed=10))
+    again.publish()  # already there: discarded, nothing journaled
+    assert len(h.store.journaled(later)) == 1
+    h.store.unjournal(entry)
+    h.store.unjournal(entry)  # idempotent
+    assert h.store.journaled(later) == []
+    assert h.store.exists(sha)  # the journal is only a note: the bytes stay
+    with pytest.raises(ValueError):
+        h.store.unjournal("../" + entry)
+
+
+def test_persist_journals_outside_the_write_lock(h: Harness) -> None:
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    staged = write(h.store, payload(5_000, seed=11))
+    staged.persist()
+    assert [sha for _, sha in h.store.journaled(later)] == [staged.sha256]
+    staged.publish()  # journaled a moment ago: no second entry
+    assert len(h.store.journaled(later)) == 1
+    staged.discard()
+    assert h.store.exists(staged.sha256)
+
+
+def test_local_publish_fsyncs_the_directories_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename is durable only once its directory is fsynced, and a new fan-out directory
+    only once its parent is: both before publish returns (that is, before the commit)."""
+    import hartonomous.blobs.local as local
+
+    store = LocalBlobStore(tmp_path / "blobs")
+    events: list[tuple[str, Path]] = []
+    real_replace = Path.replace
+
+    def replace(self: Path, target: Any) -> Path:
+        events.append(("rename", Path(target)))
+        return real_replace(self, target)
+
+    monkeypatch.setattr(local, "fsync_dir", lambda path: events.append(("fsync", path)))
+    monkeypatch.setattr(Path, "replace", replace)
+    staged = write(store, b"durable name")
+    staged.publish()
+    final = store.path_for(staged.sha256)
+    assert events.index(("fsync", store.journal_dir)) < events.index(("rename", final))
+    assert events[-1] == ("fsync", final.parent)  # after the rename
+    assert ("fsync", store.objects) in events  # objects/ab was created
+    assert ("fsync", final.parent.parent) in events  # objects/ab/cd was created
+    events.clear()
+    sibling = write(store, b"another")
+    sibling.persist()
+    events.clear()
+    sibling.publish()
+    assert events[-1] == ("fsync", store.path_for(sibling.sha256).parent)
+    assert ("fsync", store.journal_dir) not in events  # journaled by persist, outside
+
+
 # -- Azure specifics --------------------------------------------------------------------------
 
 

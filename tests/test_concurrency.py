@@ -10,6 +10,7 @@ import pytest
 
 from hartonomous.bootstrap import Platform
 from hartonomous.errors import NotFound
+from hartonomous.services.maintenance import collect_blobs
 from hartonomous.store.repositories import WriteConflict
 
 
@@ -58,6 +59,7 @@ def test_delete_racing_uploads_of_the_same_bytes_never_loses_bytes(platform: Pla
         platform.atoms.delete(tenant_id=alice.id, atom_id=alices_id)
         with pytest.raises(NotFound):
             platform.atoms.get(tenant_id=alice.id, atom_id=alices_id)
+        collect_blobs(platform.uow_factory, platform.blobs)  # deleted after the commit
         assert not platform.blobs.exists(atom.sha256)
 
 

@@ -17,6 +17,10 @@ has been hashed, so a write goes to a private staging blob ``staging/<uuid4hex>`
   failed or timed-out copy's destination is deleted. A blob that was never a copy target has no
   copy status and counts as complete.
 
+* Journal: before a copy can make new bytes visible, an empty ``journal/<sha>.<uuid>`` blob
+  is written (by ``persist``, outside the write lock, or else by ``publish``), so bytes whose
+  transaction then fails are found by ``services/blob_lifecycle.py``.
+
 Azurite (3.35) accepts copy-from-URL with a shared-key source in the same account and completes
 the copy synchronously (``copy_status`` is ``success`` in the response), so only real Azure takes
 the polling path (bounded by ``copy_timeout``); the tests reach it by faking a pending status.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,7 +46,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient
 
-from hartonomous.blobs.hashing import READ_CHUNK, Digest, object_name
+from hartonomous.blobs.hashing import READ_CHUNK, Digest, check_sha256, object_name
 
 MIB = 1024 * 1024
 DEFAULT_BLOCK_SIZE = 8 * MIB
@@ -49,6 +54,9 @@ MAX_BLOCK_SIZE = 4000 * MIB  # Put Block's limit
 MAX_BLOCKS = 50_000  # committed blocks per blob
 STAGING_PREFIX = "staging/"
 OBJECTS_PREFIX = "objects/"
+JOURNAL_PREFIX = "journal/"
+JOURNAL_REFRESH_S = 600.0  # publish re-journals bytes staged longer ago than this
+_JOURNAL_ENTRY = re.compile(r"^([0-9a-f]{64})\.([0-9a-f]{32})$")
 _MISSING = "missing"
 _PUBLISH_ATTEMPTS = 3
 
@@ -64,9 +72,14 @@ class AzureStagedBlob:
     def __init__(self, store: AzureBlobStore, blob: BlobClient, sha256: str, size: int) -> None:
         self._store, self._blob = store, blob
         self.sha256, self.size = sha256, size
+        self._journaled_at: float | None = None
 
     def persist(self) -> None:
-        """Committed blocks are durable already."""
+        """Committed blocks are durable already; only the journal entry is written."""
+        at = self._journaled_at
+        if at is None or time.monotonic() - at > JOURNAL_REFRESH_S:
+            self._store.journal(self.sha256)
+            self._journaled_at = time.monotonic()
 
     def publish(self) -> None:
         store = self._store
@@ -80,6 +93,7 @@ class AzureStagedBlob:
                 return
             if state != _MISSING:  # a dead copy (failed/aborted): clear it and copy again
                 store.delete_quietly(dest)
+            self.persist()  # the journal entry exists before the copy can
             try:
                 started = dest.start_copy_from_url(
                     self._blob.url, match_condition=MatchConditions.IfMissing
@@ -258,6 +272,34 @@ class AzureBlobStore:
     def delete_quietly(self, blob: BlobClient) -> None:
         with contextlib.suppress(ResourceNotFoundError):
             blob.delete_blob(delete_snapshots="include")
+
+    # -- the publication journal ----------------------------------------------------------------
+
+    def journal(self, sha256: str) -> None:
+        """A durable note that these bytes may be published (see the module docstring)."""
+        check_sha256(sha256)
+        self.ensure_container()
+        name = f"{JOURNAL_PREFIX}{sha256}.{uuid.uuid4().hex}"
+        self.container.get_blob_client(name).upload_blob(b"", overwrite=True)
+
+    def journaled(self, before: datetime) -> list[tuple[str, str]]:
+        """(entry, sha256) of the journal entries written before ``before``."""
+        try:
+            listing = list(self.container.list_blobs(name_starts_with=JOURNAL_PREFIX))
+        except ResourceNotFoundError:
+            return []
+        out = []
+        for props in listing:
+            entry = props.name[len(JOURNAL_PREFIX) :]
+            match = _JOURNAL_ENTRY.match(entry)
+            if match and props.last_modified is not None and props.last_modified < before:
+                out.append((entry, match.group(1)))
+        return out
+
+    def unjournal(self, entry: str) -> None:
+        if _JOURNAL_ENTRY.match(entry) is None:
+            raise ValueError(f"not a journal entry: {entry!r}")
+        self.delete_quietly(self.container.get_blob_client(JOURNAL_PREFIX + entry))
 
     # -- BlobStore ------------------------------------------------------------------------------
 

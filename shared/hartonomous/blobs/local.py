@@ -2,21 +2,57 @@
 
 A write goes to a private staging file while it is hashed, is fsynced (``persist``, or at
 the latest on ``publish``; bytes already held are discarded without one), and becomes visible
-only through an atomic ``os.replace`` onto its content address, so a reader never sees a
-partial object and a crash leaves at most a stale staging file.
+only through an atomic ``os.replace`` onto its content address, whose directory is fsynced
+before ``publish`` returns (and so before the commit that references the bytes), as is the
+parent of every fan-out directory it creates.
+
+Publication journal: before new bytes can become visible, an empty ``journal/<sha>.<uuid>``
+is made durable (see ``services/blob_lifecycle.py`` for why the journal lives here, not in
+SQL). ``persist`` writes it outside the write lock; ``publish`` only when ``persist`` did not.
+
+Owned staging: each store holds an ``flock`` on ``owners/<token>.lock`` for its life and names
+its staging files ``<token>.<uuid>.part``. Constructing a store removes the staging files of
+owners no live process holds (a crash's leftovers) at once, instead of after the 24 h sweep.
+The constructor is the hook because every process that opens the folder (``hartonomous
+serve``, the CLI, a Function host) starts there, and the lock is the adapter's own liveness
+signal, not something the platform knows about. ``flock`` is advisory and local: a folder
+shared by several machines (NFS) needs the age-based sweep only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from hartonomous.blobs.hashing import READ_CHUNK, Digest, object_name
+from hartonomous.blobs.hashing import READ_CHUNK, Digest, check_sha256, object_name
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; crash leftovers wait for the age sweep
+    fcntl = None  # type: ignore[assignment]
+
+JOURNAL_REFRESH_S = 600.0  # publish re-journals bytes staged longer ago than this
+_JOURNAL_ENTRY = re.compile(r"^([0-9a-f]{64})\.([0-9a-f]{32})$")
+_STAGING_FILE = re.compile(r"^(?:([0-9a-f]{32})\.)?[0-9a-f]{32}\.part$")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the directory's entries (a rename, a new file or subdirectory) durable."""
+    if os.name == "nt":  # directories cannot be opened; NTFS journals renames itself
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class LocalStagedBlob:
@@ -24,6 +60,7 @@ class LocalStagedBlob:
         self._store, self._path = store, path
         self.sha256, self.size = sha256, size
         self._durable = False
+        self._journaled_at: float | None = None
 
     def persist(self) -> None:
         if not self._durable:
@@ -33,15 +70,23 @@ class LocalStagedBlob:
             finally:
                 os.close(fd)
             self._durable = True
+        self._journal()
+
+    def _journal(self) -> None:
+        at = self._journaled_at
+        if at is None or time.monotonic() - at > JOURNAL_REFRESH_S:
+            self._store.journal(self.sha256)
+            self._journaled_at = time.monotonic()
 
     def publish(self) -> None:
         final = self._store.path_for(self.sha256)
         if final.exists():
             self.discard()
             return
-        self.persist()  # the bytes are on disk before their name is
-        final.parent.mkdir(parents=True, exist_ok=True)
+        self.persist()  # the bytes and their journal entry are on disk before their name is
+        self._store.make_dirs(final.parent)
         self._path.replace(final)  # atomic on POSIX and Windows
+        fsync_dir(final.parent)
 
     def discard(self) -> None:
         self._path.unlink(missing_ok=True)
@@ -50,7 +95,7 @@ class LocalStagedBlob:
 class LocalBlobWriter:
     def __init__(self, store: LocalBlobStore) -> None:
         self._store = store
-        self._path = store.staging / f"{uuid.uuid4().hex}.part"
+        self._path = store.staging / f"{store.owner_token}.{uuid.uuid4().hex}.part"
         self._file: BinaryIO | None = self._path.open("xb")
         self._digest = Digest()
 
@@ -81,8 +126,131 @@ class LocalBlobStore:
         self.root = root
         self.objects = root / "objects"
         self.staging = root / "staging"
-        self.objects.mkdir(parents=True, exist_ok=True)
-        self.staging.mkdir(parents=True, exist_ok=True)
+        self.journal_dir = root / "journal"
+        self.owners = root / "owners"
+        for folder in (self.objects, self.staging, self.journal_dir, self.owners):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.owner_token = self._own()
+        self.abandoned_at_start = self.sweep_abandoned()
+
+    # -- staging ownership ------------------------------------------------------------------------
+
+    def _own(self) -> str:
+        """Hold ``owners/<token>.lock`` until this store is collected or the process ends.
+        Locked under a temporary name first: a sweeper that finds the final name unlocked
+        may rightly take it for a dead owner's."""
+        for _ in range(3):
+            token = uuid.uuid4().hex
+            if fcntl is None:
+                return token
+            tmp = self.owners / f"{token}.tmp"
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                tmp.rename(self.owners / f"{token}.lock")
+            except OSError:  # a start-up sweep removed it in between: try another token
+                os.close(fd)
+                continue
+            weakref.finalize(self, os.close, fd)
+            return token
+        raise RuntimeError(f"could not register a staging owner in {self.owners}")
+
+    def sweep_abandoned(self) -> int:
+        """Remove staging files whose owner no live process holds; returns how many."""
+        if fcntl is None:
+            return 0
+        removed = 0
+        dead: dict[str | None, bool] = {}
+        held: list[int] = []
+        try:
+            for path in self.staging.iterdir():
+                match = _STAGING_FILE.match(path.name)
+                if match is None:
+                    continue
+                token = match.group(1)
+                if token not in dead:
+                    dead[token] = self._take_if_dead(token, held, unregistered=True)
+                if dead[token]:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                        removed += 1
+            for path in self.owners.iterdir():  # owners that died before staging anything
+                token = path.name.split(".")[0]
+                if token not in dead and self._take_if_dead(token, held, unregistered=False):
+                    dead[token] = True
+            for token, is_dead in dead.items():
+                if is_dead and token is not None:
+                    for suffix in (".lock", ".tmp"):
+                        (self.owners / f"{token}{suffix}").unlink(missing_ok=True)
+        finally:
+            for fd in held:
+                os.close(fd)
+        return removed
+
+    def _take_if_dead(self, token: str | None, held: list[int], *, unregistered: bool) -> bool:
+        """True when no process holds ``token``'s lock (which is then ours until the sweep
+        ends). A token with no lock file at all is ``unregistered``: dead for a staging file
+        (the lock exists before any of its files does), alive for an owner file listed a
+        moment ago (it is being renamed from ``.tmp`` to ``.lock``)."""
+        if token is None:  # a file named before staging had owners
+            return True
+        if token == self.owner_token:
+            return False
+        for suffix in (".lock", ".tmp"):
+            try:
+                fd = os.open(self.owners / f"{token}{suffix}", os.O_RDWR)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False
+            held.append(fd)
+            return True
+        return unregistered
+
+    # -- the publication journal -----------------------------------------------------------------
+
+    def journal(self, sha256: str) -> None:
+        """A durable note that these bytes may be published (see the module docstring)."""
+        check_sha256(sha256)
+        fd = os.open(
+            self.journal_dir / f"{sha256}.{uuid.uuid4().hex}", os.O_WRONLY | os.O_CREAT, 0o644
+        )
+        os.close(fd)
+        fsync_dir(self.journal_dir)
+
+    def journaled(self, before: datetime) -> list[tuple[str, str]]:
+        """(entry, sha256) of the journal entries written before ``before``."""
+        cutoff = before.timestamp()
+        out = []
+        for path in self.journal_dir.iterdir():
+            match = _JOURNAL_ENTRY.match(path.name)
+            if match is None:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < cutoff:
+                    out.append((path.name, match.group(1)))
+        return out
+
+    def unjournal(self, entry: str) -> None:
+        if _JOURNAL_ENTRY.match(entry) is None:
+            raise ValueError(f"not a journal entry: {entry!r}")
+        (self.journal_dir / entry).unlink(missing_ok=True)
+
+    # -- BlobStore --------------------------------------------------------------------------------
+
+    def make_dirs(self, folder: Path) -> None:
+        """``mkdir -p`` that fsyncs the parent of each directory it creates."""
+        missing = []
+        while not folder.is_dir():
+            missing.append(folder)
+            folder = folder.parent
+        for new in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                new.mkdir()
+            fsync_dir(new.parent)
 
     def path_for(self, sha256: str) -> Path:
         return self.objects / object_name(sha256)

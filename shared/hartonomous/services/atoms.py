@@ -2,8 +2,9 @@
 
 Bytes are stored once for the whole platform (content addressing) but an atom belongs to one
 tenant: dedup is reported per tenant, so no tenant learns what another holds. The blob row's
-reference count, changed in the same write transaction that publishes or deletes the bytes,
-orders a concurrent put and delete of the same content.
+reference count, changed in the write transaction that publishes the bytes or drops their
+last atom, orders a concurrent put and delete of the same content; the bytes themselves are
+deleted after that commit, by the lifecycle sweep (``services/blob_lifecycle.py``).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from datetime import datetime
 from typing import Any
 
 from hartonomous.domain.atoms import Atom, modality_for, normalize_media_type
+from hartonomous.domain.metadata import MAX_METADATA_BYTES as MAX_METADATA_BYTES
+from hartonomous.domain.metadata import check_metadata
+from hartonomous.domain.metadata import parse_metadata as parse_metadata
 from hartonomous.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
-from hartonomous.ports import BlobStore, BlobWriter, StagedBlob
+from hartonomous.ports import BlobStore, BlobWriter, StagedBlob, UnitOfWork, UnitOfWorkFactory
 from hartonomous.services.clock import new_id, utcnow
 from hartonomous.store.repositories import AtomFilter, PagePosition, WriteConflict
-from hartonomous.store.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
-MAX_METADATA_BYTES = 16 * 1024
 WRITE_ATTEMPTS = 3
 
 
@@ -66,21 +68,6 @@ class AtomPage:
     next_cursor: str | None
 
 
-def parse_metadata(raw: str | bytes | None) -> dict[str, Any]:
-    """User metadata: a JSON object of at most 16 KiB."""
-    if raw is None or raw == "" or raw == b"":
-        return {}
-    if len(raw) > MAX_METADATA_BYTES:
-        raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"metadata is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise InvalidInput("metadata must be a JSON object")
-    return value
-
-
 def encode_cursor(atom: Atom) -> str:
     raw = json.dumps([atom.created_at.isoformat(), atom.id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -118,7 +105,8 @@ class AtomService:
         """Finish an upload and record it; the same bytes twice give the same atom."""
         try:
             media = normalize_media_type(media_type)
-        except ValueError as exc:
+            check_metadata(metadata)  # nothing stored may break a later read
+        except (ValueError, InvalidInput) as exc:
             upload.abort()
             raise InvalidInput(str(exc)) from exc
         staged = upload.finish()
@@ -276,7 +264,7 @@ class AtomService:
                 )
             uow.knowledge.forget_atom(tenant_id, atom_id)
             uow.atoms.delete(tenant_id, atom_id)
-            if uow.blobs.release(atom.sha256) == 0:
-                # Under the write lock, so no upload of these bytes can slip in between.
-                self.blobs.delete(atom.sha256)
+            # At zero the bytes are queued in this transaction and deleted after it commits
+            # (services/blob_lifecycle.py): a failed commit leaves the atom with its bytes.
+            uow.blobs.release(atom.sha256)
             uow.commit()

@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from hartonomous.domain.atoms import Atom, Modality
 from hartonomous.domain.tenants import ApiKey, Scope, Tenant
 from hartonomous.domain.workflows import WorkflowRun
-from hartonomous.store.schema import api_keys, atoms, blobs, tenants, workflow_runs
+from hartonomous.store.schema import (
+    api_keys,
+    atoms,
+    blob_deletions,
+    blobs,
+    tenants,
+    workflow_runs,
+)
 
+T = TypeVar("T")
 IN_BATCH = 500  # values per IN (...) list: Azure SQL allows 2,100 parameters a statement
+
+
+def batched(values: Iterable[T], size: int = IN_BATCH) -> Iterator[list[T]]:
+    """``values`` in lists of at most ``size``: every IN list of every repository goes
+    through this, so no statement binds more than Azure SQL's 2,100 parameters."""
+    batch: list[T] = []
+    for value in values:
+        batch.append(value)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 class WriteConflict(Exception):
@@ -148,8 +169,10 @@ class BlobRepository:
                 raise WriteConflict("blobs inserted concurrently") from exc
         return set(new)
 
-    def release(self, sha256: str) -> int:
-        """Drop one reference; delete the row at zero. Returns the references left."""
+    def release(self, sha256: str, now: datetime | None = None) -> int:
+        """Drop one reference; at zero delete the row and queue the bytes for deletion, in
+        this transaction: the bytes go only after it commits (``BlobLifecycle.sweep``).
+        Returns the references left."""
         self._conn.execute(
             blobs.update().where(blobs.c.sha256 == sha256).values(refcount=blobs.c.refcount - 1)
         )
@@ -158,8 +181,62 @@ class BlobRepository:
         ).scalar_one_or_none()
         if left is not None and left <= 0:
             self._conn.execute(blobs.delete().where(blobs.c.sha256 == sha256))
+            self._conn.execute(
+                blob_deletions.insert().values(sha256=sha256, queued_at=now or datetime.now(UTC))
+            )
             return 0
         return int(left or 0)
+
+    # -- the lifecycle sweeper's side (services/blob_lifecycle.py) ---------------------------
+
+    def queued_deletions(self, limit: int) -> list[str]:
+        """Shas queued for deletion, oldest first, each once."""
+        return list(
+            self._conn.execute(
+                sa.select(blob_deletions.c.sha256)
+                .group_by(blob_deletions.c.sha256)
+                .order_by(sa.func.min(blob_deletions.c.id))
+                .limit(limit)
+            ).scalars()
+        )
+
+    def referenced(self, shas: Sequence[str]) -> set[str]:
+        """The shas of ``shas`` that some atom references (a row with a positive count)."""
+        held: set[str] = set()
+        for batch in batched(shas):
+            held |= set(
+                self._conn.execute(
+                    sa.select(blobs.c.sha256).where(blobs.c.sha256.in_(batch), blobs.c.refcount > 0)
+                ).scalars()
+            )
+        return held
+
+    def claim(self, sha256: str, now: datetime) -> bool:
+        """Take the row of unreferenced bytes for this transaction, so that no writer can
+        acquire them until it ends: a placeholder row with no references. False when an atom
+        references them (or a concurrent writer inserted the row first, on Azure SQL, where
+        the insert waits for that writer's transaction). Portable: an insert takes the key's
+        lock on every database, where a locking read of a missing row would not."""
+        row = self._conn.execute(
+            sa.select(blobs.c.refcount).where(blobs.c.sha256 == sha256)
+        ).scalar_one_or_none()
+        if row is not None:
+            return int(row) <= 0
+        try:
+            with self._conn.begin_nested():
+                self._conn.execute(
+                    blobs.insert().values(sha256=sha256, size=0, refcount=0, created_at=now)
+                )
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def settle(self, sha256: str, *, dequeue: bool = True) -> None:
+        """End a sweep of these bytes: drop the claim's placeholder and (``dequeue``) their
+        queue rows."""
+        self._conn.execute(blobs.delete().where(blobs.c.sha256 == sha256, blobs.c.refcount <= 0))
+        if dequeue:
+            self._conn.execute(blob_deletions.delete().where(blob_deletions.c.sha256 == sha256))
 
     def totals(self) -> tuple[int, int]:
         """(number of distinct blobs, their total bytes)."""

@@ -51,8 +51,10 @@ def _id() -> sa.String:
 
 
 def _json() -> Any:
-    # NVARCHAR(max) holding JSON on Azure SQL; SQLite's JSON text column locally.
-    return sa.JSON().with_variant(mssql.NVARCHAR(), "mssql")  # no length: NVARCHAR(max)
+    # JSON text both ways on both: SQLite's JSON column locally; on Azure SQL mssql.JSON, an
+    # NVARCHAR(max) column whose bind and result processors serialize and parse (a plain
+    # NVARCHAR variant would hand pyodbc a dict). tests/test_tsql_statements.py round-trips it.
+    return sa.JSON().with_variant(mssql.JSON(), "mssql")
 
 
 tenants = sa.Table(
@@ -410,4 +412,51 @@ outbox = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("published_at", UTCDateTime(), nullable=True),
     sa.Index(None, "published_at", "id"),
+)
+
+
+# -- blob lifecycle ------------------------------------------------------------------------------
+
+# Bytes whose last reference a committed transaction dropped (written in that transaction):
+# the lifecycle sweeper deletes them after re-checking ``blobs`` under the write lock, so bytes
+# are never deleted before the commit that stops using them, and bytes acquired again before
+# the sweep survive it. Not tenant-owned (bytes are shared); one sha may be queued twice.
+blob_deletions = sa.Table(
+    "blob_deletions",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("queued_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "sha256"),
+)
+
+
+# -- upload sessions -----------------------------------------------------------------------------
+
+# Files sent straight to storage (a SAS URL on Azure, a streaming PUT here) before they become
+# atoms. ``status``: pending (waiting for its bytes), completing (claimed by ``claim_id`` until
+# ``claimed_until``), stored (the atom exists, its workflow not yet started), completed, failed.
+# What completion gave (atom, workflow, model, or the error) is kept so a retry answers the same.
+upload_sessions = sa.Table(
+    "upload_sessions",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("purpose", sa.String(16), nullable=False),
+    sa.Column("size", sa.BigInteger(), nullable=False),
+    sa.Column("media_type", sa.String(255), nullable=False),
+    sa.Column("metadata", _json(), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("claim_id", sa.String(32), nullable=True),
+    sa.Column("claimed_until", UTCDateTime(), nullable=True),
+    sa.Column("atom_id", _id(), nullable=True),
+    sa.Column("deduplicated", sa.Boolean(), nullable=True),
+    sa.Column("instance_id", sa.String(100), nullable=True),
+    sa.Column("model_id", sa.String(64), nullable=True),
+    sa.Column("error", sa.String(2000), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("completed_at", UTCDateTime(), nullable=True),
+    sa.Index(None, "expires_at"),
 )
