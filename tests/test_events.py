@@ -10,9 +10,13 @@ from typing import Any
 
 import pytest
 
+from conftest import TenantKeys
+from hartonomous.bootstrap import Platform
 from hartonomous.events.event_hubs import EventHubsPublisher
-from hartonomous.events.outbox import Event, OutboxRelay
+from hartonomous.events.outbox import Event, OutboxRelay, OutboxRepository
 from hartonomous.services.clock import utcnow
+
+OUTBOX_AT = datetime(2026, 11, 21, tzinfo=UTC)
 
 
 class Batch:
@@ -103,3 +107,22 @@ def test_the_relay_timer_drains_the_outbox(platform, alice, monkeypatch):
     finally:
         runtime.use(None)
     assert [e.key for e in seen] == ["r9"]
+
+
+# -- the outbox repository's contract (one adapter: the same SQL on SQLite and Azure SQL) --
+
+
+def test_the_outbox_hands_out_pending_events_in_order_until_published(
+    platform: Platform, alice: TenantKeys
+) -> None:
+    with platform.engines.write.begin() as conn:
+        outbox = OutboxRepository(conn)
+        for i in range(2500):
+            outbox.add(alice.id, "atoms.created", f"k{i}", {"n": i, "name": "ü"}, OUTBOX_AT)
+        pending = outbox.pending(3000)
+        assert [e.payload["n"] for e in pending] == list(range(2500))
+        assert pending[0].payload == {"n": 0, "name": "ü"} and pending[0].created_at == OUTBOX_AT
+        outbox.mark_published(
+            [e.id for e in pending[:2400]], OUTBOX_AT
+        )  # more ids than Azure SQL binds
+        assert [e.payload["n"] for e in outbox.pending(200)] == list(range(2400, 2500))

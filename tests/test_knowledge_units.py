@@ -139,7 +139,8 @@ def test_an_edit_moves_only_the_boundaries_around_it(tok):
 
 
 def test_user_words_never_become_fts5_syntax():
-    from hartonomous.knowledge.store import fts_query, query_words
+    from hartonomous.knowledge.keyword_sqlite import fts_query
+    from hartonomous.knowledge.store import query_words
 
     words = query_words('Mars OR "Venus" NEAR(mars) col:x* mars')
     assert words == ["mars", "or", "venus", "near", "col", "x"]
@@ -150,7 +151,8 @@ def test_user_words_never_become_fts5_syntax():
 def test_query_term_tables_last_the_connection_or_are_made_per_search(tmp_path):
     """The bootstrap has each SQLite connection create the query-term tables once; an
     engine made without that setup still searches, creating them inside each search."""
-    from hartonomous.knowledge.store import QUERY_TERM_TABLES, KnowledgeRepository
+    from hartonomous.knowledge.keyword_sqlite import QUERY_TERM_TABLES, Fts5KeywordIndex
+    from hartonomous.knowledge.store import KnowledgeRepository
     from hartonomous.store import migrate
     from hartonomous.store.engine import SETUP_KEY, create_engines
 
@@ -173,7 +175,10 @@ def test_query_term_tables_last_the_connection_or_are_made_per_search(tmp_path):
             assert bool(conn.info[SETUP_KEY]) == (name == "prepared")
             tx = conn.begin()
             found[name] = [
-                h.atom_id for h in KnowledgeRepository(conn).keyword_search("t", "sprockets", 20)
+                h.atom_id
+                for h in KnowledgeRepository(conn, Fts5KeywordIndex()).keyword_search(
+                    "t", "sprockets", 20
+                )
             ]
             tx.rollback()
     assert found["plain"] == found["prepared"]

@@ -1,34 +1,30 @@
-"""The usage ledger's portable path (Azure SQL's): select what is held, insert the rest in a
-savepoint, and look again when another writer won the race. Run here on the real SQLite store,
-which normally takes the one-statement ``ON CONFLICT DO NOTHING`` path instead."""
+"""The usage ledger's contract on both insert-or-ignore adapters: SQLite's one statement and
+Azure SQL's look-then-insert in a savepoint (portable: it runs on SQLite too, where it is
+tested, a lost race included)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from conftest import TenantKeys
 from hartonomous.bootstrap import Platform
 from hartonomous.metering.ledger import Usage, UsageRepository
+from hartonomous.ports import InsertOrIgnore
 from hartonomous.store.schema import usage_ledger
+from hartonomous.store.upsert import PortableInsertOrIgnore, SqliteInsertOrIgnore
 
 AT = datetime(2026, 11, 21, tzinfo=UTC)
 TOKENS = Usage("generation.completion_tokens", 64, "tokens")
 PROMPT = Usage("generation.prompt_tokens", 200, "tokens")
-
-
-class RacedLedger(UsageRepository):
-    """Its first look misses what another writer has just committed, as two concurrent
-    transactions on Azure SQL can."""
-
-    def __init__(self, conn: sa.Connection) -> None:
-        super().__init__(conn)
-        self.looks = 0
-
-    def _held_kinds(self, tenant_id: str, key: str) -> set[str]:
-        self.looks += 1
-        return set() if self.looks == 1 else super()._held_kinds(tenant_id, key)
+ADAPTERS: dict[str, InsertOrIgnore] = {
+    "sqlite": SqliteInsertOrIgnore(),
+    "portable": PortableInsertOrIgnore(),
+}
 
 
 def rows(conn: sa.Connection, key: str) -> list[tuple[str, int]]:
@@ -36,30 +32,62 @@ def rows(conn: sa.Connection, key: str) -> list[tuple[str, int]]:
     return sorted((k, q) for k, q in conn.execute(query))
 
 
-def test_a_replayed_key_adds_nothing_on_the_portable_path(
-    platform: Platform, alice: TenantKeys
-) -> None:
+@pytest.fixture(params=list(ADAPTERS))
+def adapter(request: pytest.FixtureRequest) -> InsertOrIgnore:
+    return ADAPTERS[request.param]
+
+
+def test_a_key_counts_once(platform: Platform, alice: TenantKeys, adapter: InsertOrIgnore) -> None:
     with platform.engines.write.begin() as conn:
-        ledger = UsageRepository(conn)
-        assert ledger._record_portably(alice.id, "r1", [TOKENS], AT) == 1
-        both = [TOKENS, PROMPT]
-        assert ledger._record_portably(alice.id, "r1", both, AT) == 1  # only the new kind
-        assert ledger._record_portably(alice.id, "r1", both, AT) == 0
+        ledger = UsageRepository(conn, adapter)
+        assert ledger.record(alice.id, "r1", [TOKENS], AT) == 1
+        assert ledger.record(alice.id, "r1", [TOKENS, PROMPT], AT) == 1  # only the new kind
+        assert ledger.record(alice.id, "r1", [TOKENS, PROMPT], AT) == 0
+        assert ledger.record(alice.id, "r1", [], AT) == 0
         assert rows(conn, "r1") == [("generation.completion_tokens", 64),
                                     ("generation.prompt_tokens", 200)]  # fmt: skip
+        totals = {t.kind: (t.quantity, t.events) for t in ledger.totals(alice.id, None, None)}
+        assert totals == {"generation.completion_tokens": (64, 1),
+                          "generation.prompt_tokens": (200, 1)}  # fmt: skip
+
+
+class RacedInsert(PortableInsertOrIgnore):
+    """Its first look misses what another writer has just committed, as two concurrent
+    transactions on Azure SQL can."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+
+    def held(
+        self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
+        key: Sequence[str],
+    ) -> set[tuple[Any, ...]]:  # fmt: skip
+        self.looks += 1
+        return set() if self.looks == 1 else super().held(conn, table, rows, key)
 
 
 def test_losing_the_race_rolls_back_only_the_savepoint_and_counts_once(
     platform: Platform, alice: TenantKeys
 ) -> None:
     with platform.engines.write.begin() as conn:
-        UsageRepository(conn).record(alice.id, "r2", [TOKENS], AT)  # the other writer's row
-        raced = RacedLedger(conn)
-        added = raced._record_portably(alice.id, "r2", [TOKENS, PROMPT], AT)
-        assert (added, raced.looks) == (1, 2)  # the conflict, then a second look
+        UsageRepository(conn, PortableInsertOrIgnore()).record(alice.id, "r2", [TOKENS], AT)
+        raced = RacedInsert()
+        assert UsageRepository(conn, raced).record(alice.id, "r2", [TOKENS, PROMPT], AT) == 1
+        assert raced.looks == 2  # the conflict, then a second look
         # The caller's transaction is whole: its earlier row and later work both stand.
-        UsageRepository(conn).record(alice.id, "r3", [TOKENS], AT)
+        UsageRepository(conn, PortableInsertOrIgnore()).record(alice.id, "r3", [TOKENS], AT)
     with platform.engines.read.connect() as conn:
         assert rows(conn, "r2") == [("generation.completion_tokens", 64),
                                     ("generation.prompt_tokens", 200)]  # fmt: skip
         assert rows(conn, "r3") == [("generation.completion_tokens", 64)]
+
+
+def test_the_portable_look_binds_few_parameters_for_many_keys(
+    platform: Platform, alice: TenantKeys
+) -> None:
+    many = [{"tenant_id": alice.id, "key": "bulk", "kind": f"k{i}", "quantity": 1,
+             "unit": "u", "created_at": AT} for i in range(3000)]  # fmt: skip
+    with platform.engines.write.begin() as conn:
+        insert = PortableInsertOrIgnore()
+        assert insert(conn, usage_ledger, many, UsageRepository.KEY) == 3000
+        assert insert(conn, usage_ledger, many, UsageRepository.KEY) == 0

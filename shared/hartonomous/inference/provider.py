@@ -1,39 +1,24 @@
-"""The platform's inference adapter, built on first use: llama.cpp in process by default, the
-GPU worker over HTTP when ``inference_url`` is set (the one place that choice is made)."""
+"""The platform's inference adapter, built on first use by the factory ``bootstrap.py``
+chose (llama.cpp in process, or the GPU worker over HTTP): nothing loads at start-up."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
-from hartonomous.inference.llama_engine import EngineOptions, LlamaEngine
 from hartonomous.inference.model_files import ModelFiles
-from hartonomous.inference.types import Inference
-from hartonomous.settings import Settings
+from hartonomous.ports import Inference
 
 
 class InferenceProvider:
-    def __init__(self, settings: Settings, files: ModelFiles, built: Inference | None = None):
-        self._settings = settings
+    def __init__(self, files: ModelFiles, build: Callable[[], Inference]) -> None:
         self.files = files
-        self._built = built
+        self._build = build
+        self._built: Inference | None = None
         self._lock = threading.Lock()
 
     def get(self) -> Inference:
         with self._lock:
             if self._built is None:
-                s = self._settings
-                if s.inference_url:
-                    from hartonomous.inference.openai_http import WorkerInference
-
-                    key = s.worker_key.get_secret_value() if s.worker_key else None
-                    self._built = WorkerInference(s.inference_url, key)
-                else:
-                    self._built = LlamaEngine(
-                        self.files,
-                        EngineOptions(
-                            n_ctx=s.inference_context_tokens,
-                            n_threads=s.inference_threads,
-                            n_gpu_layers=s.inference_gpu_layers,
-                        ),
-                    )
+                self._built = self._build()
             return self._built

@@ -1,16 +1,18 @@
-"""The knowledge services of a platform, built on first use (the model loads lazily too)."""
+"""The knowledge services of a platform, built on first use (the model loads lazily too).
+
+The embedder and the vector index come from factories ``bootstrap.py`` chose; this module
+only wires them.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from hartonomous.knowledge.embeddings import Embedder, MiniLMEmbedder
 from hartonomous.knowledge.ingestion import Ingestion
 from hartonomous.knowledge.search import SearchService
-from hartonomous.knowledge.sql_vectors import SqlVectorIndex
-from hartonomous.knowledge.vectors import VectorIndex, VectorSearch
-from hartonomous.ports import BlobStore
+from hartonomous.ports import BlobStore, Embedder, VectorSearch
 from hartonomous.services.atoms import AtomService
 from hartonomous.settings import Settings
 from hartonomous.store.background import BackgroundWriter
@@ -34,37 +36,19 @@ class KnowledgeProvider:
         uow_factory: UnitOfWorkFactory,
         atoms: AtomService,
         blobs: BlobStore,
-        embedder: Embedder | None = None,
+        embedder: Callable[[], Embedder],
+        index: Callable[[Embedder], VectorSearch],
     ) -> None:
         self._settings, self._uow, self._atoms, self._blobs = settings, uow_factory, atoms, blobs
-        self._embedder = embedder
+        self._embedder, self._index = embedder, index
         self._built: Knowledge | None = None
         self._lock = threading.Lock()
-
-    def _default_embedder(self) -> Embedder:
-        """MiniLM in process, or the GPU worker's when ``embedding_url`` is set."""
-        s = self._settings
-        if s.embedding_url:
-            from hartonomous.inference.openai_http import WorkerEmbedder
-
-            key = s.worker_key.get_secret_value() if s.worker_key else None
-            return WorkerEmbedder(s.embedding_url, key)
-        return MiniLMEmbedder(precision=s.embedding_precision)
 
     def get(self) -> Knowledge:
         with self._lock:
             if self._built is None:
-                embedder = self._embedder or self._default_embedder()
-                index: VectorSearch
-                if self._settings.resolved_database_url.startswith("mssql"):
-                    index = SqlVectorIndex(self._uow, embedder.model_name, embedder.dimension)
-                else:
-                    index = VectorIndex(
-                        self._uow,
-                        embedder.model_name,
-                        embedder.dimension,
-                        ann_threshold=self._settings.vector_ann_threshold,
-                    )
+                embedder = self._embedder()
+                index = self._index(embedder)
                 self._built = Knowledge(
                     embedder=embedder,
                     index=index,
@@ -87,3 +71,13 @@ class KnowledgeProvider:
                     ),
                 )
             return self._built
+
+    def flush(self) -> None:
+        """Write the queued usage and gap rows now (nothing when never built)."""
+        if self._built is not None:
+            self._built.search.writes.flush()
+
+    def close(self) -> None:
+        """Flush and stop the background writer (at shutdown)."""
+        if self._built is not None:
+            self._built.search.writes.close()

@@ -7,10 +7,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from hartonomous.knowledge.embeddings import Embedder
 from hartonomous.knowledge.store import ChunkHit, SearchFilter
-from hartonomous.knowledge.vectors import VectorSearch
 from hartonomous.metering.ledger import Usage
+from hartonomous.ports import Embedder, VectorSearch
 from hartonomous.services.clock import new_id, utcnow
 from hartonomous.store.background import BackgroundWriter
 from hartonomous.store.unit_of_work import UnitOfWorkFactory
@@ -65,22 +64,18 @@ class SearchService:
         """``request_id`` keys the usage row: a retried request with the same id counts once
         (the caller's ``X-Request-Id``, or a receipt's id)."""
         flt = flt or SearchFilter()
-        allowed: set[str] | None = None
-        if not flt.empty:
-            with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
-                allowed = uow.knowledge.allowed_chunks(tenant_id, flt)
         depth = k if mode != Mode.HYBRID else max(4 * k, 40)
         vector_hits: list[tuple[str, float]] = []
         keyword_hits: list[ChunkHit] = []
         keywords: Future[list[ChunkHit]] | None = None
         if mode in (Mode.KEYWORD, Mode.HYBRID):
-            # Over-fetch only what a filter may drop. In hybrid mode SQLite runs the keyword
-            # query on another thread while torch embeds the query (both release the GIL).
-            limit = depth + 8 if allowed is None else 4 * depth + 8
-            keywords = self._pool.submit(self._keyword_hits, tenant_id, query, limit, allowed)
+            # The filter goes inside each query (candidates restricted before ranking), so
+            # nothing is over-fetched for it. In hybrid mode SQLite runs the keyword query on
+            # another thread while torch embeds the query (both release the GIL).
+            keywords = self._pool.submit(self._keyword_hits, tenant_id, query, depth + 8, flt)
         if mode in (Mode.VECTOR, Mode.HYBRID):
             query_vector = self.embedder.embed([query], spare_core=keywords is not None)[0]
-            vector_hits = self.index.search(tenant_id, query_vector, depth + 8, allowed)
+            vector_hits = self.index.search(tenant_id, query_vector, depth + 8, flt)
         if keywords is not None:
             keyword_hits = keywords.result()
 
@@ -99,7 +94,7 @@ class SearchService:
 
         with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
             info = uow.knowledge.describe(
-                tenant_id, [a for a, _ in ranked[: k + 8]], self._documents(allowed, flt)
+                tenant_id, [a for a, _ in ranked[: k + 8]], self._documents(flt)
             )
         results: list[SearchResult] = []
         for atom_id, score in ranked:
@@ -135,14 +130,13 @@ class SearchService:
         return results
 
     def _keyword_hits(
-        self, tenant_id: str, query: str, limit: int, allowed: set[str] | None
+        self, tenant_id: str, query: str, limit: int, flt: SearchFilter
     ) -> list[ChunkHit]:
         with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
-            found = uow.knowledge.keyword_search(tenant_id, query, limit)
-        return [h for h in found if allowed is None or h.atom_id in allowed]
+            return uow.knowledge.keyword_search(tenant_id, query, limit, flt)
 
     @staticmethod
-    def _documents(allowed: set[str] | None, flt: SearchFilter) -> set[str] | None:
+    def _documents(flt: SearchFilter) -> set[str] | None:
         return {flt.document_id} if flt.document_id else None
 
     def _maybe_gap(

@@ -1,18 +1,24 @@
-"""Knowledge rows: chunks and their keyword index, embeddings, edges, documents, gaps."""
+"""Knowledge rows: chunks, embeddings, edges, documents, gaps; the keyword index through its
+port (FTS5 here, full-text on Azure SQL: ``keyword_sqlite.py``, ``keyword_mssql.py``).
+
+Nothing here knows the dialect. A search filter becomes one subquery of the chunks it allows
+(``allowed_chunks_query``), which the keyword and vector adapters put inside their own query:
+a selective filter restricts the candidates before ranking, never a tenant-wide top list.
+"""
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
-from hartonomous.store.engine import SETUP_KEY
-from hartonomous.store.repositories import WriteConflict
+from hartonomous.errors import UnprocessableContent
+from hartonomous.store.json_sql import json_path, json_text, scalar_text
+from hartonomous.store.repositories import IN_BATCH, WriteConflict, batched
 from hartonomous.store.schema import (
     atoms,
     chunks,
@@ -22,6 +28,10 @@ from hartonomous.store.schema import (
     knowledge_gaps,
 )
 
+if TYPE_CHECKING:
+    from hartonomous.ports import KeywordIndex
+
+T = TypeVar("T")
 HAS_CHUNK = "HAS_CHUNK"
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -52,6 +62,16 @@ class SearchFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
 
+    def __post_init__(self) -> None:
+        """Bounded and checked here, before any SQL: a bad key or value is a 422."""
+        if self.metadata is None:
+            return
+        if not isinstance(self.metadata, dict) or len(self.metadata) > MAX_FILTER_KEYS:
+            raise UnprocessableContent(f"at most {MAX_FILTER_KEYS} metadata filter keys")
+        for key, value in self.metadata.items():
+            json_path(key)
+            scalar_text(value)
+
     @property
     def empty(self) -> bool:
         return not any(
@@ -60,59 +80,54 @@ class SearchFilter:
         )  # fmt: skip
 
 
-# Query terms found in more than this share of all chunks are dropped from keyword queries
-# (past LARGE_INDEX chunks; below it only those past half, which FTS5's BM25 weighs zero).
-# Such terms carry little BM25 weight (idf under half a rare term's) yet every row they
-# match is scored: in source code "self" is in 35% of lines. At 100k lines of Python this
-# cut keyword search from 31 to 12 ms p50 (62 to 20 ms p95). Data-driven rather than a
-# stop-word list: any language, any jargon.
-COMMON_TERM_SHARE = 0.02
-LARGE_INDEX = 10_000
+MAX_FILTER_KEYS = 32
 
-# Per-connection tables that stem a query's words with the index's own tokenizer and count
-# the rows of each term. The bootstrap has SQLite connections create them once, outside any
-# transaction: created inside a search's read transaction, they vanish at its rollback, and
-# re-creating three virtual tables per search cost 0.3 ms.
-QUERY_TERM_TABLES = (
-    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_words "
-    "USING fts5(word, tokenize='porter unicode61')",
-    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_terms "
-    "USING fts5vocab(temp, query_words, instance)",
-    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunk_terms USING fts5vocab(main, chunks_fts, row)",
-)
+
+def allowed_chunks_query(tenant_id: str, flt: SearchFilter) -> sa.Select[Any]:
+    """The chunk atoms of the tenant's documents that pass the filter, as a subquery the
+    search adapters put inside their own statement. Metadata compares as JSON_VALUE text."""
+    doc = atoms.alias("doc")
+    query = (
+        sa.select(edges.c.dst_id)
+        .join(doc, doc.c.id == edges.c.src_id)
+        .where(edges.c.tenant_id == tenant_id, edges.c.kind == HAS_CHUNK)
+    )
+    if flt.document_id:
+        query = query.where(edges.c.src_id == flt.document_id)
+    if flt.modality:
+        query = query.where(doc.c.modality == flt.modality)
+    if flt.media_type:
+        query = query.where(doc.c.media_type == flt.media_type)
+    if flt.created_after:
+        query = query.where(doc.c.created_at > flt.created_after)
+    if flt.created_before:
+        query = query.where(doc.c.created_at < flt.created_before)
+    for key, value in (flt.metadata or {}).items():
+        query = query.where(json_text(doc.c.metadata, key) == scalar_text(value))
+    return query
 
 
 def query_words(text: str) -> list[str]:
-    """A user's distinct words, lower-cased, in order."""
+    """A user's distinct words, lower-cased, in order (what every keyword adapter gets)."""
     return list(dict.fromkeys(_WORD.findall(text.lower())))
 
 
-def fts_query(words: Sequence[str]) -> str | None:
-    """Words as an FTS5 query: each quoted (user input never becomes syntax), any may match."""
-    return " OR ".join(f'"{w}"' for w in words) if words else None
-
-
-def vector_json(vector: Any) -> str:
-    """A vector as Azure SQL's VECTOR literal: a JSON array of floats."""
-    return json.dumps([float(x) for x in vector])
-
-
 class KnowledgeRepository:
-    def __init__(self, conn: sa.Connection) -> None:
+    def __init__(self, conn: sa.Connection, keywords: KeywordIndex) -> None:
         self._conn = conn
-        self._sqlite = conn.dialect.name == "sqlite"
+        self._keywords = keywords
 
     # -- embeddings --------------------------------------------------------------------------
 
     def missing_embeddings(self, tenant_id: str, shas: Sequence[str], model: str) -> set[str]:
         have: set[str] = set()
-        for i in range(0, len(shas), 500):
+        for batch in batched(shas):
             have |= set(
                 self._conn.execute(
                     sa.select(embeddings.c.sha256).where(
                         embeddings.c.tenant_id == tenant_id,
                         embeddings.c.model == model,
-                        embeddings.c.sha256.in_(shas[i : i + 500]),
+                        embeddings.c.sha256.in_(batch),
                     )
                 ).scalars()
             )
@@ -169,12 +184,15 @@ class KnowledgeRepository:
         ).first()
 
     def chunk_atom_ids(self, tenant_id: str, shas: Sequence[str]) -> dict[str, str]:
-        rows = self._conn.execute(
-            sa.select(chunks.c.sha256, chunks.c.atom_id).where(
-                chunks.c.tenant_id == tenant_id, chunks.c.sha256.in_(shas)
+        found: dict[str, str] = {}
+        for batch in batched(shas):  # a document may have more chunks than SQL parameters
+            rows = self._conn.execute(
+                sa.select(chunks.c.sha256, chunks.c.atom_id).where(
+                    chunks.c.tenant_id == tenant_id, chunks.c.sha256.in_(batch)
+                )
             )
-        )
-        return {r.sha256: r.atom_id for r in rows}
+            found.update((r.sha256, r.atom_id) for r in rows)
+        return found
 
     def add_chunks(self, tenant_id: str, rows: Sequence[tuple[str, str, str, int]]) -> None:
         """``(atom_id, sha256, text, token_count)`` rows, in one executemany each."""
@@ -187,11 +205,7 @@ class KnowledgeRepository:
                 for a, s, t, n in rows
             ],
         )
-        if self._sqlite:
-            self._conn.exec_driver_sql(
-                "INSERT INTO chunks_fts (text, atom_id, tenant_id) VALUES (?, ?, ?)",
-                [(t, a, tenant_id) for a, _, t, _ in rows],
-            )
+        self._keywords.add(self._conn, tenant_id, [(a, t) for a, _, t, _ in rows])
 
     def add_edges(self, rows: list[dict[str, Any]]) -> None:
         if rows:
@@ -218,10 +232,7 @@ class KnowledgeRepository:
         self._conn.execute(
             chunks.delete().where(chunks.c.tenant_id == tenant_id, chunks.c.atom_id == atom_id)
         )
-        if self._sqlite:
-            self._conn.exec_driver_sql(
-                "DELETE FROM chunks_fts WHERE atom_id = ? AND tenant_id = ?", (atom_id, tenant_id)
-            )
+        self._keywords.remove(self._conn, tenant_id, atom_id)
         self._conn.execute(
             documents.delete().where(
                 documents.c.tenant_id == tenant_id, documents.c.atom_id == atom_id
@@ -230,86 +241,27 @@ class KnowledgeRepository:
 
     # -- search ------------------------------------------------------------------------------
 
-    def keyword_search(self, tenant_id: str, query: str, limit: int) -> list[ChunkHit]:
-        """BM25 over chunk text (FTS5), best first; scores are positive (higher is better)."""
+    def keyword_search(
+        self, tenant_id: str, query: str, limit: int, flt: SearchFilter | None = None
+    ) -> list[ChunkHit]:
+        """Best first, scores positive (higher is better); a filter is applied inside the
+        keyword query, so its hits are ranked among the allowed chunks only."""
         words = query_words(query)
         if not words:
             return []
-        if not self._sqlite:  # Azure SQL: full-text index, procedure in sql/knowledge.sql
-            rows = self._conn.exec_driver_sql(
-                "EXEC dbo.search_chunks_by_keywords ?, ?, ?", (tenant_id, query, limit)
-            )
-            return [ChunkHit(r[0], float(r[1])) for r in rows]
-        # ORDER BY rank (bm25 by default) takes FTS5's top-k path: ~25% faster than
-        # ORDER BY bm25(...), which scores every match twice.
-        rows = self._conn.exec_driver_sql(
-            "SELECT atom_id, -rank AS score, "
-            "snippet(chunks_fts, 0, '<mark>', '</mark>', '…', 24) AS highlight "
-            "FROM chunks_fts WHERE chunks_fts MATCH ? AND tenant_id = ? "
-            "ORDER BY rank LIMIT ?",
-            (fts_query(self._informative(words)), tenant_id, limit),
-        )
-        return [ChunkHit(r[0], float(r[1]), r[2]) for r in rows]
+        allowed = None if flt is None or flt.empty else allowed_chunks_query(tenant_id, flt)
+        return self._keywords.search(self._conn, tenant_id, words, limit, allowed)
 
-    def _informative(self, words: list[str]) -> list[str]:
-        """The words whose (stemmed) terms are not too common in the keyword index; at least
-        the rarest one. FTS5 stems the words itself, in a per-connection temp table, so the
-        terms are exactly those of the index; their row counts come from fts5vocab."""
-        run = self._conn.exec_driver_sql
-        if not set(QUERY_TERM_TABLES) <= self._conn.info.get(SETUP_KEY, frozenset()):
-            for statement in QUERY_TERM_TABLES:  # gone again when this transaction ends
-                run(statement)
-        run("DELETE FROM temp.query_words")
-        run("INSERT INTO temp.query_words (rowid, word) VALUES (?, ?)", list(enumerate(words)))
-        # One statement for every term's row count and the index's size: each statement
-        # costs more in the driver than in SQLite here (0.6 of 1.8 ms with one per term).
-        found = run(
-            "SELECT q.doc, q.term, coalesce(c.doc, 0), (SELECT max(seq) FROM chunks) "
-            "FROM temp.query_terms AS q LEFT JOIN temp.chunk_terms AS c ON c.term = q.term"
-        ).all()
-        term_of = {int(doc): term for doc, term, _, _ in found}
-        rows_in = {term: int(n) for _, term, n, _ in found}
-        total = int(found[0][3] or 0) if found else 0
-        cap = total * COMMON_TERM_SHARE if total >= LARGE_INDEX else total / 2
-        kept = [w for i, w in enumerate(words) if i in term_of and rows_in[term_of[i]] <= cap]
-        if kept or not term_of:
-            return kept or words
-        return [words[min(term_of, key=lambda i: rows_in[term_of[i]])]]
-
-    def vector_search(
-        self, tenant_id: str, model: str, query: Any, k: int
-    ) -> list[tuple[str, float]]:
-        """Nearest chunks by cosine inside the database (Azure SQL: sql/knowledge.sql)."""
-        if self._sqlite:
-            raise NotImplementedError("SQLite searches vectors in memory: VectorIndex")
-        rows = self._conn.exec_driver_sql(
-            "EXEC dbo.search_chunks_by_vector ?, ?, ?, ?",
-            (tenant_id, vector_json(query), model, k),
-        )
-        return [(r[0], float(r[1])) for r in rows]
+    def within(self, query: Callable[[sa.Connection], T]) -> T:
+        """Run a search adapter's own statement in this unit of work (Azure SQL's vectors)."""
+        return query(self._conn)
 
     def allowed_chunks(self, tenant_id: str, flt: SearchFilter) -> set[str]:
-        """Chunk atoms of the documents that pass the filter."""
-        doc = atoms.alias("doc")
-        query = (
-            sa.select(edges.c.dst_id)
-            .join(doc, doc.c.id == edges.c.src_id)
-            .where(edges.c.tenant_id == tenant_id, edges.c.kind == HAS_CHUNK)
+        """Chunk atoms of the documents that pass the filter (the in-memory index's rows)."""
+        found: set[str] = set(
+            self._conn.execute(allowed_chunks_query(tenant_id, flt).distinct()).scalars()
         )
-        if flt.document_id:
-            query = query.where(edges.c.src_id == flt.document_id)
-        if flt.modality:
-            query = query.where(doc.c.modality == flt.modality)
-        if flt.media_type:
-            query = query.where(doc.c.media_type == flt.media_type)
-        if flt.created_after:
-            query = query.where(doc.c.created_at > flt.created_after)
-        if flt.created_before:
-            query = query.where(doc.c.created_at < flt.created_before)
-        for key, value in (flt.metadata or {}).items():
-            path = sa.func.json_extract(doc.c.metadata, f'$."{key}"')
-            query = query.where(path == value)
-        return set(self._conn.execute(query.distinct()).scalars())
+        return found
 
     def describe(
         self, tenant_id: str, atom_ids: Sequence[str], document_ids: set[str] | None
@@ -322,26 +274,30 @@ class KnowledgeRepository:
         # (tenant_id, seq) index instead, 23 ms at 100k chunks instead of 0.1 ms.
         texts = {
             r.atom_id: r.text
+            for batch in batched(atom_ids)
             for r in self._conn.execute(
                 sa.select(chunks.c.atom_id, chunks.c.tenant_id, chunks.c.text).where(
-                    chunks.c.atom_id.in_(atom_ids)
+                    chunks.c.atom_id.in_(batch)
                 )
             )
             if r.tenant_id == tenant_id
         }
         # No ORDER BY in SQL: SQLite would walk the primary key (every edge) to honour it
         # instead of the (tenant_id, dst_id, kind) index. The newest link wins in Python.
-        query = sa.select(edges).where(
-            edges.c.tenant_id == tenant_id,
-            edges.c.kind == HAS_CHUNK,
-            edges.c.dst_id.in_(atom_ids),
-        )
-        if document_ids is not None:
-            query = query.where(edges.c.src_id.in_(document_ids))
+        documents_in = sorted(document_ids) if document_ids is not None else None
         links: dict[str, Any] = {}
-        for row in self._conn.execute(query):
-            if row.dst_id not in links or row.id > links[row.dst_id].id:
-                links[row.dst_id] = row
+        for batch in batched(atom_ids, IN_BATCH // 2):
+            for docs in [None] if documents_in is None else batched(documents_in, IN_BATCH // 2):
+                query = sa.select(edges).where(
+                    edges.c.tenant_id == tenant_id,
+                    edges.c.kind == HAS_CHUNK,
+                    edges.c.dst_id.in_(batch),
+                )
+                if docs is not None:
+                    query = query.where(edges.c.src_id.in_(docs))
+                for row in self._conn.execute(query):
+                    if row.dst_id not in links or row.id > links[row.dst_id].id:
+                        links[row.dst_id] = row
         out = {}
         for atom_id, text in texts.items():
             link = links.get(atom_id)

@@ -17,28 +17,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from hartonomous.knowledge.embeddings import Vectors
-from hartonomous.store.unit_of_work import UnitOfWorkFactory
+from hartonomous.knowledge.store import SearchFilter
+from hartonomous.ports import UnitOfWorkFactory
+from hartonomous.ports import VectorSearch as VectorSearch  # the port, importable here too
 
 log = logging.getLogger(__name__)
-
-
-class VectorSearch(Protocol):
-    """The vector port: in memory here (``VectorIndex``), in Azure SQL (``SqlVectorIndex``)."""
-
-    def refresh(self, tenant_id: str) -> int:
-        """Catch up with rows indexed since the last look; how many arrived."""
-        ...
-
-    def search(
-        self, tenant_id: str, query: Vectors, k: int, allowed: set[str] | None = None
-    ) -> list[tuple[str, float]]:
-        """The k best (atom id, cosine) of the tenant, optionally among ``allowed`` atoms."""
-        ...
 
 
 class _TenantMatrix:
@@ -165,13 +153,20 @@ class VectorIndex:
         return self._tenant(tenant_id).size
 
     def search(
-        self,
-        tenant_id: str,
-        query: Vectors,
-        k: int,
-        allowed: set[str] | None = None,
+        self, tenant_id: str, query: Vectors, k: int, flt: SearchFilter | None = None
     ) -> list[tuple[str, float]]:
-        """The k best (atom id, cosine) of the tenant, optionally among ``allowed`` atoms."""
+        """The k best (atom id, cosine) of the tenant; with a filter, exact among the chunks
+        it allows (looked up first: the candidates are restricted before ranking)."""
+        if flt is None or flt.empty:
+            return self.search_among(tenant_id, query, k, None)
+        with self._uow(write=False, tenant_id=tenant_id) as uow:
+            allowed = uow.knowledge.allowed_chunks(tenant_id, flt)
+        return self.search_among(tenant_id, query, k, allowed)
+
+    def search_among(
+        self, tenant_id: str, query: Vectors, k: int, allowed: set[str] | None
+    ) -> list[tuple[str, float]]:
+        """The k best (atom id, cosine) of the tenant, among ``allowed`` atoms if given."""
         tm = self._tenant(tenant_id)
         if time.monotonic() - tm.checked_at >= self.refresh_interval:
             self.refresh(tenant_id)

@@ -2,7 +2,8 @@
 
 Each row is keyed by what caused it (a receipt id, a request id, an activity's stable key),
 so a replayed activity or a retried request writes nothing new: the unique key
-(tenant_id, key, kind) turns the second insert into a no-op.
+(tenant_id, key, kind) turns the second insert into a no-op, through the ``InsertOrIgnore``
+port (one statement on SQLite, a look and a savepointed insert on Azure SQL).
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from hartonomous.store.schema import usage_ledger
+
+if TYPE_CHECKING:
+    from hartonomous.ports import InsertOrIgnore
 
 
 @dataclass(frozen=True)
@@ -32,49 +37,18 @@ class UsageTotal:
 
 
 class UsageRepository:
-    RACE_RETRIES = 3
+    KEY = ("tenant_id", "key", "kind")
 
-    def __init__(self, conn: sa.Connection) -> None:
+    def __init__(self, conn: sa.Connection, insert_or_ignore: InsertOrIgnore) -> None:
         self._conn = conn
+        self._insert_new = insert_or_ignore
 
     def record(self, tenant_id: str, key: str, items: Sequence[Usage], at: datetime) -> int:
         """Append what is not there yet; returns the rows added (0 on a replay)."""
         if not items:
             return 0
-        if self._conn.dialect.name == "sqlite":  # one statement: the unique key decides
-            from sqlalchemy.dialects.sqlite import insert
-
-            rows = _rows(tenant_id, key, items, at)
-            done = self._conn.execute(insert(usage_ledger).on_conflict_do_nothing(), rows)
-            return max(done.rowcount, 0)
-        return self._record_portably(tenant_id, key, items, at)
-
-    def _record_portably(
-        self, tenant_id: str, key: str, items: Sequence[Usage], at: datetime
-    ) -> int:
-        """Select what is held, insert the rest inside a savepoint. Two writers of one key can
-        both miss the other's rows; the loser's insert breaks the unique key, its savepoint
-        rolls back (the caller's transaction stays whole) and it looks again."""
-        for _ in range(self.RACE_RETRIES):
-            held = self._held_kinds(tenant_id, key)
-            missing = [u for u in items if u.kind not in held]
-            if not missing:
-                return 0
-            try:
-                with self._conn.begin_nested():
-                    self._conn.execute(usage_ledger.insert(), _rows(tenant_id, key, missing, at))
-            except sa.exc.IntegrityError:
-                continue  # another writer recorded some of this key first
-            return len(missing)
-        raise RuntimeError(f"usage key {key!r} kept conflicting after {self.RACE_RETRIES} tries")
-
-    def _held_kinds(self, tenant_id: str, key: str) -> set[str]:
-        return set(
-            self._conn.execute(
-                sa.select(usage_ledger.c.kind).where(
-                    usage_ledger.c.tenant_id == tenant_id, usage_ledger.c.key == key
-                )
-            ).scalars()
+        return self._insert_new(
+            self._conn, usage_ledger, _rows(tenant_id, key, items, at), self.KEY
         )
 
     def totals(

@@ -1,13 +1,14 @@
 """Unit of work: one transaction, the repositories bound to it, commit explicit.
 
 Leaving the block without ``commit()`` rolls back, so an error half-way writes nothing.
-On Azure SQL the tenant goes into ``SESSION_CONTEXT`` for the row-level security policy.
+What differs by database comes in ``StoreAdapters`` (chosen by ``bootstrap.py``): the session
+setup (on Azure SQL the tenant goes into ``SESSION_CONTEXT`` for row-level security), the
+keyword index, insert-or-ignore.
 """
 
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Protocol
 
 import sqlalchemy as sa
 
@@ -17,6 +18,8 @@ from hartonomous.generation.store import ReceiptRepository
 from hartonomous.knowledge.store import KnowledgeRepository
 from hartonomous.metering.ledger import UsageRepository
 from hartonomous.models.store import ModelRepository
+from hartonomous.ports import UnitOfWorkFactory as UnitOfWorkFactory  # the port, from here too
+from hartonomous.store.dialects import StoreAdapters
 from hartonomous.store.engine import Engines
 from hartonomous.store.repositories import (
     ApiKeyRepository,
@@ -25,6 +28,7 @@ from hartonomous.store.repositories import (
     TenantRepository,
     WorkflowRunRepository,
 )
+from hartonomous.store.upload_sessions import UploadSessionRepository
 
 
 class UnitOfWork:
@@ -39,9 +43,18 @@ class UnitOfWork:
     lineage: LineageRepository
     usage: UsageRepository
     outbox: OutboxRepository
+    upload_sessions: UploadSessionRepository
 
-    def __init__(self, engines: Engines, *, write: bool, tenant_id: str | None = None) -> None:
+    def __init__(
+        self,
+        engines: Engines,
+        adapters: StoreAdapters,
+        *,
+        write: bool,
+        tenant_id: str | None = None,
+    ) -> None:
         self._engine = engines.write if write else engines.read
+        self._adapters = adapters
         self._tenant_id = tenant_id
         self._conn: sa.Connection | None = None
         self._tx: sa.RootTransaction | None = None
@@ -49,22 +62,19 @@ class UnitOfWork:
     def __enter__(self) -> UnitOfWork:
         self._conn = self._engine.connect()
         self._tx = self._conn.begin()
-        if self._conn.dialect.name == "mssql":
-            # Always set (NULL without a tenant): pooled connections keep the last value.
-            self._conn.exec_driver_sql(
-                "EXEC sp_set_session_context @key=N'tenant_id', @value=?", (self._tenant_id,)
-            )
+        self._adapters.session(self._conn, self._tenant_id)
         self.tenants = TenantRepository(self._conn)
         self.api_keys = ApiKeyRepository(self._conn)
         self.blobs = BlobRepository(self._conn)
         self.atoms = AtomRepository(self._conn)
         self.workflow_runs = WorkflowRunRepository(self._conn)
-        self.knowledge = KnowledgeRepository(self._conn)
+        self.knowledge = KnowledgeRepository(self._conn, self._adapters.keywords)
         self.models = ModelRepository(self._conn)
         self.receipts = ReceiptRepository(self._conn)
         self.lineage = LineageRepository(self._conn)
-        self.usage = UsageRepository(self._conn)
+        self.usage = UsageRepository(self._conn, self._adapters.insert_or_ignore)
         self.outbox = OutboxRepository(self._conn)
+        self.upload_sessions = UploadSessionRepository(self._conn)
         return self
 
     def commit(self) -> None:
@@ -81,7 +91,3 @@ class UnitOfWork:
         if self._tx.is_active:
             self._tx.rollback()
         self._conn.close()
-
-
-class UnitOfWorkFactory(Protocol):
-    def __call__(self, *, write: bool, tenant_id: str | None = None) -> UnitOfWork: ...
