@@ -330,3 +330,41 @@ def test_the_event_grid_blob_trigger_completes_the_upload(azure, tenant_maker, m
     atom = client.get(f"/v1/atoms/{status['atom_id']}", headers=alice.auth()).json()
     assert atom["sha256"] == hashlib.sha256(data).hexdigest()
     assert complete(client, alice, opened).json()["id"] == atom["id"]
+
+
+# -- the CLI past its threshold -----------------------------------------------------------------
+
+
+def _cli_put(url: str, who, path: Path) -> dict:
+    from typer.testing import CliRunner
+
+    from hartonomous.cli.main import app
+
+    args = ["atoms", "put", str(path), "--url", url, "--api-key", who.write]
+    result = CliRunner().invoke(app, [*args, "--session-threshold", "1000"])
+    assert result.exit_code == 0, result.output
+    return dict(json.loads(result.stdout))
+
+
+def test_the_cli_sends_large_files_through_a_session(platform, alice, tmp_path):
+    from live_server import serving
+
+    path = tmp_path / "big.bin"
+    path.write_bytes(DATA)  # 200 KB: over the 64 KiB request limit, over the threshold
+    with serving(create_app(platform)) as url:
+        atom = _cli_put(url, alice, path)
+    assert atom["sha256"] == hashlib.sha256(DATA).hexdigest()
+    assert atom["metadata"] == {"filename": "big.bin"}
+
+
+@pytest.mark.azurite
+def test_the_cli_sends_large_files_to_blob_storage_on_azurite(azure, tenant_maker, tmp_path):
+    from live_server import serving
+
+    _, platform = azure
+    alice = tenant_maker(platform, "alice")
+    path = tmp_path / "big.bin"
+    path.write_bytes(DATA)
+    with serving(create_app(platform)) as url:
+        atom = _cli_put(url, alice, path)
+    assert atom["sha256"] == hashlib.sha256(DATA).hexdigest()

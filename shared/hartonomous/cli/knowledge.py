@@ -15,7 +15,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from hartonomous.cli.atoms import CHUNK, TIMEOUT, _fail
+from hartonomous.cli.atoms import (
+    CHUNK,
+    SESSION_THRESHOLD,
+    TIMEOUT,
+    SessionThreshold,
+    _fail,
+    upload_by_session,
+)
 from hartonomous.cli.options import DEFAULT_URL, ApiKey, ApiUrl
 from hartonomous.knowledge.parsing import is_supported
 
@@ -49,6 +56,7 @@ def ingest(
     url: ApiUrl = DEFAULT_URL,
     wait: Annotated[bool, typer.Option(help="Wait for the ingestion workflows.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for all of them.")] = 3600,
+    session_threshold: SessionThreshold = SESSION_THRESHOLD,
 ) -> None:
     """Upload documents and ingest them; prints one JSON line per document."""
     files = list(_files(paths))
@@ -67,15 +75,26 @@ def ingest(
     ):
         uploading = progress.add_task("uploading", total=len(files))
         for path in files:
-            response = client.post(
-                "/v1/ingestions",
-                content=_read(path),
-                headers={
-                    "Content-Type": _media_type(path),
-                    "Content-Length": str(path.stat().st_size),
-                    "X-Atom-Metadata": json.dumps({"filename": path.name}),
-                },
-            )
+            if path.stat().st_size >= session_threshold:
+                response = upload_by_session(
+                    client,
+                    path,
+                    purpose="document",
+                    media_type=_media_type(path),
+                    metadata={"filename": path.name},
+                    progress=progress,
+                    task=progress.add_task(f"sending {path.name}", total=path.stat().st_size),
+                )
+            else:
+                response = client.post(
+                    "/v1/ingestions",
+                    content=_read(path),
+                    headers={
+                        "Content-Type": _media_type(path),
+                        "Content-Length": str(path.stat().st_size),
+                        "X-Atom-Metadata": json.dumps({"filename": path.name}),
+                    },
+                )
             if response.status_code != 202:
                 err.print(f"[red]{path}[/red]")
                 _fail(response)

@@ -12,7 +12,16 @@ import httpx
 import typer
 from rich.table import Table
 
-from hartonomous.cli.atoms import TIMEOUT, _chunks, _fail, _progress, err
+from hartonomous.cli.atoms import (
+    SESSION_THRESHOLD,
+    TIMEOUT,
+    SessionThreshold,
+    _chunks,
+    _fail,
+    _progress,
+    err,
+    upload_by_session,
+)
 from hartonomous.cli.options import DEFAULT_URL, ApiKey, ApiUrl
 
 models_app = typer.Typer(help="GGUF models as tensor atoms.", no_args_is_help=True)
@@ -27,6 +36,7 @@ def add(
     name: Annotated[str | None, typer.Option(help="Name (default: general.name).")] = None,
     wait: Annotated[bool, typer.Option(help="Wait until its tensors are stored.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 3600,
+    session_threshold: SessionThreshold = SESSION_THRESHOLD,
 ) -> None:
     """Upload a GGUF model (streamed, with progress) and print the model as JSON."""
     size = path.stat().st_size
@@ -41,9 +51,15 @@ def add(
                       timeout=TIMEOUT) as client:  # fmt: skip
         with _progress() as progress, path.open("rb") as f:
             task = progress.add_task(f"uploading {path.name}", total=size)
-            response = client.post(
-                "/v1/models", content=_chunks(f, progress, task), headers=headers
-            )
+            if size >= session_threshold:  # straight to Blob Storage on Azure
+                response = upload_by_session(
+                    client, path, purpose="model", media_type=None, metadata=meta,
+                    progress=progress, task=task,
+                )  # fmt: skip
+            else:
+                response = client.post(
+                    "/v1/models", content=_chunks(f, progress, task), headers=headers
+                )
         if response.status_code != 202:
             _fail(response)
         started = response.json()
