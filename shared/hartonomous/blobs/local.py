@@ -71,6 +71,8 @@ class LocalStagedBlob:
                 os.close(fd)
             self._durable = True
         self._journal()
+        # New fan-out directories too, here rather than under the write lock in publish.
+        self._store.make_dirs(self._store.path_for(self.sha256).parent)
 
     def _journal(self) -> None:
         at = self._journaled_at
@@ -83,8 +85,7 @@ class LocalStagedBlob:
         if final.exists():
             self.discard()
             return
-        self.persist()  # the bytes and their journal entry are on disk before their name is
-        self._store.make_dirs(final.parent)
+        self.persist()  # the bytes, their journal entry and folders exist before their name
         self._path.replace(final)  # atomic on POSIX and Windows
         fsync_dir(final.parent)
 
