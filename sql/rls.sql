@@ -55,6 +55,10 @@ CREATE SECURITY POLICY security.tenant_isolation
     ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.usage_ledger AFTER UPDATE,
     -- The outbox publisher reads every tenant's events (acting for no tenant): no filter
     -- predicate there; the block predicate still keeps each write inside its tenant.
-    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.outbox AFTER INSERT
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.outbox AFTER INSERT,
+    -- Upload sessions are looked up by id before their tenant is known (the URL's token) and
+    -- swept across tenants: no filter predicate; writes stay inside their tenant.
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.upload_sessions AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.upload_sessions AFTER UPDATE
     WITH (STATE = ON);
 GO

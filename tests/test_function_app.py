@@ -23,12 +23,14 @@ EXPECTED = {
     "diagnostics_chain": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
     "diagnostics_noop": ("activityTrigger", {"activityTrigger": "IN"}),
     "sweep_staging": ("timerTrigger", {"timerTrigger": "IN"}),
+    "collect_blobs": ("timerTrigger", {"timerTrigger": "IN"}),
     "relay_outbox": ("timerTrigger", {"timerTrigger": "IN"}),
     "ingest_document": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
     "ingest_plan": ("activityTrigger", {"activityTrigger": "IN"}),
     "ingest_embed_batch": ("activityTrigger", {"activityTrigger": "IN"}),
     "ingest_index": ("activityTrigger", {"activityTrigger": "IN"}),
-    "ingest_uploaded_blob": ("blobTrigger", {"blobTrigger": "IN", "durableClient": "IN"}),
+    "complete_uploaded_blob": ("blobTrigger", {"blobTrigger": "IN", "durableClient": "IN"}),
+    "sweep_upload_sessions": ("timerTrigger", {"timerTrigger": "IN"}),
     "ingest_model": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
     "model_plan": ("activityTrigger", {"activityTrigger": "IN"}),
     "model_store_parts": ("activityTrigger", {"activityTrigger": "IN"}),
@@ -230,38 +232,40 @@ def test_calling_the_function_serves_the_fastapi_app(function_app, tmp_path, mon
     original.cache_clear()
 
 
-def test_the_uploads_blob_trigger_watches_the_uploads_container(function_app):
+def test_the_uploads_blob_trigger_is_the_event_grid_kind_flex_consumption_runs(function_app):
     _, functions = function_app
-    raw = [json.loads(b) for b in _named(functions, "ingest_uploaded_blob").get_raw_bindings()]
+    raw = [json.loads(b) for b in _named(functions, "complete_uploaded_blob").get_raw_bindings()]
     trigger = next(b for b in raw if b["type"] == "blobTrigger")
-    assert trigger["path"] == "uploads/{name}" and trigger["connection"] == "AzureWebJobsStorage"
+    assert trigger["source"] == "EventGrid"
+    assert trigger["path"] == "%HARTONOMOUS_BLOB_CONTAINER%/uploads/{tenant}/{upload}"
+    assert trigger["connection"] == "HARTONOMOUS_AZURE_STORAGE_CONNECTION_STRING"
 
 
-def test_the_blob_trigger_logs_bad_uploads_instead_of_retrying_them(function_app, tmp_path, caplog):
-    """Bad bytes do not get better on retry: the trigger logs them and returns."""
-    import io
+def test_the_blob_trigger_logs_what_it_cannot_complete(function_app, tmp_path, caplog):
+    """A stray blob or a session it cannot complete does not get better on retry: the
+    trigger logs it and returns (the SDK BlobClient is only asked its name)."""
     import logging
+    from types import SimpleNamespace
 
     from functions import runtime
     from hartonomous.bootstrap import bootstrap
     from hartonomous.services import tenants
     from hartonomous.settings import Settings
 
-    class Blob(io.BytesIO):
-        name = ""
-
     _, functions = function_app
-    handler = _named(functions, "ingest_uploaded_blob").get_user_function()
+    handler = _named(functions, "complete_uploaded_blob").get_user_function()
     platform = bootstrap(Settings(data_dir=tmp_path / "data"))
     runtime.use(platform)
     try:
-        tenant, _ = tenants.create_tenant(platform.uow_factory, name="alice")
-        for name in (f"uploads/{tenant.id}/broken.gguf", "uploads/nobody/notes.md"):
-            blob = Blob(b"not what it claims")
-            blob.name = name
-            with caplog.at_level(logging.WARNING, logger="functions.knowledge"):
-                asyncio.run(handler(upload=blob, client=_durable_client_binding()))
-            assert f"upload {name} refused" in caplog.text
+        tenant = tenants.create_tenant(platform.uow_factory, name="alice")[0]
+        for name, logged in (
+            ("stray.md", "is not an upload session's"),
+            (f"uploads/{tenant.id}/no-such-upload", "not completed: no upload session"),
+        ):
+            received = SimpleNamespace(blob_name=name)
+            with caplog.at_level(logging.WARNING):
+                asyncio.run(handler(received=received, client=_durable_client_binding()))
+            assert logged in caplog.text
         assert platform.atoms.list(tenant_id=tenant.id, limit=10, cursor=None).items == []
     finally:
         runtime.use(None)

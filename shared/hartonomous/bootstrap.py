@@ -7,11 +7,13 @@ start, so the platform is built on the first request instead.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
 from hartonomous.blobs.local import LocalBlobStore
+from hartonomous.blobs.upload_staging import AzureUploadStaging, LocalUploadStaging
 from hartonomous.events.outbox import EventPublisher, LocalEventBus, OutboxRelay
 from hartonomous.generation.service import GenerationService
 from hartonomous.inference.model_files import ModelFiles
@@ -21,8 +23,9 @@ from hartonomous.knowledge.embeddings import Embedder
 from hartonomous.knowledge.runtime import KnowledgeProvider
 from hartonomous.knowledge.store import QUERY_TERM_TABLES
 from hartonomous.models.service import ModelService
-from hartonomous.ports import BlobStore
+from hartonomous.ports import BlobStore, UploadStaging
 from hartonomous.services.atoms import AtomService
+from hartonomous.services.upload_sessions import UploadSessionService
 from hartonomous.settings import Settings
 from hartonomous.store import migrate
 from hartonomous.store.engine import Engines, create_engines
@@ -46,6 +49,17 @@ class Platform:
     # Only in the local world: on Azure the Durable extension runs workflows and timers.
     workflows: LocalWorkflowRuntime | None = None
     _running: bool = False
+    uploads: UploadSessionService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.uploads = UploadSessionService(
+            self.uow_factory,
+            self.atoms,
+            upload_staging_for(self.blobs),
+            max_bytes=self.settings.max_session_upload_bytes,
+            max_document_bytes=self.settings.max_document_bytes,
+            ttl=timedelta(seconds=self.settings.upload_session_ttl_s),
+        )
 
     def start_background(self) -> None:
         """Start the outbox relay, and the local workflow host and timer triggers."""
@@ -81,6 +95,17 @@ def blob_store_for(settings: Settings) -> BlobStore:
             settings.azure_storage_account_url, settings.blob_container
         )
     return LocalBlobStore(settings.resolved_blob_dir)
+
+
+def upload_staging_for(blobs: BlobStore) -> UploadStaging | None:
+    """Upload sessions stage beside the blob store: same folder, or same account."""
+    if isinstance(blobs, LocalBlobStore):
+        return LocalUploadStaging(blobs)
+    from hartonomous.blobs.azure import AzureBlobStore
+
+    if isinstance(blobs, AzureBlobStore):
+        return AzureUploadStaging(blobs)
+    return None  # a store with no staging area: sessions answer 503
 
 
 def bootstrap(

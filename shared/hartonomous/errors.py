@@ -54,6 +54,12 @@ class Conflict(HartonomousError):
     status, title, slug = 409, "Conflict", "conflict"
 
 
+class Gone(HartonomousError):
+    """Existed, and is no more: an expired upload session."""
+
+    status, title, slug = 410, "Gone", "gone"
+
+
 class PayloadTooLarge(HartonomousError):
     status, title, slug = 413, "Payload too large", "payload-too-large"
 

@@ -5,7 +5,7 @@ Adapters live in ``blobs/`` and ``store/``; ``bootstrap.py`` is the one place th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -57,3 +57,59 @@ class BlobStore(Protocol):
     def sweep_staging(self, before: datetime) -> int:
         """Delete staged writes last touched before ``before`` (left by crashed uploads)."""
         ...
+
+
+class UploadTarget(Protocol):
+    """Where a client sends an upload session's bytes: ``method`` to ``url`` with ``headers``."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def headers(self) -> dict[str, str]: ...
+
+
+class StagingWriter(Protocol):
+    """Bytes in, flat memory; ``finish`` makes them the session's received bytes (replacing
+    earlier ones), ``abort`` leaves no trace of this write."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class UploadStaging(Protocol):
+    """Where upload sessions' bytes wait between the client and completion, beside the blob
+    store (same account or folder, so publishing them is a copy or a rename, never a
+    re-upload). Adapters: ``blobs/upload_staging.py``."""
+
+    def direct_target(
+        self, tenant_id: str, upload_id: str, size: int, expires_at: datetime
+    ) -> UploadTarget | None:
+        """A URL that takes the bytes without this app (a SAS on Azure), or None."""
+
+    def writer(self, tenant_id: str, upload_id: str) -> StagingWriter:
+        """A streamed write of the session's bytes through the app."""
+
+    def received(self, tenant_id: str, upload_id: str) -> int | None:
+        """Size of the bytes received (or already sealed) for the session; None: none yet."""
+
+    def seal(self, tenant_id: str, upload_id: str) -> StagedBlob | None:
+        """Move the received bytes out of the client's reach (or take up a seal a crashed
+        completion left) and hash them, streamed; publishing the result makes them an
+        object of the blob store. None when there are no bytes."""
+
+    def discard(self, tenant_id: str, upload_id: str) -> None:
+        """Delete whatever bytes the session has, received or sealed."""
+
+    def sweep(self, live: Callable[[Sequence[str]], set[str]], before: datetime) -> int:
+        """Delete staged bytes of sessions ``live`` does not name, and writes through the app
+        untouched since ``before`` (a crashed PUT); the number of objects deleted."""
+
+
+# -- search and the relational dialect (knowledge/, store/dialects.py) ----------------------

@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     max_model_bytes: int = Field(
         default=64 * GiB, gt=0, description="Largest accepted GGUF upload in bytes (413 past it)."
     )
+    max_session_upload_bytes: int = Field(
+        default=64 * GiB,
+        gt=0,
+        description="Largest `size` an upload session (POST /v1/uploads) may declare.",
+    )
+    upload_session_ttl_s: int = Field(
+        default=6 * 3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="Seconds an upload session (and its SAS URL) stays open for its bytes.",
+    )
     max_document_bytes: int = Field(
         default=64 * 1024**2,
         gt=0,

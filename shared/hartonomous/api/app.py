@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from hartonomous import __version__
 from hartonomous.api import atoms, generation, knowledge, models, problems, system, workflows
+from hartonomous.api import upload_sessions
 from hartonomous.bootstrap import Platform
 
 DESCRIPTION = """
@@ -39,4 +40,5 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(knowledge.router)
     app.include_router(models.router)
     app.include_router(generation.router)
+    app.include_router(upload_sessions.router)
     return app

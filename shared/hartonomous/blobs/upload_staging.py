@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from hartonomous.blobs.azure import AzureBlobStore, AzureBlobWriter, AzureStagedBlob
 
-HASH_CHUNK = 8 * 1024 * 1024
+HASH_CHUNK = 4 * 1024 * 1024  # each ranged GET is held whole (with copies) by the SDK
 RECEIVED_PREFIX = "uploads/"  # the Event Grid blob trigger watches this prefix
 SEALED_PREFIX = "sealed-uploads/"
 
