@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from hartonomous.domain.atoms import normalize_media_type
-from hartonomous.domain.metadata import check_metadata
+from hartonomous.domain.metadata import MAX_METADATA_BYTES, check_metadata
 from hartonomous.domain.uploads import Purpose, Status, UploadSession
 from hartonomous.errors import (
     Conflict,
@@ -139,6 +140,8 @@ class UploadSessionService:
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
         check_metadata(metadata)
+        if len(json.dumps(metadata, ensure_ascii=False).encode()) > MAX_METADATA_BYTES:
+            raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
         if purpose is Purpose.DOCUMENT:
             filename = metadata.get("filename")
             if not is_supported(media, filename if isinstance(filename, str) else None):
