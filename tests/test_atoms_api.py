@@ -148,10 +148,11 @@ def test_bad_metadata_and_media_type_are_400s(client, platform, alice):
     assert client.get("/v1/atoms", headers=alice.auth("read")).json()["items"] == []
 
 
-def test_empty_body_is_a_valid_atom(client, alice):
-    r = put(client, alice, b"")
-    assert r.status_code == 201
-    assert r.json()["sha256"] == hashlib.sha256(b"").hexdigest()
+def test_empty_body_is_refused_not_stored(client, platform, alice):
+    """An empty POST is almost always a client that forgot the file (tests/test_bad_input.py
+    covers multipart and the other upload routes)."""
+    assert "empty" in assert_problem(put(client, alice, b""), 400)["detail"]
+    assert staging_files(platform) == [] and object_files(platform) == []
 
 
 # --- size limit --------------------------------------------------------------------------

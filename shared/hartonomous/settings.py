@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     page_size_max: int = Field(
         default=1000, gt=0, description="Largest `limit` accepted by list endpoints."
     )
+    max_json_body_bytes: int = Field(
+        default=1024**2,
+        gt=0,
+        description="Largest request body of a route that reads it whole (JSON); 413 past it.",
+    )
     max_model_bytes: int = Field(
         default=64 * GiB, gt=0, description="Largest accepted GGUF upload in bytes (413 past it)."
     )

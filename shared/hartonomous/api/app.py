@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from hartonomous import __version__
-from hartonomous.api import atoms, generation, knowledge, models, problems, system, workflows
-from hartonomous.api import upload_sessions
+from hartonomous.api import (
+    atoms,
+    generation,
+    knowledge,
+    models,
+    problems,
+    system,
+    upload_sessions,
+    workflows,
+)
+from hartonomous.api.body_limit import BodyLimit
 from hartonomous.bootstrap import Platform
 
 DESCRIPTION = """
@@ -41,4 +51,24 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(models.router)
     app.include_router(generation.router)
     app.include_router(upload_sessions.router)
+    app.add_middleware(
+        BodyLimit, limit=platform.settings.max_json_body_bytes, openapi=lambda: app.openapi()
+    )
+    _openapi_tells_settings(app, platform)
     return app
+
+
+def _openapi_tells_settings(app: FastAPI, platform: Platform) -> None:
+    """Bounds that are settings, not constants, written into the schema the app serves, so
+    it promises what the server accepts (``max_tokens`` up to the configured maximum)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            props = schema["components"]["schemas"]["GenerateIn"]["properties"]
+            props["max_tokens"]["maximum"] = platform.settings.generation_max_tokens
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -14,7 +14,7 @@ from hartonomous.api.auth import Reader, Writer
 from hartonomous.api.deps import PlatformDep
 from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
 from hartonomous.api.ranges import CONTENT_RESPONSES, content_response
-from hartonomous.api.uploads import check_declared_length, receive
+from hartonomous.api.uploads import check_declared_length, media_type_of, receive
 from hartonomous.domain.atoms import Atom, Modality
 
 router = APIRouter(prefix="/v1/atoms", tags=["atoms"], responses=PROBLEM_RESPONSES)
@@ -118,7 +118,7 @@ def list_atoms(
         limit=min(limit, platform.settings.page_size_max),
         cursor=cursor,
         modality=modality.value if modality else None,
-        media_type=media_type,
+        media_type=media_type_of(media_type) if media_type else None,  # 400 when malformed
     )
     return AtomPageOut(items=[AtomOut.of(a) for a in page.items], next_cursor=page.next_cursor)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from hartonomous.api.atoms import UPLOAD_BODY
 from hartonomous.api.auth import Reader, Writer
@@ -16,7 +16,15 @@ from hartonomous.api.deps import PlatformDep, RequestId, WorkflowClientDep
 from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
 from hartonomous.api.uploads import check_declared_length, receive
 from hartonomous.domain.atoms import Modality
-from hartonomous.errors import UnprocessableContent
+from hartonomous.domain.metadata import (
+    FILTER_KEY_PATTERN,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_FILTER_KEYS,
+    MAX_FILTER_VALUE_CHARS,
+    check_filter,
+)
+from hartonomous.errors import InvalidInput, UnprocessableContent
 from hartonomous.knowledge.parsing import is_supported
 from hartonomous.knowledge.search import Mode
 from hartonomous.knowledge.store import SearchFilter
@@ -71,17 +79,41 @@ async def create_ingestion(
     return JSONResponse(out.model_dump(), status_code=202, headers={"Location": out.status_url})
 
 
+FilterKey = Annotated[str, StringConstraints(pattern=FILTER_KEY_PATTERN)]
+FilterValue = (
+    Annotated[str, Field(max_length=MAX_FILTER_VALUE_CHARS)]
+    | Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | bool
+)
+
+
 class Filters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     modality: Modality | None = None
     media_type: str | None = Field(default=None, max_length=255)
     document_id: str | None = Field(default=None, max_length=36)
-    metadata: dict[str, str | int | float | bool] | None = Field(
-        default=None, description="Equality on the source document's metadata"
+    metadata: dict[FilterKey, FilterValue] | None = Field(
+        default=None,
+        max_length=MAX_FILTER_KEYS,
+        description="Equality on the source document's metadata: at most "
+        f"{MAX_FILTER_KEYS} keys, each a string, boolean, 64-bit integer or finite number",
     )
     created_after: datetime | None = None
     created_before: datetime | None = None
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _bounded(cls, value: object) -> object:
+        """Counted and checked before pydantic walks the items: 100,000 keys cost nothing,
+        and an integer past 64 bits is refused, never turned into a float."""
+        if isinstance(value, dict):
+            try:
+                check_filter(value)
+            except InvalidInput as exc:
+                raise ValueError(exc.detail) from exc
+        return value
 
     def to_search_filter(self) -> SearchFilter:
         return SearchFilter(

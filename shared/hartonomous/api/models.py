@@ -94,6 +94,10 @@ class SliceIn(BaseModel):
             **UPLOAD_BODY["requestBody"],
             "description": "A GGUF file (raw or multipart, streamed), or application/json "
             '{"atom_id": ..., "name": ...} naming a GGUF atom already stored.',
+            "content": {
+                **UPLOAD_BODY["requestBody"]["content"],
+                "application/json": {"schema": FromAtom.model_json_schema()},
+            },
         }
     },
     responses={

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -11,7 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
+from hartonomous.api.openapi_paths import allowed_methods
 from hartonomous.errors import HartonomousError
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,40 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def problem_body(error: HartonomousError, instance: str | None) -> bytes:
+    """The problem+json bytes of ``error``, for code below the application (middleware, the
+    HTTP protocol) that answers without a ``Request``."""
+    body = {
+        "type": error.type_uri,
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "instance": instance,
+        **error.extensions,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+async def send_problem(
+    send: Send,
+    error: HartonomousError,
+    instance: str | None,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Answer ``error`` as problem+json straight through ASGI ``send``."""
+    body = problem_body(error, instance)
+    raw_headers = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *(
+            (k.lower().encode(), v.encode())
+            for k, v in {**error.headers, **(headers or {})}.items()
+        ),
+    ]
+    await send({"type": "http.response.start", "status": error.status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 def _slug(status: int) -> str:
     return HTTPStatus(status).phrase.lower().replace(" ", "-").replace("'", "")
 
@@ -75,14 +112,24 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
     if exc.status_code == 404 and detail is None:
         detail = f"no route {request.method} {request.url.path}"
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        # Starlette names the methods of the first route that matched the path only.
+        headers["Allow"] = ", ".join(allowed)
+        detail = detail or f"{request.method} is not allowed here; use {headers['Allow']}"
     return problem_response(
         request,
         status=exc.status_code,
         title=phrase,
         detail=detail,
         type_uri=PROBLEM_BASE + _slug(exc.status_code),
-        headers=dict(exc.headers) if exc.headers else None,
+        headers=headers or None,
     )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the OpenAPI declares at this path."""
+    return allowed_methods(request.app.openapi(), request.url.path)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

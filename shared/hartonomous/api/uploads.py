@@ -14,15 +14,18 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from hartonomous.domain.atoms import DEFAULT_MEDIA_TYPE, normalize_media_type
+from hartonomous.domain.metadata import MAX_METADATA_BYTES, parse_metadata
 from hartonomous.errors import InvalidInput, PayloadTooLarge
-from hartonomous.services.atoms import MAX_METADATA_BYTES, Upload, parse_metadata
+from hartonomous.services.atoms import Upload
 
 BATCH = 1024 * 1024
 FILE_FIELD = "file"
 METADATA_FIELD = "metadata"
+MAX_PART_HEADER_BYTES = 16 * 1024  # all the headers of one part together
 
 
 @dataclass
@@ -75,6 +78,7 @@ class _MultipartState:
     part_filename: str | None = None
     part_type: str | None = None
     files_seen: int = 0
+    header_bytes: int = 0
     metadata_raw: bytearray | None = None
     file_type: str | None = None
     filename: str | None = None
@@ -82,11 +86,19 @@ class _MultipartState:
 
     def on_part_begin(self) -> None:
         self.headers, self.part_name, self.part_filename, self.part_type = {}, None, None, None
+        self.header_bytes = 0
+
+    def _count_header(self, size: int) -> None:
+        self.header_bytes += size
+        if self.header_bytes > MAX_PART_HEADER_BYTES:
+            raise InvalidInput(f"a multipart part's headers exceed {MAX_PART_HEADER_BYTES} bytes")
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
         self.header_field += data[start:end]
 
     def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
         self.header_value += data[start:end]
 
     def on_header_end(self) -> None:
@@ -145,8 +157,11 @@ async def receive_multipart(request: Request, upload: Upload, content_type: str)
         )
     }
     parser = MultipartParser(boundary, callbacks)
-    await _pump(request, parser.write)
-    await run_in_threadpool(parser.finalize)
+    try:
+        await _pump(request, parser.write)
+        await run_in_threadpool(parser.finalize)
+    except FormParserError as exc:
+        raise InvalidInput(f"the multipart body is malformed: {exc}") from exc
     if not state.done:
         raise InvalidInput("the multipart body ended before its closing boundary")
     if state.files_seen == 0:
@@ -161,12 +176,17 @@ async def receive_multipart(request: Request, upload: Upload, content_type: str)
 
 
 async def receive(request: Request, upload: Upload) -> ReceivedBody:
-    """Stream the body into ``upload``; abort it (nothing kept) on any error."""
+    """Stream the body into ``upload``; abort it (nothing kept) on any error. An empty body
+    (or file part) is refused: it is almost always a client that forgot to send the file."""
     content_type = request.headers.get("content-type", "")
     try:
         if content_type.lower().startswith("multipart/form-data"):
-            return await receive_multipart(request, upload, content_type)
-        return await receive_raw(request, upload)
+            received = await receive_multipart(request, upload, content_type)
+        else:
+            received = await receive_raw(request, upload)
+        if upload.received == 0:
+            raise InvalidInput("the body is empty: send the bytes to store (at least one)")
+        return received
     except BaseException:
         upload.abort()
         raise

@@ -41,12 +41,15 @@ def serve(
     # the local Durable host its orchestrators and activities, and the timer triggers.
     from functions import indexed_app, runtime
     from hartonomous.api.app import create_app
+    from hartonomous.api.http_protocol import problem_protocol
     from hartonomous.bootstrap import bootstrap
 
     platform = bootstrap(settings_for(data_dir), functions=indexed_app().get_functions())
     runtime.use(platform)
     typer.echo(f"Hartonomous on http://{host}:{port} (docs at /docs)")
-    uvicorn.run(create_app(platform), host=host, port=port, log_level="info")
+    uvicorn.run(
+        create_app(platform), host=host, port=port, log_level="info", http=problem_protocol()
+    )
 
 
 def main() -> None:

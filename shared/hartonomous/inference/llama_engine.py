@@ -102,13 +102,21 @@ class LlamaEngine:
 
         o = self.options
         started = time.perf_counter()
-        llm = Llama(
-            str(path),
-            n_ctx=o.n_ctx,
-            n_threads=o.n_threads,
-            n_gpu_layers=o.n_gpu_layers,
-            verbose=False,
-        )
+        try:
+            llm = Llama(
+                str(path),
+                n_ctx=o.n_ctx,
+                n_threads=o.n_threads,
+                n_gpu_layers=o.n_gpu_layers,
+                verbose=False,
+            )
+        except ValueError as exc:  # llama-cpp-python: "Failed to load model from file"
+            # The file passed ingestion's header checks but llama.cpp refuses it (an
+            # architecture it does not run, tensors it cannot read): no retry will help.
+            raise UnprocessableContent(
+                f"model {model.id!r} cannot be loaded by llama.cpp ({exc}); it cannot generate",
+                model_id=model.id,
+            ) from exc
         log.info("loaded %s in %.1f s", model.id, time.perf_counter() - started)
         return llm
 
