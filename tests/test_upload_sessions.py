@@ -369,3 +369,40 @@ def test_the_cli_sends_large_files_to_blob_storage_on_azurite(azure, tenant_make
     with serving(create_app(platform)) as url:
         atom = _cli_put(url, alice, path)
     assert atom["sha256"] == hashlib.sha256(DATA).hexdigest()
+
+
+def test_a_store_signed_in_with_entra_id_hands_out_user_delegation_sas(monkeypatch):
+    """No Azure here: the delegation key the service would issue is made up, the signing is
+    azure-storage-blob's own. One key serves the sessions it outlives."""
+    from azure.core.credentials import AccessToken
+    from azure.storage.blob import BlobServiceClient, ContainerClient, UserDelegationKey
+
+    from hartonomous.blobs.azure import AzureBlobStore
+    from hartonomous.blobs.upload_staging import AzureUploadStaging
+
+    class Token:
+        def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+            return AccessToken("t", 2**31)
+
+    issued: list[object] = []
+
+    def delegation_key(self: Any, start: Any, expiry: Any, **kwargs: Any) -> UserDelegationKey:
+        key = UserDelegationKey()
+        key.signed_oid, key.signed_tid = "oid", "tid"
+        key.signed_start = start.strftime("%Y-%m-%dT%H:%M:%SZ")
+        key.signed_expiry = expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
+        key.signed_service, key.signed_version, key.value = "b", "2020-02-10", "a2V5"
+        issued.append(key)
+        return key
+
+    monkeypatch.setattr(BlobServiceClient, "get_user_delegation_key", delegation_key)
+    container = ContainerClient("https://acct.blob.core.windows.net", "atoms", credential=Token())
+    store = AzureBlobStore(container)
+    monkeypatch.setattr(store, "ensure_container", lambda: None)
+    staging = AzureUploadStaging(store)
+    for hours in (1, 6):
+        target = staging.direct_target("t1", "u1", 10, utcnow() + timedelta(hours=hours))
+        assert target is not None
+        assert target.url.startswith("https://acct.blob.core.windows.net/atoms/uploads/t1/u1?")
+        assert "skoid=oid" in target.url and "sp=cw" in target.url and "sig=" in target.url
+    assert len(issued) == 1
