@@ -10,7 +10,7 @@ from fastapi import Depends, Header, Request
 from hartonomous.api.durable import durable_client
 from hartonomous.bootstrap import Platform
 from hartonomous.errors import InvalidInput, ServiceUnavailable
-from hartonomous.workflows.client import WorkflowClient
+from hartonomous.ports import WorkflowClient
 
 
 def get_platform(request: Request) -> Platform:

@@ -13,15 +13,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 
+from hartonomous.ports import EventPublisher as EventPublisher  # the port, importable here
+from hartonomous.ports import UnitOfWorkFactory
 from hartonomous.services.clock import utcnow
 from hartonomous.store.schema import outbox
-
-if TYPE_CHECKING:  # the unit of work holds this module's repository: no import at run time
-    from hartonomous.store.unit_of_work import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +33,6 @@ class Event:
     key: str
     payload: dict[str, Any]
     created_at: datetime
-
-
-class EventPublisher(Protocol):
-    def publish(self, events: list[Event]) -> None:
-        """Deliver the events (in order) or raise; raising leaves them pending."""
 
 
 class OutboxRepository:

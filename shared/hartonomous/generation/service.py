@@ -26,21 +26,15 @@ from hartonomous.generation.store import (
     ReceiptRow,
 )
 from hartonomous.inference.model_files import builtin_model
-from hartonomous.inference.types import (
-    BUILTIN_MODEL,
-    Completion,
-    CompletionRequest,
-    Inference,
-    ModelRef,
-)
+from hartonomous.inference.types import BUILTIN_MODEL, Completion, CompletionRequest, ModelRef
 from hartonomous.knowledge.search import Mode, SearchResult, SearchService
 from hartonomous.knowledge.store import SearchFilter
 from hartonomous.metering.ledger import Usage
 from hartonomous.metering.pricing import price
+from hartonomous.ports import Inference, UnitOfWorkFactory
 from hartonomous.services.atoms import AtomService
 from hartonomous.services.clock import new_id, utcnow
 from hartonomous.store.repositories import WriteConflict
-from hartonomous.store.unit_of_work import UnitOfWorkFactory
 
 TEXT = "text/plain; charset=utf-8"
 MODEL_CARD = "application/vnd.hartonomous.model+json"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from hartonomous.errors import ServiceUnavailable
+from hartonomous.ports import Inference as Inference  # the port, importable from here too
 
 BUILTIN_MODEL = "gemma-3-270m"  # the embedded default, shipped by a PyPI package
 
@@ -44,16 +45,6 @@ class Completion:
     @property
     def tokens_per_second(self) -> float:
         return self.completion_tokens / (self.generation_ms / 1000) if self.generation_ms else 0.0
-
-
-class Inference(Protocol):
-    """Completion by a model: in process (llama.cpp) or over HTTP (the GPU worker)."""
-
-    def complete(self, model: ModelRef, request: CompletionRequest) -> Completion: ...
-
-    def stream(self, model: ModelRef, request: CompletionRequest) -> Iterator[str | Completion]:
-        """Text pieces as the model produces them, then one final ``Completion``."""
-        ...
 
 
 class ModelUnavailable(ServiceUnavailable):

@@ -14,32 +14,17 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from hartonomous.knowledge.chunking import Tokenizer
+from hartonomous.ports import Embedder as Embedder  # the port, importable from here too
 
 Vectors = npt.NDArray[np.float32]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 BUCKET = 0.85  # a mini-batch holds texts of at least this share of its longest's tokens
 MINILM_TOKENIZER = Path(__file__).with_name("minilm_tokenizer.json")
-
-
-class Embedder(Protocol):
-    model_name: str
-    dimension: int
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The model's own tokenizer: chunks are cut to its window."""
-        ...
-
-    def embed(self, texts: Sequence[str], *, spare_core: bool = False) -> Vectors:
-        """(len(texts), dimension) float32, each row of unit length. ``spare_core``: the
-        caller runs other work meanwhile (hybrid search's keyword query); leave it a core."""
-        ...
 
 
 def minilm_path() -> Path:

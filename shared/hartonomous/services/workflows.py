@@ -17,10 +17,9 @@ from anyio import to_thread
 
 from hartonomous.domain.workflows import WorkflowRun, WorkflowStatus
 from hartonomous.errors import Conflict, InvalidInput, NotFound
+from hartonomous.ports import UnitOfWorkFactory, WorkflowClient
 from hartonomous.services.clock import utcnow
 from hartonomous.store.repositories import WriteConflict
-from hartonomous.store.unit_of_work import UnitOfWorkFactory
-from hartonomous.workflows.client import WorkflowClient
 
 EVENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
 

@@ -10,7 +10,7 @@ from hartonomous.errors import UnprocessableContent
 from hartonomous.inference.llama_engine import LlamaEngine
 from hartonomous.inference.openai_http import SHA256_HEADER, TENANT_HEADER
 from hartonomous.inference.types import ModelRef
-from hartonomous.knowledge.embeddings import Embedder
+from hartonomous.ports import Embedder
 from hartonomous.settings import Settings
 from hartonomous.worker.resolve import ModelResolver
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from hartonomous.errors import NotFound, UnprocessableContent
-from hartonomous.knowledge.embeddings import Embedder
+from hartonomous.ports import Embedder
 from hartonomous.worker.context import Worker
 from hartonomous.worker.schemas import EmbeddingBody
 
