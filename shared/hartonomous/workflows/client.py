@@ -9,41 +9,18 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Protocol
+from typing import Any
 
 from anyio import to_thread
 from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 from azure.durable_functions.models.PurgeHistoryResult import PurgeHistoryResult
 from azure.durable_functions.models.utils.df_serialization import df_dumps
 
-from hartonomous.workflows.host import LocalDurableHost, new_row
+from hartonomous.ports import WorkflowClient as WorkflowClient  # the port, importable here
+from hartonomous.workflows.host import LocalDurableHost
 from hartonomous.workflows.instance import TERMINAL
 from hartonomous.workflows.persistence import InstanceRow
-
-
-class WorkflowClient(Protocol):
-    async def start_new(
-        self,
-        orchestration_function_name: str,
-        instance_id: str | None = None,
-        client_input: Any | None = None,
-    ) -> str: ...
-
-    async def get_status(
-        self,
-        instance_id: str,
-        show_history: bool = False,
-        show_history_output: bool = False,
-        show_input: bool = False,
-    ) -> DurableOrchestrationStatus: ...
-
-    async def raise_event(
-        self, instance_id: str, event_name: str, event_data: Any = None
-    ) -> None: ...
-
-    async def terminate(self, instance_id: str, reason: str) -> None: ...
-
-    async def purge_instance_history(self, instance_id: str) -> PurgeHistoryResult: ...
+from hartonomous.workflows.replay import new_row
 
 
 class DurableClientError(Exception):
