@@ -15,17 +15,22 @@ from typing import Any
 from hartonomous.blobs.local import LocalBlobStore
 from hartonomous.blobs.upload_staging import AzureUploadStaging, LocalUploadStaging
 from hartonomous.events.outbox import EventPublisher, LocalEventBus, OutboxRelay
+from hartonomous.generation.provenance import ProvenanceService
 from hartonomous.generation.service import GenerationService
 from hartonomous.inference.model_files import ModelFiles
 from hartonomous.inference.provider import InferenceProvider
 from hartonomous.inference.types import Inference
 from hartonomous.knowledge.embeddings import Embedder
+from hartonomous.knowledge.gaps import GapService
 from hartonomous.knowledge.runtime import KnowledgeProvider
 from hartonomous.knowledge.store import QUERY_TERM_TABLES
+from hartonomous.metering.usage import UsageService
 from hartonomous.models.service import ModelService
 from hartonomous.ports import BlobStore, UploadStaging
 from hartonomous.services.atoms import AtomService
+from hartonomous.services.tenants import TenantService
 from hartonomous.services.upload_sessions import UploadSessionService
+from hartonomous.services.workflows import WorkflowService
 from hartonomous.settings import Settings
 from hartonomous.store import migrate
 from hartonomous.store.engine import Engines, create_engines
@@ -49,9 +54,21 @@ class Platform:
     # Only in the local world: on Azure the Durable extension runs workflows and timers.
     workflows: LocalWorkflowRuntime | None = None
     _running: bool = False
+    # Services over the unit of work alone (no adapter to choose): routes call these, never
+    # the unit of work itself.
+    tenants: TenantService = field(init=False)
+    tenant_workflows: WorkflowService = field(init=False)
+    provenance: ProvenanceService = field(init=False)
+    usage: UsageService = field(init=False)
+    gaps: GapService = field(init=False)
     uploads: UploadSessionService = field(init=False)
 
     def __post_init__(self) -> None:
+        self.tenants = TenantService(self.uow_factory)
+        self.tenant_workflows = WorkflowService(self.uow_factory)
+        self.provenance = ProvenanceService(self.uow_factory)
+        self.usage = UsageService(self.uow_factory)
+        self.gaps = GapService(self.uow_factory, lambda: self.knowledge.get().search.writes.flush())
         self.uploads = UploadSessionService(
             self.uow_factory,
             self.atoms,

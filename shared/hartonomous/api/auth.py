@@ -12,7 +12,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from hartonomous.api.deps import PlatformDep
 from hartonomous.domain.tenants import Scope
 from hartonomous.errors import Forbidden, Unauthenticated
-from hartonomous.services import tenants as tenant_service
 from hartonomous.services.tenants import Principal
 
 # auto_error=False: we answer 401 problems ourselves; the scheme still shows in /docs.
@@ -28,9 +27,7 @@ async def _principal(
         if request.headers.get("authorization"):
             raise Unauthenticated("the Authorization header must be 'Bearer <api key>'")
         raise Unauthenticated("send your API key as 'Authorization: Bearer <api key>'")
-    return await run_in_threadpool(
-        tenant_service.authenticate, platform.uow_factory, secret=credentials.credentials
-    )
+    return await run_in_threadpool(platform.tenants.authenticate, credentials.credentials)
 
 
 def require(scope: Scope) -> Callable[..., object]:

@@ -17,10 +17,8 @@ from hartonomous.api.deps import PlatformDep
 from hartonomous.api.knowledge import Filters
 from hartonomous.api.problems import PROBLEM_RESPONSES
 from hartonomous.api.streams import ClosingStream, Primed
-from hartonomous.errors import HartonomousError, InvalidInput, NotFound
-from hartonomous.generation.lineage import walk
+from hartonomous.errors import HartonomousError, InvalidInput
 from hartonomous.generation.service import Generated, GenerateRequest
-from hartonomous.metering.pricing import price
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["generation"], responses=PROBLEM_RESPONSES)
@@ -112,11 +110,7 @@ async def generate(
 @router.get("/v1/receipts/{receipt_id}", response_model=dict[str, Any])
 def get_receipt(receipt_id: str, principal: Reader, platform: PlatformDep) -> dict[str, Any]:
     """A generation's receipt: the ordered components that produced its output."""
-    with platform.uow_factory(write=False, tenant_id=principal.tenant_id) as uow:
-        row = uow.receipts.get(principal.tenant_id, receipt_id)
-    if row is None:
-        raise NotFound(f"no receipt {receipt_id!r}")
-    return row.body
+    return platform.provenance.receipt(principal.tenant_id, receipt_id)
 
 
 @router.get("/v1/atoms/{atom_id}/lineage", response_model=dict[str, Any])
@@ -129,10 +123,7 @@ def lineage(
 ) -> dict[str, Any]:
     """``up``: what the atom was made from, down to source documents. ``down``: what it
     went into (the outputs a source influenced: what deleting it would touch)."""
-    with platform.uow_factory(write=False, tenant_id=principal.tenant_id) as uow:
-        if uow.atoms.get(principal.tenant_id, atom_id) is None:
-            raise NotFound(f"no atom {atom_id!r}")
-        return walk(uow.lineage, principal.tenant_id, atom_id, direction, depth)
+    return platform.provenance.lineage(principal.tenant_id, atom_id, direction, depth)
 
 
 class UsageLine(BaseModel):
@@ -165,14 +156,10 @@ def usage(
             raise InvalidInput("from and to need a UTC offset, e.g. 2026-11-21T00:00:00Z")
     if start and end and start >= end:
         raise InvalidInput("from must be before to")
-    with platform.uow_factory(write=False, tenant_id=principal.tenant_id) as uow:
-        totals = uow.usage.totals(principal.tenant_id, start, end)
+    report = platform.usage.report(principal.tenant_id, start, end)
     lines = [
-        UsageLine(kind=t.kind, unit=t.unit, quantity=t.quantity, events=t.events,
-                  credits=price({t.kind: t.quantity}).credits)
-        for t in totals
+        UsageLine(kind=line.total.kind, unit=line.total.unit, quantity=line.total.quantity,
+                  events=line.total.events, credits=line.credits)
+        for line in report.lines
     ]  # fmt: skip
-    return UsageOut(
-        start=start, end=end, lines=lines,
-        credits=round(sum(line.credits for line in lines), 6),
-    )  # fmt: skip
+    return UsageOut(start=start, end=end, lines=lines, credits=report.credits)

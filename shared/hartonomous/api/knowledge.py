@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -186,8 +186,5 @@ class Gap(BaseModel):
 @router.get("/v1/knowledge-gaps", response_model=list[Gap])
 def knowledge_gaps(principal: Reader, platform: PlatformDep) -> list[Gap]:
     """Recent searches whose best answer scored under the threshold."""
-    platform.knowledge.get().search.writes.flush()
-    with platform.uow_factory(write=False, tenant_id=principal.tenant_id) as uow:
-        rows: list[Any] = uow.knowledge.gaps(principal.tenant_id)
-    return [Gap(query=r.query, mode=r.mode, best_score=r.best_score, created_at=r.created_at)
-            for r in rows]  # fmt: skip
+    return [Gap(query=g.query, mode=g.mode, best_score=g.best_score, created_at=g.created_at)
+            for g in platform.gaps.recent(principal.tenant_id)]  # fmt: skip

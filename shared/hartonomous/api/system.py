@@ -10,7 +10,6 @@ from hartonomous.api.auth import Reader
 from hartonomous.api.deps import PlatformDep
 from hartonomous.api.problems import PROBLEM_RESPONSES
 from hartonomous.domain.tenants import Scope
-from hartonomous.services import tenants as tenant_service
 
 router = APIRouter(tags=["system"])
 
@@ -35,5 +34,5 @@ def healthz() -> Health:
 @router.get("/v1/me", response_model=Me, responses=PROBLEM_RESPONSES)
 def me(principal: Reader, platform: PlatformDep) -> Me:
     """The tenant and scope of the calling API key."""
-    tenant = tenant_service.get_tenant(platform.uow_factory, tenant_id=principal.tenant_id)
+    tenant = platform.tenants.get(principal.tenant_id)
     return Me(tenant_id=tenant.id, tenant_name=tenant.name, scope=principal.scope)

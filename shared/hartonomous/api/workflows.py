@@ -12,9 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hartonomous.api.auth import Reader, Writer
 from hartonomous.api.deps import PlatformDep, WorkflowClientDep
 from hartonomous.api.problems import PROBLEM_RESPONSES
-from hartonomous.bootstrap import Platform
 from hartonomous.errors import InvalidInput, PayloadTooLarge
-from hartonomous.services.workflows import WorkflowService
 
 router = APIRouter(prefix="/v1/workflows", tags=["workflows"], responses=PROBLEM_RESPONSES)
 MAX_EVENT_BYTES = 64 * 1024
@@ -44,15 +42,11 @@ class TerminateIn(BaseModel):
     reason: str = Field(default="terminated through the API", max_length=1000)
 
 
-def _service(platform: Platform) -> WorkflowService:
-    return WorkflowService(platform.uow_factory)
-
-
 @router.get("/{instance_id}", response_model=WorkflowStatusOut, response_model_by_alias=True)
 async def get_workflow(
     instance_id: InstanceId, principal: Reader, platform: PlatformDep, client: WorkflowClientDep
 ) -> WorkflowStatusOut:
-    status = await _service(platform).status(
+    status = await platform.tenant_workflows.status(
         client, tenant_id=principal.tenant_id, instance_id=instance_id
     )
     return WorkflowStatusOut(
@@ -95,7 +89,7 @@ async def raise_workflow_event(
         data = json.loads(body) if body.strip() else None
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"the event data is not valid JSON: {exc}") from exc
-    await _service(platform).raise_event(
+    await platform.tenant_workflows.raise_event(
         client, tenant_id=principal.tenant_id, instance_id=instance_id, name=name, data=data
     )
     return Response(status_code=202)
@@ -115,7 +109,7 @@ async def terminate_workflow(
     body: TerminateIn | None = None,
 ) -> Response:
     reason = (body or TerminateIn()).reason
-    await _service(platform).terminate(
+    await platform.tenant_workflows.terminate(
         client, tenant_id=principal.tenant_id, instance_id=instance_id, reason=reason
     )
     return Response(status_code=202)

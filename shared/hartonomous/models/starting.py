@@ -10,9 +10,8 @@ from anyio import to_thread
 from hartonomous.models.gguf_layout import InvalidModel
 from hartonomous.models.store import ModelRecord
 from hartonomous.models.workflow import INGEST_MODEL
+from hartonomous.ports import WorkflowClient
 from hartonomous.services.atoms import StoredAtom
-from hartonomous.services.workflows import WorkflowService
-from hartonomous.workflows.client import WorkflowClient
 
 if TYPE_CHECKING:
     from hartonomous.bootstrap import Platform
@@ -50,7 +49,7 @@ async def start_model_ingestion(
             )
         raise
     try:
-        instance_id = await WorkflowService(platform.uow_factory).start(
+        instance_id = await platform.tenant_workflows.start(
             client,
             tenant_id=tenant_id,
             name=INGEST_MODEL,

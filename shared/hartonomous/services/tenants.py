@@ -14,8 +14,8 @@ from hartonomous.domain.tenants import (
     new_api_key,
 )
 from hartonomous.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from hartonomous.ports import UnitOfWork, UnitOfWorkFactory
 from hartonomous.services.clock import new_id, utcnow
-from hartonomous.store.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -100,3 +100,16 @@ def authenticate(uow_factory: UnitOfWorkFactory, *, secret: str) -> Principal:
     if key is None:
         raise Unauthenticated("the API key is unknown or revoked")
     return Principal(tenant_id=key.tenant_id, scope=key.scope, key_id=key.id)
+
+
+@dataclass
+class TenantService:
+    """The functions above bound to one platform's unit of work: what routes call."""
+
+    uow_factory: UnitOfWorkFactory
+
+    def get(self, tenant_id: str) -> Tenant:
+        return get_tenant(self.uow_factory, tenant_id=tenant_id)
+
+    def authenticate(self, secret: str) -> Principal:
+        return authenticate(self.uow_factory, secret=secret)
