@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hashlib
+import importlib.util
 import json
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -62,14 +62,14 @@ def durable_binding() -> str:
 
 @pytest.fixture(scope="module")
 def http_api() -> Any:
-    """The user function of ``http_api`` as the worker loads it from the indexed app."""
-    sys.path.insert(0, str(ROOT))
-    try:
-        import function_app
-
-        functions = function_app.app.get_functions()
-    finally:
-        sys.path.remove(str(ROOT))
+    """The user function of ``http_api`` as the worker loads it from the indexed app. The
+    module is loaded afresh: an app's ``get_functions()`` runs once, and other tests index
+    ``function_app`` too."""
+    spec = importlib.util.spec_from_file_location("function_app_streamed", ROOT / "function_app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    functions = module.app.get_functions()
     return next(f for f in functions if f.get_function_name() == "http_api").get_user_function()
 
 
