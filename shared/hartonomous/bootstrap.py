@@ -6,7 +6,7 @@ start, so the platform is built on the first request instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -22,19 +22,25 @@ from hartonomous.inference.provider import InferenceProvider
 from hartonomous.inference.types import Inference
 from hartonomous.knowledge.embeddings import Embedder
 from hartonomous.knowledge.gaps import GapService
+from hartonomous.knowledge.keyword_sqlite import QUERY_TERM_TABLES, Fts5KeywordIndex
 from hartonomous.knowledge.runtime import KnowledgeProvider
-from hartonomous.knowledge.store import QUERY_TERM_TABLES
 from hartonomous.metering.usage import UsageService
 from hartonomous.models.service import ModelService
-from hartonomous.ports import BlobStore, UploadStaging
+from hartonomous.ports import BlobStore, UploadStaging, VectorSearch
 from hartonomous.services.atoms import AtomService
 from hartonomous.services.tenants import TenantService
 from hartonomous.services.upload_sessions import UploadSessionService
 from hartonomous.services.workflows import WorkflowService
 from hartonomous.settings import Settings
 from hartonomous.store import migrate
+from hartonomous.store.dialects import (
+    StoreAdapters,
+    no_session_setup,
+    tenant_session_context,
+)
 from hartonomous.store.engine import Engines, create_engines
 from hartonomous.store.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from hartonomous.store.upsert import PortableInsertOrIgnore, SqliteInsertOrIgnore
 from hartonomous.workflows.runtime import LocalWorkflowRuntime
 
 
@@ -92,10 +98,91 @@ class Platform:
                 self.workflows.stop()
             self.outbox.stop()
             self._running = False
+        self.knowledge.flush()  # queued usage and gap rows are written before shutdown
 
     def close(self) -> None:
         self.stop_background()
+        self.knowledge.close()
         self.engines.dispose()
+
+
+def store_adapters_for(dialect: str) -> StoreAdapters:
+    """What differs between SQLite and Azure SQL under the repositories."""
+    if dialect == "mssql":
+        from hartonomous.knowledge.keyword_mssql import FullTextKeywordIndex
+
+        return StoreAdapters(
+            tenant_session_context, PortableInsertOrIgnore(), FullTextKeywordIndex()
+        )
+    return StoreAdapters(no_session_setup, SqliteInsertOrIgnore(), Fts5KeywordIndex())
+
+
+def embedder_factory(settings: Settings) -> Callable[[], Embedder]:
+    """MiniLM in process, or the GPU worker's when ``embedding_url`` is set; called on first
+    use, so torch never loads at start-up."""
+
+    def build() -> Embedder:
+        if settings.embedding_url:
+            from hartonomous.inference.openai_http import WorkerEmbedder
+
+            key = settings.worker_key.get_secret_value() if settings.worker_key else None
+            return WorkerEmbedder(settings.embedding_url, key)
+        from hartonomous.knowledge.embeddings import MiniLMEmbedder
+
+        return MiniLMEmbedder(precision=settings.embedding_precision)
+
+    return build
+
+
+def vector_index_factory(
+    settings: Settings, dialect: str, uow_factory: UnitOfWorkFactory
+) -> Callable[[Embedder], VectorSearch]:
+    """In Azure SQL on Azure SQL (no per-instance matrices); in memory on SQLite."""
+
+    def build(embedder: Embedder) -> VectorSearch:
+        if dialect == "mssql":
+            from hartonomous.knowledge.sql_vectors import SqlVectorIndex
+
+            return SqlVectorIndex(
+                uow_factory,
+                embedder.model_name,
+                embedder.dimension,
+                exact_below=settings.vector_ann_threshold or 2**31 - 1,
+            )
+        from hartonomous.knowledge.vectors import VectorIndex
+
+        return VectorIndex(
+            uow_factory,
+            embedder.model_name,
+            embedder.dimension,
+            ann_threshold=settings.vector_ann_threshold,
+        )
+
+    return build
+
+
+def inference_factory(settings: Settings, files: ModelFiles) -> Callable[[], Inference]:
+    """llama.cpp in process by default, the GPU worker over HTTP when ``inference_url`` is
+    set; called on first use, so llama.cpp never loads at start-up."""
+
+    def build() -> Inference:
+        if settings.inference_url:
+            from hartonomous.inference.openai_http import WorkerInference
+
+            key = settings.worker_key.get_secret_value() if settings.worker_key else None
+            return WorkerInference(settings.inference_url, key)
+        from hartonomous.inference.llama_engine import EngineOptions, LlamaEngine
+
+        return LlamaEngine(
+            files,
+            EngineOptions(
+                n_ctx=settings.inference_context_tokens,
+                n_threads=settings.inference_threads,
+                n_gpu_layers=settings.inference_gpu_layers,
+            ),
+        )
+
+    return build
 
 
 def blob_store_for(settings: Settings) -> BlobStore:
@@ -148,7 +235,9 @@ def bootstrap(
     if run_migrations if run_migrations is not None else engines.dialect == "sqlite":
         migrate.upgrade(engines)
     blobs = blobs or blob_store_for(settings)
-    uow_factory: UnitOfWorkFactory = partial(UnitOfWork, engines)
+    uow_factory: UnitOfWorkFactory = partial(
+        UnitOfWork, engines, store_adapters_for(engines.dialect)
+    )
     atom_service = AtomService(
         uow_factory=uow_factory, blobs=blobs, max_upload_bytes=settings.max_upload_bytes
     )
@@ -157,7 +246,14 @@ def bootstrap(
         workflows = LocalWorkflowRuntime.build(
             engines, functions, activity_workers=settings.workflow_activity_workers
         )
-    knowledge = KnowledgeProvider(settings, uow_factory, atom_service, blobs, embedder)
+    knowledge = KnowledgeProvider(
+        settings,
+        uow_factory,
+        atom_service,
+        blobs,
+        (lambda: embedder) if embedder is not None else embedder_factory(settings),
+        vector_index_factory(settings, engines.dialect, uow_factory),
+    )
     models = ModelService(uow_factory, atom_service, blobs)
     files = ModelFiles(
         settings.resolved_model_cache_dir,
@@ -165,7 +261,9 @@ def bootstrap(
             models.ready_parts(tenant_id, model_id)[1]
         ),
     )
-    inference_provider = InferenceProvider(settings, files, inference)
+    inference_provider = InferenceProvider(
+        files, (lambda: inference) if inference is not None else inference_factory(settings, files)
+    )
     events = LocalEventBus()
     publisher: EventPublisher = events
     if settings.event_hubs_connection_string is not None:

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from hartonomous.ports import EventPublisher as EventPublisher  # the port, importable here
 from hartonomous.ports import UnitOfWorkFactory
 from hartonomous.services.clock import utcnow
+from hartonomous.store.repositories import batched
 from hartonomous.store.schema import outbox
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,10 @@ class OutboxRepository:
         return [Event(r.id, r.tenant_id, r.topic, r.key, r.payload, r.created_at) for r in rows]
 
     def mark_published(self, ids: list[int], at: datetime) -> None:
-        if ids:
-            self._conn.execute(outbox.update().where(outbox.c.id.in_(ids)).values(published_at=at))
+        for batch in batched(ids):  # Azure SQL binds at most 2,100 parameters a statement
+            self._conn.execute(
+                outbox.update().where(outbox.c.id.in_(batch)).values(published_at=at)
+            )
 
 
 class LocalEventBus:
