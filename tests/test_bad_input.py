@@ -184,7 +184,7 @@ def test_too_many_filter_keys_are_refused_at_once(tmp_path, client, alice, tenan
             assert len(raw) < platform.settings.max_json_body_bytes
             started = time.perf_counter()
             assert_problem(search(default, bob, None, raw=raw), 422)
-            assert time.perf_counter() - started < 2
+            assert time.perf_counter() - started < 10  # was 40 s of CPU, then a 500
     finally:
         platform.close()
     assert_problem(search(client, alice, {f"k{i}": 0 for i in range(MAX_FILTER_KEYS + 1)}), 422)
@@ -315,8 +315,8 @@ def test_an_empty_body_is_400_not_an_empty_atom(client, platform, alice, path):
     nothing_stored(client, platform, alice)
 
 
-def test_a_malformed_media_type_filter_is_400(client, alice):
-    assert_problem(client.get("/v1/atoms?media_type=foo", headers=alice.auth("read")), 400)
+def test_a_malformed_media_type_filter_is_refused(client, alice):
+    assert_problem(client.get("/v1/atoms?media_type=foo", headers=alice.auth("read")), 422)
     r = client.get("/v1/atoms?media_type=text/plain", headers=alice.auth("read"))
     assert r.status_code == 200
 

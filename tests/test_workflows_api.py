@@ -72,9 +72,9 @@ def test_status_events_and_isolation(api, wf_platform, tenant_maker):
     problem(api.post(f"{url}/terminate", headers=bob.auth()), 404)
     problem(api.get("/v1/workflows/nope", headers=alice.auth()), 404)
     problem(api.post(f"{url}/events/approve", json="x", headers=alice.auth("read")), 403)
-    assert (
-        "event name"
-        in problem(api.post(f"{url}/events/9lives", json="x", headers=alice.auth()), 400)["detail"]
+    assert (  # the pattern is in the OpenAPI: a validation error
+        "path.name"
+        in problem(api.post(f"{url}/events/9lives", json="x", headers=alice.auth()), 422)["detail"]
     )
     assert (
         "not valid JSON"

@@ -60,14 +60,20 @@ def create_app(platform: Platform) -> FastAPI:
 
 def _openapi_tells_settings(app: FastAPI, platform: Platform) -> None:
     """Bounds that are settings, not constants, written into the schema the app serves, so
-    it promises what the server accepts (``max_tokens`` up to the configured maximum)."""
+    it promises what the server accepts (``max_tokens``, an upload session's ``size``)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
-            props = schema["components"]["schemas"]["GenerateIn"]["properties"]
-            props["max_tokens"]["maximum"] = platform.settings.generation_max_tokens
+            schemas, settings = schema["components"]["schemas"], platform.settings
+            schemas["GenerateIn"]["properties"]["max_tokens"]["maximum"] = (
+                settings.generation_max_tokens
+            )
+            if "UploadIn" in schemas:
+                schemas["UploadIn"]["properties"]["size"]["maximum"] = (
+                    settings.max_session_upload_bytes
+                )
             app.openapi_schema = schema
         return app.openapi_schema
 

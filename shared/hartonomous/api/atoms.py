@@ -15,7 +15,7 @@ from hartonomous.api.deps import PlatformDep
 from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
 from hartonomous.api.ranges import CONTENT_RESPONSES, content_response
 from hartonomous.api.uploads import check_declared_length, media_type_of, receive
-from hartonomous.domain.atoms import Atom, Modality
+from hartonomous.domain.atoms import MEDIA_TYPE_PATTERN, Atom, Modality
 
 router = APIRouter(prefix="/v1/atoms", tags=["atoms"], responses=PROBLEM_RESPONSES)
 
@@ -47,27 +47,44 @@ class AtomPageOut(BaseModel):
     )
 
 
-UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "description": "The raw bytes (Content-Type is the media type; optional X-Atom-Metadata "
-        "header with a JSON object), or multipart/form-data with a `file` part and an optional "
-        "`metadata` part.",
-        "content": {
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "metadata": {"type": "string", "description": "a JSON object"},
+def upload_body(media_types: tuple[str, ...] = ("application/octet-stream",)) -> dict[str, Any]:
+    """The OpenAPI request body of a streamed upload (the route reads the stream itself):
+    the raw bytes under each of ``media_types``, or multipart with a ``file`` part of one
+    of them and an optional JSON ``metadata`` part."""
+    binary = {"schema": {"type": "string", "format": "binary", "minLength": 1}}
+    text = {"schema": {"type": "string", "minLength": 1}}
+    return {
+        "requestBody": {
+            "required": True,
+            "description": "The raw bytes (Content-Type is the media type; optional "
+            "X-Atom-Metadata header with a JSON object), or multipart/form-data with a `file` "
+            "part and an optional `metadata` part. An empty body is a 400.",
+            "content": {
+                **{kind: text if kind.startswith("text/") else binary for kind in media_types},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "file": {"type": "string", "format": "binary", "minLength": 1},
+                            "metadata": {
+                                "type": "object",
+                                "description": "a JSON object of at most 16 KiB",
+                            },
+                        },
                     },
-                }
+                    "encoding": {
+                        "file": {"contentType": ", ".join(media_types)},
+                        "metadata": {"contentType": "application/json"},
+                    },
+                },
             },
-        },
+        }
     }
-}
+
+
+UPLOAD_BODY = upload_body()
 
 
 @router.post(
@@ -108,7 +125,7 @@ def list_atoms(
     principal: Reader,
     platform: PlatformDep,
     modality: Modality | None = None,
-    media_type: Annotated[str | None, Query(max_length=255)] = None,
+    media_type: Annotated[str | None, Query(max_length=255, pattern=MEDIA_TYPE_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> AtomPageOut:

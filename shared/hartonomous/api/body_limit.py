@@ -8,10 +8,10 @@ the bytes as they arrive and answers ``413`` once past the limit: at once when
 the limit is also refused (400) when it holds what Python's parser takes but nothing after it
 can (a lone surrogate, ``NaN``), so no route has to remember to.
 
-Streaming upload routes (those whose OpenAPI request body is ``application/octet-stream`` or
-``multipart/form-data``) stream to storage under their own limits and pass untouched, except
-for a JSON body on a route that also declares ``application/json`` (``POST /v1/models``
-``{"atom_id": ...}``), which is bounded like any other.
+Streaming upload routes (those whose OpenAPI request body is bytes, ``format: binary``, or
+multipart) stream to storage under their own limits and pass untouched, except for a media
+type they declare with a structure (``POST /v1/models`` ``{"atom_id": ...}`` as JSON), which
+is read whole and bounded like any other.
 """
 
 from __future__ import annotations
@@ -24,35 +24,25 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hartonomous.api.openapi_paths import operations
+from hartonomous.api.openapi_paths import is_json, operations
 from hartonomous.api.problems import send_problem
 from hartonomous.errors import InvalidInput, PayloadTooLarge
-
-STREAMING_TYPES = ("application/octet-stream", "multipart/form-data")
 
 
 @dataclass(frozen=True)
 class StreamingRoute:
     path: re.Pattern[str]
     method: str
-    takes_json: bool  # also takes a (bounded) application/json body
+    structured: frozenset[str]  # media types it reads whole (bounded): JSON beside the bytes
 
 
 def streaming_routes(schema: dict[str, Any]) -> list[StreamingRoute]:
-    """The operations that stream their body, read from what the OpenAPI declares."""
+    """The operations that stream their body (a binary or multipart request body)."""
     return [
-        StreamingRoute(op.path, op.method, _JSON in op.request_types)
+        StreamingRoute(op.path, op.method, op.structured)
         for op in operations(schema)
-        if any(kind in op.request_types for kind in STREAMING_TYPES)
+        if op.streamed
     ]
-
-
-_JSON = "application/json"
-
-
-def is_json(content_type: str) -> bool:
-    essence = content_type.split(";", 1)[0].strip().lower()
-    return essence == _JSON or essence.endswith("+json")
 
 
 class BodyLimit:
@@ -72,8 +62,8 @@ class BodyLimit:
         path, method = scope["path"], scope["method"]
         for route in self._streaming:
             if method == route.method and route.path.match(path):
-                content_type = _header(scope, b"content-type")
-                return self.limit if route.takes_json and is_json(content_type) else None
+                essence = _header(scope, b"content-type").split(";", 1)[0].strip().lower()
+                return self.limit if essence in route.structured else None
         return self.limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -43,7 +43,10 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 def get_request_id(
     x_request_id: Annotated[
         str | None,
-        Header(description="Your id for this request: a retry with the same id counts once"),
+        Header(
+            description="Your id for this request: a retry with the same id counts once",
+            pattern=f"^{_REQUEST_ID.pattern}$",
+        ),
     ] = None,
 ) -> str | None:
     if x_request_id is not None and not _REQUEST_ID.fullmatch(x_request_id):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Generator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from hartonomous.api.auth import Reader, Writer
 from hartonomous.api.deps import PlatformDep
@@ -126,6 +127,19 @@ def lineage(
     return platform.provenance.lineage(principal.tenant_id, atom_id, direction, depth)
 
 
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _date_time_text(value: object) -> object:
+    """RFC 3339 text only, as the schema says: pydantic would take a number as Unix time."""
+    if isinstance(value, str) and _RFC3339.match(value):
+        return value
+    raise ValueError("a date-time with a UTC offset, e.g. 2026-11-21T00:00:00Z")
+
+
+UtcTime = Annotated[AwareDatetime, BeforeValidator(_date_time_text)]
+
+
 class UsageLine(BaseModel):
     kind: str
     unit: str
@@ -147,8 +161,8 @@ class UsageOut(BaseModel):
 def usage(
     principal: Reader,
     platform: PlatformDep,
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    end: Annotated[datetime | None, Query(alias="to")] = None,
+    start: Annotated[UtcTime | None, Query(alias="from")] = None,
+    end: Annotated[UtcTime | None, Query(alias="to")] = None,
 ) -> UsageOut:
     """What the caller's tenant used in ``[from, to)``, by kind, priced in credits."""
     for value in (start, end):

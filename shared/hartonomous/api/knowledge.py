@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
 
-from hartonomous.api.atoms import UPLOAD_BODY
+from hartonomous.api.atoms import upload_body
 from hartonomous.api.auth import Reader, Writer
 from hartonomous.api.deps import PlatformDep, RequestId, WorkflowClientDep
 from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
@@ -31,6 +38,10 @@ from hartonomous.knowledge.store import SearchFilter
 from hartonomous.knowledge.uploads import start_ingestion
 
 router = APIRouter(tags=["knowledge"], responses=PROBLEM_RESPONSES)
+# What ingestion parses, by media type (JSON documents and source code too: by their type or
+# their file's extension; application/json is left out here because a JSON schema would read
+# as a JSON body, which this is not).
+INGESTIBLE = ("text/plain", "text/markdown", "text/html", "application/pdf")
 
 
 class IngestionOut(BaseModel):
@@ -44,7 +55,7 @@ class IngestionOut(BaseModel):
     "/v1/ingestions",
     status_code=202,
     response_model=IngestionOut,
-    openapi_extra=UPLOAD_BODY,
+    openapi_extra=upload_body(INGESTIBLE),
     responses={413: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Too large"}},
 )
 async def create_ingestion(
@@ -86,6 +97,21 @@ FilterValue = (
     | Annotated[float, Field(allow_inf_nan=False)]
     | bool
 )
+# Stated whole: pydantic would publish the key pattern as patternProperties, which lets any
+# other key through, and the integer bounds as floats.
+METADATA_FILTER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "maxProperties": MAX_FILTER_KEYS,
+    "propertyNames": {"pattern": FILTER_KEY_PATTERN},
+    "additionalProperties": {
+        "anyOf": [
+            {"type": "string", "maxLength": MAX_FILTER_VALUE_CHARS},
+            {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX},
+            {"type": "number"},
+            {"type": "boolean"},
+        ]
+    },
+}
 
 
 class Filters(BaseModel):
@@ -94,7 +120,9 @@ class Filters(BaseModel):
     modality: Modality | None = None
     media_type: str | None = Field(default=None, max_length=255)
     document_id: str | None = Field(default=None, max_length=36)
-    metadata: dict[FilterKey, FilterValue] | None = Field(
+    metadata: (
+        Annotated[dict[FilterKey, FilterValue], WithJsonSchema(METADATA_FILTER_SCHEMA)] | None
+    ) = Field(
         default=None,
         max_length=MAX_FILTER_KEYS,
         description="Equality on the source document's metadata: at most "

@@ -19,7 +19,8 @@ METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 class Operation:
     path: re.Pattern[str]
     method: str  # upper case
-    request_types: frozenset[str]  # the media types its request body declares
+    streamed: frozenset[str]  # request media types that are bytes (format: binary) or multipart
+    structured: frozenset[str]  # JSON request media types with a schema: read whole
 
 
 def operations(schema: dict[str, Any]) -> list[Operation]:
@@ -30,9 +31,22 @@ def operations(schema: dict[str, Any]) -> list[Operation]:
             operation = item.get(method)
             if operation is None:
                 continue
-            body = operation.get("requestBody") or {}
-            found.append(Operation(regex, method.upper(), frozenset(body.get("content", {}))))
+            content = (operation.get("requestBody") or {}).get("content", {})
+            streamed = {kind for kind, media in content.items() if _streamed(kind, media)}
+            structured = {kind for kind in content if kind not in streamed and is_json(kind)}
+            found.append(
+                Operation(regex, method.upper(), frozenset(streamed), frozenset(structured))
+            )
     return found
+
+
+def is_json(content_type: str) -> bool:
+    essence = content_type.split(";", 1)[0].strip().lower()
+    return essence == "application/json" or essence.endswith("+json")
+
+
+def _streamed(kind: str, media: dict[str, Any]) -> bool:
+    return kind.startswith("multipart/") or (media.get("schema") or {}).get("format") == "binary"
 
 
 def allowed_methods(schema: dict[str, Any], path: str) -> list[str]:

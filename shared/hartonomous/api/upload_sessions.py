@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hartonomous.api.atoms import AtomOut, StoredAtomOut
 from hartonomous.api.auth import Writer, _bearer, _principal
@@ -25,9 +25,11 @@ from hartonomous.api.knowledge import IngestionOut
 from hartonomous.api.models import ModelStarted
 from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
 from hartonomous.bootstrap import Platform
+from hartonomous.domain.atoms import MEDIA_TYPE_PATTERN
+from hartonomous.domain.metadata import check_metadata
 from hartonomous.domain.tenants import Scope
 from hartonomous.domain.uploads import Purpose, UploadSession
-from hartonomous.errors import Forbidden, ServiceUnavailable, UnprocessableContent
+from hartonomous.errors import Forbidden, InvalidInput, ServiceUnavailable, UnprocessableContent
 from hartonomous.knowledge.uploads import complete_upload
 from hartonomous.ports import WorkflowClient
 
@@ -39,8 +41,19 @@ class UploadIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     size: Annotated[int, Field(ge=1, le=2**53, description="Exact size of the file in bytes")]
-    media_type: Annotated[str | None, Field(max_length=255)] = None
+    media_type: Annotated[str | None, Field(max_length=255, pattern=MEDIA_TYPE_PATTERN)] = None
     metadata: dict[str, Any] = Field(default_factory=dict, description="As X-Atom-Metadata")
+
+    @field_validator("metadata")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Refused now, not when the bytes are complete (domain/metadata.py)."""
+        try:
+            check_metadata(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.detail) from exc
+        return value
+
     purpose: Purpose = Field(
         default=Purpose.ATOM,
         description="atom: store it; document: store and ingest it; model: a GGUF to add",

@@ -13,6 +13,7 @@ from hartonomous.api.auth import Reader, Writer
 from hartonomous.api.deps import PlatformDep, WorkflowClientDep
 from hartonomous.api.problems import PROBLEM_RESPONSES
 from hartonomous.errors import InvalidInput, PayloadTooLarge
+from hartonomous.services.workflows import EVENT_NAME
 
 router = APIRouter(prefix="/v1/workflows", tags=["workflows"], responses=PROBLEM_RESPONSES)
 MAX_EVENT_BYTES = 64 * 1024
@@ -77,7 +78,7 @@ async def get_workflow(
 )
 async def raise_workflow_event(
     instance_id: InstanceId,
-    name: Annotated[str, Path(min_length=1, max_length=100)],
+    name: Annotated[str, Path(min_length=1, max_length=100, pattern=EVENT_NAME.pattern)],
     request: Request,
     principal: Writer,
     platform: PlatformDep,

@@ -10,8 +10,11 @@ from typing import Any
 
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
-# RFC 6838 type/subtype, parameters allowed after ';'.
-_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][\w.+!#$&^-]{0,126}/[A-Za-z0-9][\w.+!#$&^-]{0,126}$")
+# RFC 6838 type/subtype (restricted-name: ASCII only), parameters allowed after ';'. Also the
+# OpenAPI pattern of media type parameters, so the schema and the server agree.
+_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+MEDIA_TYPE_PATTERN = rf"^{_NAME}/{_NAME}$"
+_MEDIA_TYPE = re.compile(MEDIA_TYPE_PATTERN)
 
 
 class Modality(StrEnum):

@@ -1,0 +1,186 @@
+"""schemathesis against the app's own OpenAPI: every operation, every built-in check, positive
+and negative data, over the real app on a real SQLite store with a real key (given to
+schemathesis as the schema's bearer scheme, so negative cases may leave it out).
+
+What is not real, and why: the completion engine is a stub (``EchoInference``): loading and
+running llama.cpp for each of hundreds of generated generation requests would take the whole
+budget many times over; tests/test_generation.py runs the real model. Search, embeddings
+(MiniLM), receipts and usage behind ``/v1/generate`` are the real ones.
+
+Exclusions, each with its reason below: ``SEMANTIC_REFUSALS`` (schema-valid data refused for
+what a schema cannot state, e.g. bytes that are not a GGUF) and ``LENIENT`` (schema-violating
+data rightly accepted). Only the positive-, resp. negative-data check learns of them; the
+5xx, status, content type, header and response schema checks see every case.
+
+Bounded: ``EXAMPLES`` cases per operation and mode, no shrinking (a failure is reported as a
+reproducible request as it is); about 50 s on two busy cores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis.checks import CHECKS, load_all_checks
+from schemathesis.config import SchemathesisConfig
+from schemathesis.core.result import Err, Ok
+from schemathesis.generation.modes import GenerationMode
+
+from functions import indexed_app, runtime
+from hartonomous.api.app import create_app
+from hartonomous.bootstrap import Platform, bootstrap
+from hartonomous.inference.types import Completion, CompletionRequest, ModelRef
+from hartonomous.settings import Settings
+
+EXAMPLES = 25
+load_all_checks()
+ALL_CHECKS = CHECKS.get_all()
+
+
+class EchoInference:
+    """The inference port without a model: a few words back, at once."""
+
+    def complete(self, model: ModelRef, request: CompletionRequest) -> Completion:
+        text = " ".join(request.prompt.split()[: min(request.max_tokens, 8)])
+        return Completion(text, "stop", len(request.prompt.split()), len(text.split()) + 1)
+
+    def stream(self, model: ModelRef, request: CompletionRequest) -> Iterator[str | Completion]:
+        completion = self.complete(model, request)
+        yield completion.text
+        yield completion
+
+
+def without_lifespan(app: Any) -> Any:
+    """The app for schemathesis, whose client would start the lifespan (the workflow host)
+    and keep it for the rest of the process; the fixture runs the real one instead."""
+
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    return asgi
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[tuple[Any, str]]:
+    """The app as `hartonomous serve` runs it (workflow host included), and an admin key."""
+    from hartonomous.services import tenants
+
+    folder: Path = tmp_path_factory.mktemp("schemathesis")
+    platform: Platform = bootstrap(
+        Settings(data_dir=folder / "data", max_upload_bytes=256 * 1024),
+        functions=indexed_app().get_functions(),
+        embedder=embedder,
+        inference=EchoInference(),
+    )
+    runtime.use(platform)
+    embedder.embed(["warm up"])  # the first query would pay for loading MiniLM
+    _, admin = tenants.create_tenant(platform.uow_factory, name="fuzz")
+    app = create_app(platform)
+    try:
+        with TestClient(app):  # the lifespan: the workflow host runs what ingestions start
+            yield without_lifespan(app), admin.secret
+    finally:
+        runtime.use(None)
+        platform.close()
+
+
+# Where valid-looking data is refused for what a schema cannot state, the positive-data check
+# also accepts that status; every other check (5xx, schema, headers, negative data) still runs.
+SEMANTIC_REFUSALS: list[tuple[str, str, str, str]] = [
+    ("POST", "/v1/models", "422", "bytes that are not a GGUF file (a magic number)"),
+    ("GET", "/v1/atoms", "400", "a cursor this API did not return (it is opaque)"),
+    ("GET", "/v1/models", "400", "a cursor this API did not return (it is opaque)"),
+    ("POST", "/v1/uploads", "422", "purpose document with a media type ingestion cannot parse"),
+    ("GET", "/v1/usage", "400", "from after to (each valid alone)"),
+]
+# Where schema-violating data is rightly accepted, the negative-data check accepts that status.
+LENIENT: list[tuple[str, str, str, str]] = [
+    ("POST", "/v1/ingestions", "202", "a text/* body is text whatever it spells: '1.5' too"),
+]
+POSITIVE_OK = ["2xx", "3xx", "401", "403", "404", "409", "429"]
+# schemathesis' own list, and 413: a body or size past a limit is refused as too large.
+NEGATIVE_OK = ["400", "401", "403", "404", "405", "406", "409", "415", "422", "428", "429"]
+
+
+def _config(key: str) -> SchemathesisConfig:
+    return SchemathesisConfig.from_dict(
+        {
+            # As the schema's security scheme, so negative cases may leave it out.
+            "auth": {"openapi": {"HTTPBearer": {"bearer": key}}},
+            "checks": {"negative_data_rejection": {"expected-statuses": [*NEGATIVE_OK, "413"]}},
+            "operations": [
+                {
+                    "include-name": f"{method} {path}",  # method and path together
+                    "checks": {
+                        "positive_data_acceptance": {"expected-statuses": [*POSITIVE_OK, status]}
+                    },
+                }
+                for method, path, status, _ in SEMANTIC_REFUSALS
+            ]
+            + [
+                {
+                    "include-name": f"{method} {path}",
+                    "checks": {
+                        "negative_data_rejection": {
+                            "expected-statuses": [*NEGATIVE_OK, "413", status]
+                        }
+                    },
+                }
+                for method, path, status, _ in LENIENT
+            ],
+        }
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return f"{exc}\n" + "\n".join(_describe(e) for e in exc.exceptions)
+    return str(exc)
+
+
+def test_the_api_keeps_its_schema(served: tuple[Any, str]) -> None:
+    """Every operation in both modes; every failure is collected, then all are reported."""
+    app, key = served
+    api = schemathesis.openapi.from_asgi("/openapi.json", app, config=_config(key))
+    failures: list[str] = []
+    results = list(api.get_all_operations())
+    unreadable = [result.err() for result in results if isinstance(result, Err)]
+    assert not unreadable, unreadable  # an operation schemathesis cannot read is a failure too
+    operations = [result.ok() for result in results if isinstance(result, Ok)]
+    assert len(operations) > 20
+    for operation in operations:
+        for mode in GenerationMode:
+
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+                database=None,
+            )
+            def run(case: Any) -> None:
+                case.call_and_validate(checks=ALL_CHECKS, timeout=60)
+
+            try:
+                run()
+            except Unsatisfiable:
+                assert mode is GenerationMode.NEGATIVE  # nothing to get wrong (no input)
+            except (Exception, BaseExceptionGroup) as exc:  # each names its request (curl)
+                failures.append(f"{operation.label} [{mode.value}]: {_describe(exc)}")
+    assert not failures, f"{len(failures)} failing:\n\n" + "\n\n".join(failures)
