@@ -153,6 +153,10 @@ class LlamaEngine:
                     prompt_tokens=prompt_tokens,
                     context_tokens=llm.n_ctx(),
                 )
+            # The whole prompt is evaluated every time: reusing a cached prefix evaluates the
+            # rest in other batch shapes, and on CPUs without AVX2 that changed temperature-0
+            # outputs (' Earth' then ''), so a receipt's prompt would not give its text again.
+            llm.reset()
             sampled = _Sampled()
             started = time.perf_counter()
             finish_reason = "length"
