@@ -97,7 +97,7 @@ def test_what_a_session_refuses(client, platform, alice, bob):
     problem(post({"size": 10, "purpose": "thing"}), 422)
     problem(post({"size": 10, "metadata": {"a": "\ud800"}}), 400)
     problem(post({"size": 10, "metadata": {"a": "x" * 20_000}}), 400)
-    problem(post({"size": 10, "media_type": "not a type"}), 400)
+    problem(post({"size": 10, "media_type": "not a type"}), 422)
     problem(post({"size": 10, "purpose": "document", "media_type": "image/png"}), 422)
     problem(
         post({"size": 64 * 1024**2 + 1, "purpose": "document", "media_type": "text/plain"}), 413
