@@ -210,9 +210,13 @@ def test_generation_errors_are_problems_and_tenants_stay_apart(api, gp, tenant_m
         api.post("/v1/generate", json={"prompt": QUESTION}, headers=alice.auth("read")).status_code
         == 403
     )
-    for query in ("from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "from=2026-01-01T00:00:00"):
+    for query, status in (
+        ("from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", 400),  # an empty interval
+        ("from=2026-01-01T00:00:00", 422),  # no offset: the schema's date-time refuses it
+    ):
         r = api.get(f"/v1/usage?{query}", headers=alice.auth("read"))
-        assert r.status_code == 400, r.text
+        assert r.status_code == status, r.text
+        assert r.headers["content-type"] == "application/problem+json"
     assert count(gp, receipts) == 1
 
 
@@ -272,7 +276,7 @@ def test_searches_and_embedding_batches_are_metered_once(api, gp, tenant_maker):
     bad = api.post(
         "/v1/search", json={"query": "x"}, headers={**headers, "X-Request-Id": "no spaces"}
     )
-    assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
     gp.knowledge.get().search.writes.flush()
     lines = {x["kind"]: x for x in api.get("/v1/usage", headers=alice.auth("read")).json()["lines"]}
     assert lines["search.queries"]["quantity"] == 2  # the retry counted once
