@@ -3,13 +3,19 @@ then applied on one background thread, one transaction per tenant for whatever q
 meanwhile. ``flush()`` waits until everything queued so far is written; ``close()`` drains
 the queue and stops the thread (the platform calls it on shutdown).
 
-No row is lost to one bad neighbour or one failed commit: when a tenant's batch fails, each
-of its writes is retried alone, up to ``attempts`` times with a growing pause; only a write
-that fails every time is dropped, and it is logged with what it would have written.
+No row is lost to one bad neighbour or to a database that is busy for a while: when a
+tenant's batch fails, each of its writes is retried alone. A write that fails with a
+*permanent* error (a constraint, bad data, a programming error: retrying cannot help) is
+dropped alone and logged with what it would have written. Any other failure (a locked or
+unreachable database) is retried with capped exponential backoff for as long as the outage
+lasts, up to ``RETRY_DEADLINE`` (5 minutes) from its first failure; only then are rows
+dropped, each logged. Meanwhile the queue fills and applies backpressure.
 
 Bounded: at most ``maxsize`` writes wait. ``submit`` then blocks (backpressure on the
 caller) for up to ``submit_timeout`` seconds, and past that applies the write itself, in the
-caller's thread and transaction: slower, never lost, never unbounded.
+caller's thread and transaction. That fallback never raises into the request: a write it
+cannot apply goes back to the queue (waiting once more, bounded), or, when even that fails,
+is dropped and logged like any other.
 """
 
 from __future__ import annotations
@@ -19,14 +25,36 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+
+import sqlalchemy.exc as sa_exc
 
 from hartonomous.ports import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 
 Write = Callable[[UnitOfWork], object]
-_STOP: Any = object()
+
+RETRY_DEADLINE = 300.0  # seconds an outage may last before its rows are dropped (logged)
+BACKOFF_CAP = 10.0  # the longest pause between two tries of one row
+_POLL = 0.05  # how often a blocked submit or the idle thread looks again
+
+PERMANENT: tuple[type[BaseException], ...] = (
+    sa_exc.IntegrityError,
+    sa_exc.DataError,
+    sa_exc.ProgrammingError,
+    sa_exc.NotSupportedError,
+    sa_exc.ArgumentError,
+    sa_exc.CompileError,
+    TypeError,
+    ValueError,
+    LookupError,
+    AttributeError,
+)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True when trying the same write again cannot succeed."""
+    return isinstance(exc, PERMANENT)
 
 
 def describe(write: Write) -> str:
@@ -56,61 +84,103 @@ class BackgroundWriter:
         *,
         maxsize: int = 10_000,
         batch: int = 500,
-        attempts: int = 3,
         backoff: float = 0.2,
+        backoff_cap: float = BACKOFF_CAP,
+        deadline: float = RETRY_DEADLINE,
         submit_timeout: float = 2.0,
     ) -> None:
         self._uow = uow_factory
-        self._batch, self._attempts, self._backoff = batch, attempts, backoff
+        self._batch, self._backoff, self._backoff_cap = batch, backoff, backoff_cap
+        self._deadline = deadline
         self._submit_timeout = submit_timeout
         self._queue: queue.Queue[tuple[str, Write]] = queue.Queue(maxsize)
+        self._lock = threading.Lock()  # closed-check and enqueue are one step
         self._closed = False
-        self.dropped = 0  # writes that failed every attempt
+        self._stopping = threading.Event()
+        self._failing_since: float | None = None  # the current outage's first failure
+        self.dropped = 0  # writes given up on (permanent error, or past the deadline)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, tenant_id: str, write: Write) -> None:
-        if self._closed:
-            raise RuntimeError("the background writer is closed")
-        try:
-            self._queue.put((tenant_id, write), timeout=self._submit_timeout)
-        except queue.Full:
+        if not self._enqueue(tenant_id, write, self._submit_timeout):
             log.warning(
                 "background writes are %d behind; writing in the caller", self._queue.qsize()
             )
+            self._apply_in_caller(tenant_id, write)
+
+    def _enqueue(self, tenant_id: str, write: Write, timeout: float) -> bool:
+        """Queue the write unless the queue stays full for ``timeout``; raises once closed.
+        The check and the put hold one lock, so nothing lands behind ``close``'s drain."""
+        until = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("the background writer is closed")
+                try:
+                    self._queue.put_nowait((tenant_id, write))
+                    return True
+                except queue.Full:
+                    pass
+            if time.monotonic() >= until:
+                return False
+            time.sleep(_POLL)
+
+    def _apply_in_caller(self, tenant_id: str, write: Write) -> None:
+        try:
             self._apply_one(tenant_id, write)
+            return
+        except Exception as exc:
+            if is_permanent(exc):
+                self._drop(tenant_id, write, "a permanent error")
+                return
+            log.warning("a background write failed in the caller; queueing it", exc_info=True)
+        try:
+            if self._enqueue(tenant_id, write, self._submit_timeout):
+                return
+        except RuntimeError:  # closed meanwhile
+            pass
+        self._drop(tenant_id, write, "a full queue and a failing database", exc_info=False)
 
     def flush(self) -> None:
         self._queue.join()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write what is queued, then stop the thread; later submits raise."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put((_STOP, _STOP))  # after everything queued before it
+        """Write what is queued, then stop the thread; later submits raise. Never blocks
+        longer than ``timeout``, however full the queue."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True  # no put can follow: they check this under the lock
+        self._stopping.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
-            log.error("background writer still busy after %.0fs at shutdown", timeout)
+            log.error(
+                "background writer still busy after %.0fs at shutdown; %d writes queued",
+                timeout,
+                self._queue.qsize(),
+            )
 
     def _run(self) -> None:
         while True:
-            items = [self._queue.get()]
+            try:
+                items = [self._queue.get(timeout=_POLL)]
+            except queue.Empty:
+                if self._stopping.is_set():
+                    return  # closed and drained: no put can come any more
+                continue
             while len(items) < self._batch:
                 try:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            stop = any(tenant is _STOP for tenant, _ in items)
             try:
-                self._apply([(t, w) for t, w in items if t is not _STOP])
+                self._apply(items)
             except Exception:  # never let the thread die: later writes would wait forever
                 log.exception("background writer failed on %d writes", len(items))
             finally:
                 for _ in items:
                     self._queue.task_done()
-            if stop:
-                return
 
     def _apply(self, items: list[tuple[str, Write]]) -> None:
         for tenant_id in dict.fromkeys(tenant for tenant, _ in items):
@@ -120,6 +190,7 @@ class BackgroundWriter:
                     for write in writes:
                         write(uow)
                     uow.commit()
+                self._failing_since = None
             except Exception:
                 log.warning(
                     "a batch of %d background writes failed; retrying them one by one",
@@ -130,21 +201,35 @@ class BackgroundWriter:
                     self._retry(tenant_id, write)
 
     def _retry(self, tenant_id: str, write: Write) -> None:
-        for attempt in range(self._attempts):
+        pause = self._backoff
+        while True:
             try:
                 self._apply_one(tenant_id, write)
+                self._failing_since = None
                 return
-            except Exception:
-                if attempt == self._attempts - 1:
-                    self.dropped += 1
-                    log.exception(
-                        "dropping a background write for tenant %s after %d attempts: %s",
-                        tenant_id,
-                        self._attempts,
-                        describe(write),
-                    )
+            except Exception as exc:
+                if is_permanent(exc):
+                    self._drop(tenant_id, write, "a permanent error", exc_info=True)
                     return
-                time.sleep(self._backoff * (attempt + 1))
+                now = time.monotonic()
+                if self._failing_since is None:
+                    self._failing_since = now
+                if now - self._failing_since >= self._deadline:
+                    self._drop(tenant_id, write, "the retry deadline", exc_info=True)
+                    return
+                log.warning("a background write failed; retrying in %.1fs: %s", pause, exc)
+            time.sleep(pause)
+            pause = min(pause * 2, self._backoff_cap)
+
+    def _drop(self, tenant_id: str, write: Write, why: str, *, exc_info: bool = True) -> None:
+        self.dropped += 1
+        log.error(
+            "dropping a background write for tenant %s after %s: %s",
+            tenant_id,
+            why,
+            describe(write),
+            exc_info=exc_info,
+        )
 
     def _apply_one(self, tenant_id: str, write: Write) -> None:
         with self._uow(write=True, tenant_id=tenant_id) as uow:
