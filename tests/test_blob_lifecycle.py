@@ -387,3 +387,45 @@ def test_staging_files_of_a_killed_process_are_swept_at_start_up(tmp_path: Path)
     staged = live.finish()
     staged.publish()  # the live write was never touched
     assert b"".join(mine.read(staged.sha256)) == b"this process is alive and still writing"
+
+
+UPLOAD_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from hartonomous.blobs.local import LocalBlobStore
+    from hartonomous.blobs.upload_staging import LocalUploadStaging
+
+    staging = LocalUploadStaging(LocalBlobStore(Path(sys.argv[1])))
+    unfinished = staging.writer("tenant", "upload-of-the-killed")
+    unfinished.write(b"x" * 100_000)
+    print("ready", flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def test_upload_session_writes_of_a_killed_process_are_swept_at_start_up(tmp_path: Path):
+    """A PUT to an upload session that a kill interrupted leaves ``uploads/<id>.*.tmp``: the
+    next process to build the staging removes it, never a live process's write."""
+    from hartonomous.blobs.upload_staging import LocalUploadStaging
+
+    root = tmp_path / "blobs"
+    mine = LocalUploadStaging(LocalBlobStore(root))
+    live = mine.writer("tenant", "upload-still-running")
+    live.write(b"this process is alive")
+    child = subprocess.Popen(
+        [sys.executable, "-c", UPLOAD_CHILD, str(root)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        assert len(list(mine.root.glob("*.tmp"))) == 2
+        assert LocalUploadStaging(LocalBlobStore(root)).abandoned_at_start == 0  # it lives
+    finally:
+        child.kill()
+        child.wait()
+    restarted = LocalUploadStaging(LocalBlobStore(root))
+    assert restarted.abandoned_at_start == 1
+    assert [p.name.split(".")[0] for p in mine.root.glob("*.tmp")] == ["upload-still-running"]
+    live.finish()
+    assert mine.received("tenant", "upload-still-running") == len(b"this process is alive")

@@ -158,14 +158,20 @@ class LocalBlobStore:
 
     def sweep_abandoned(self) -> int:
         """Remove staging files whose owner no live process holds; returns how many."""
+        return self.sweep_abandoned_in(self.staging, _STAGING_FILE)
+
+    def sweep_abandoned_in(self, folder: Path, pattern: re.Pattern[str]) -> int:
+        """Remove the files of ``folder`` whose name ``pattern`` matches, with the owner's
+        token as its first group, that no live process holds (so other writers beside the
+        store, such as upload staging, name their files with ``owner_token`` too)."""
         if fcntl is None:
             return 0
         removed = 0
         dead: dict[str | None, bool] = {}
         held: list[int] = []
         try:
-            for path in self.staging.iterdir():
-                match = _STAGING_FILE.match(path.name)
+            for path in folder.iterdir():
+                match = pattern.match(path.name)
                 if match is None:
                     continue
                 token = match.group(1)

@@ -11,6 +11,7 @@ the sealed bytes is the blob store's own: a rename onto ``objects/`` or a server
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 HASH_CHUNK = 4 * 1024 * 1024  # each ranged GET is held whole (with copies) by the SDK
 RECEIVED_PREFIX = "uploads/"  # the Event Grid blob trigger watches this prefix
 SEALED_PREFIX = "sealed-uploads/"
+_OWNED_TMP = re.compile(r"^[^.]+\.([0-9a-f]{32})\.[0-9a-f]{32}\.tmp$")  # <id>.<owner>.<hex>
 
 
 @dataclass(frozen=True)
@@ -73,13 +75,17 @@ class _LocalWriter:
 
 
 class LocalUploadStaging:
-    """``<blob root>/uploads/<id>`` received, ``<id>.sealed``, ``<id>.<hex>.tmp`` being
-    written; on the blob store's file system, so publishing is ``os.replace``."""
+    """``<blob root>/uploads/<id>`` received, ``<id>.sealed``, ``<id>.<owner>.<hex>.tmp``
+    being written; on the blob store's file system, so publishing is ``os.replace``. The
+    ``<owner>`` is the store's flock-held owner token: building the staging removes the
+    temporary files of owners no live process holds (see ``blobs/local.py``)."""
 
     def __init__(self, store: LocalBlobStore) -> None:
         self._store = store
         self.root = store.root / "uploads"
         self.root.mkdir(parents=True, exist_ok=True)
+        # Writes in progress carry the store's owner token: a crash's leftovers go now.
+        self.abandoned_at_start = store.sweep_abandoned_in(self.root, _OWNED_TMP)
 
     def _received(self, upload_id: str) -> Path:
         return self.root / upload_id
@@ -93,7 +99,7 @@ class LocalUploadStaging:
         return None  # the bytes come through the app's own PUT
 
     def writer(self, tenant_id: str, upload_id: str) -> _LocalWriter:
-        tmp = self.root / f"{upload_id}.{uuid.uuid4().hex}.tmp"
+        tmp = self.root / f"{upload_id}.{self._store.owner_token}.{uuid.uuid4().hex}.tmp"
         return _LocalWriter(tmp, self._received(upload_id))
 
     def received(self, tenant_id: str, upload_id: str) -> int | None:
