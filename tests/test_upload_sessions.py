@@ -172,6 +172,24 @@ def test_one_completion_at_a_time_and_a_dead_claim_runs_out(client, platform, al
     assert done.json()["sha256"] == hashlib.sha256(DATA).hexdigest()
 
 
+def test_a_completer_that_died_after_the_expiry_leaves_a_reclaimable_session(
+    client, platform, alice, monkeypatch
+):
+    """Its claim ran out after the session's own expiry: a COMPLETING session is still
+    taken up (it used to answer 410 forever), and completes from the sealed bytes."""
+    opened = open_session(client, alice)
+    assert send(client, opened).status_code == 204
+    first = platform.uploads.claim(alice.id, opened["upload_id"])
+    assert first.claim_id is not None
+    assert platform.uploads._staging().seal(alice.id, opened["upload_id"]) is not None
+    later = first.session.expires_at + sessions_module.CLAIM_FOR + timedelta(seconds=1)
+    monkeypatch.setattr(sessions_module, "utcnow", lambda: later)
+    done = complete(client, alice, opened)
+    assert done.status_code == 201, done.text
+    assert done.json()["sha256"] == hashlib.sha256(DATA).hexdigest()
+    assert complete(client, alice, opened).status_code == 201  # replayed, not 410
+
+
 # -- documents and models: their workflows start -------------------------------------------------
 
 

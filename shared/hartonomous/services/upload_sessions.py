@@ -237,7 +237,7 @@ class UploadSessionService:
         session = self.get(tenant_id, upload_id)
         if session.status in (Status.COMPLETED, Status.FAILED):
             return Claim(session, None)
-        if session.expired(utcnow()):
+        if session.status is Status.PENDING and session.expired(utcnow()):
             raise Gone(f"upload session {upload_id!r} expired at {session.expires_at.isoformat()}")
         raise Conflict(
             f"upload session {upload_id!r} is being completed; ask again shortly",

@@ -76,16 +76,13 @@ class UploadSessionRepository:
         self, tenant_id: str, upload_id: str, claim_id: str, now: datetime, until: datetime
     ) -> bool:
         """Take the session for one completion: pending and unexpired, stored (its workflow
-        still to start), or completing under a claim that ran out (its holder died)."""
+        still to start), or completing under a claim that ran out (its holder died), expired
+        or not: a completer may die after the atom was stored, and only a new claim can
+        finish what it started."""
         claimable = sa.or_(
             t.c.status == Status.STORED.value,
-            sa.and_(
-                t.c.expires_at > now,
-                sa.or_(
-                    t.c.status == Status.PENDING.value,
-                    sa.and_(t.c.status == Status.COMPLETING.value, t.c.claimed_until < now),
-                ),
-            ),
+            sa.and_(t.c.status == Status.PENDING.value, t.c.expires_at > now),
+            sa.and_(t.c.status == Status.COMPLETING.value, t.c.claimed_until < now),
         )
         result = self._conn.execute(
             t.update()
