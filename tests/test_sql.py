@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlglot
 from sqlglot import exp
-from tsql_rules import TSQL_BUILTINS, called_functions, normalize, our_routines
+from tsql_rules import TSQL_BUILTINS, called_functions, normalize, our_routines, problems
 
 from hartonomous.store.schema import metadata
 from hartonomous.store.sqlgen import revision_scripts
@@ -121,3 +121,37 @@ def test_migrations_build_exactly_the_declared_schema(tmp_path):
     diff = [d for d in diff if not (d[0] == "remove_table" and d[1].name.startswith("chunks_fts"))]
     assert diff == [], diff
     assert "chunks_fts" in tables
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT DATE(x) FROM t",
+        "SELECT DATETIME(x) FROM t",
+        "SELECT TIMESTAMP(x) FROM t",
+        "SELECT a, date(x) FROM t",
+        "SELECT x FROM t LIMIT 5",
+        "SELECT x FROM t ORDER BY x OFFSET 5 ROWS",
+        "SELECT json_extract(m, '$.a') FROM t",
+        "EXEC dbo.no_such_procedure 1",
+        "EXEC sp_set_session_context @key=N'tenant_id', @nope=1",
+    ],
+)
+def test_the_checker_refuses_what_azure_sql_would(sql: str) -> None:
+    """sqlglot parses all of these for T-SQL; none runs on Azure SQL."""
+    assert problems(sql, 0)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT TOP (5) JSON_VALUE(m, ?) AS v, CAST(x AS NVARCHAR(10)) FROM t WHERE a IN (?, ?)",
+        "SELECT x FROM t ORDER BY x OFFSET 5 ROWS FETCH NEXT 5 ROWS ONLY",
+        "SELECT COUNT_BIG(*), SYSUTCDATETIME() FROM t WHERE EXISTS (SELECT 1 FROM u)",
+        "CREATE TABLE t (vector VECTOR(384) NOT NULL, d DATETIME2(6), PRIMARY KEY (vector))",
+        "EXEC sp_set_session_context @key=N'tenant_id', @value=?",
+        "EXEC dbo.search_chunks_by_vector ?, ?, ?, ?, ?",
+    ],
+)
+def test_the_checker_passes_tsql(sql: str) -> None:
+    assert problems(sql, 0) == []

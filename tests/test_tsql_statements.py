@@ -3,7 +3,9 @@ it would reach it: the shared repository code runs on SQLite while an event capt
 statement, which is then compiled for ``mssql`` and must parse as T-SQL, call only T-SQL
 built-ins or routines of ``sql/``, and bind at most 2,100 parameters. Inputs are large
 (5,000 ids) so a missing batch shows. The Azure-only adapters' statements are built by their
-statement functions and checked the same way; their JSON columns round-trip."""
+statement functions and checked the same way; their JSON columns round-trip. Driver SQL
+(``exec_driver_sql``) is checked too: an ``EXEC`` must name a procedure of ``sql/`` (or a
+system one) with the parameters it declares."""
 
 from __future__ import annotations
 
@@ -21,15 +23,16 @@ from tsql_rules import problems
 from conftest import TenantKeys
 from hartonomous.bootstrap import Platform
 from hartonomous.domain.atoms import Atom, Modality
+from hartonomous.domain.uploads import Purpose, Status, UploadSession
 from hartonomous.domain.workflows import WorkflowRun
 from hartonomous.generation.store import ReceiptRow
 from hartonomous.knowledge.keyword_mssql import keyword_statement
 from hartonomous.knowledge.keyword_sqlite import Fts5KeywordIndex
-from hartonomous.knowledge.sql_vectors import filtered_statement
+from hartonomous.knowledge.sql_vectors import SqlVectorIndex, filtered_statement
 from hartonomous.knowledge.store import HAS_CHUNK, SearchFilter, allowed_chunks_query
 from hartonomous.metering.ledger import Usage
 from hartonomous.services.clock import new_id
-from hartonomous.store.dialects import StoreAdapters, no_session_setup
+from hartonomous.store.dialects import StoreAdapters, no_session_setup, tenant_session_context
 from hartonomous.store.repositories import AtomFilter, PagePosition
 from hartonomous.store.schema import atoms, metadata, models, outbox, receipts
 from hartonomous.store.unit_of_work import UnitOfWork
@@ -55,8 +58,42 @@ def azure_sql(element: Any, rows: list[dict[str, Any]]) -> tuple[str, int]:
 
 
 def check(element: Any, rows: list[dict[str, Any]] | None = None) -> list[str]:
-    sql, parameters = azure_sql(element, rows or [{}])
+    if isinstance(element, str):  # driver SQL: sent as written, one ? per parameter
+        sql, parameters = element, element.count("?")
+        sent = {len(row) for row in rows or [()]}
+        if sent != {parameters}:
+            return [f"binds {sorted(sent)} parameters for {parameters} markers:\n{sql[:300]}"]
+    else:
+        sql, parameters = azure_sql(element, rows or [{}])
     return [f"{p}:\n{sql[:300]}" for p in problems(sql, parameters)]
+
+
+class DriverRecorder:
+    """A connection that records what an Azure-only adapter sends and answers no rows."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, list[Any]]] = []
+
+    def exec_driver_sql(self, sql: str, parameters: Any = ()) -> list[Any]:
+        rows = parameters if isinstance(parameters, list) else [parameters]
+        self.sent.append((sql, rows))
+        return []
+
+    def execute(self, element: Any, parameters: Any = None) -> list[Any]:
+        self.sent.append((element, [parameters or {}]))
+        return []
+
+    def within(self, work: Any) -> Any:  # uow.knowledge.within
+        return work(self)
+
+    def __call__(self, **_: Any) -> Any:  # the unit-of-work factory
+        return self
+
+    def __enter__(self) -> Any:
+        return type("Uow", (), {"knowledge": self})()
+
+    def __exit__(self, *_: object) -> None:
+        return None
 
 
 @pytest.fixture
@@ -66,14 +103,21 @@ def captured(platform: Platform) -> Iterator[list[tuple[Any, list[dict[str, Any]
     def capture(conn: Any, element: Any, multiparams: Any, params: Any, options: Any) -> None:
         if type(element).__name__.endswith("SavepointClause"):
             return  # SAVE TRANSACTION is the dialect's own, not ours
-        if isinstance(element, str) or {**element.get_execution_options(), **options}.get(
-            "sqlite_only"
-        ):
-            return  # driver SQL of the SQLite adapters, and their Core statements
+        if conn.info.get(IN_SQLITE_ADAPTER) or element in SQLITE_ENGINE_SQL:
+            return  # driver SQL of the SQLite keyword adapter and engine (not Azure's)
+        if not isinstance(element, str) and {
+            **element.get_execution_options(),
+            **options,
+        }.get("sqlite_only"):
+            return  # the SQLite adapters' Core statements
         tables = {t.name for t in getattr(element, "_from_objects", ())}
         tables |= {getattr(getattr(element, "table", None), "name", None)} - {None}
         if tables & LOCAL_ONLY:
             return  # the local Durable host's own tables never reach Azure SQL
+        if isinstance(element, str):  # exec_driver_sql: one tuple, or a list of them
+            many = isinstance(multiparams[0], list) if multiparams else False
+            seen.append((element, multiparams[0] if many else list(multiparams or [()])))
+            return
         if multiparams and isinstance(multiparams[0], list):
             rows = multiparams[0]
         elif multiparams and isinstance(multiparams[0], dict):
@@ -90,6 +134,35 @@ def captured(platform: Platform) -> Iterator[list[tuple[Any, list[dict[str, Any]
         sa.event.remove(engine, "before_execute", capture)
 
 
+IN_SQLITE_ADAPTER = "test_in_sqlite_adapter"
+SQLITE_ENGINE_SQL = {"BEGIN", "BEGIN IMMEDIATE"}  # store/engine.py's SQLite transactions
+
+
+class MarkedFts5(Fts5KeywordIndex):
+    """The SQLite keyword adapter, its driver SQL (FTS5) marked as never reaching Azure SQL."""
+
+    def add(self, conn: sa.Connection, *args: Any) -> None:
+        conn.info[IN_SQLITE_ADAPTER] = True
+        try:
+            super().add(conn, *args)
+        finally:
+            conn.info.pop(IN_SQLITE_ADAPTER)
+
+    def remove(self, conn: sa.Connection, *args: Any) -> None:
+        conn.info[IN_SQLITE_ADAPTER] = True
+        try:
+            super().remove(conn, *args)
+        finally:
+            conn.info.pop(IN_SQLITE_ADAPTER)
+
+    def search(self, conn: sa.Connection, *args: Any, **kw: Any) -> Any:
+        conn.info[IN_SQLITE_ADAPTER] = True
+        try:
+            return super().search(conn, *args, **kw)
+        finally:
+            conn.info.pop(IN_SQLITE_ADAPTER)
+
+
 def drive_every_repository(platform: Platform, tenant: str) -> None:
     """Each repository method the platform calls, with inputs larger than any IN list."""
     shas = [sha(f"{tenant}{i}") for i in range(MANY)]
@@ -97,7 +170,7 @@ def drive_every_repository(platform: Platform, tenant: str) -> None:
     items = [Atom(ids[i], tenant, shas[i], 3, "text/plain", Modality.TEXT, AT,
                   {"team": "red", "n": i}) for i in range(MANY)]  # fmt: skip
     # The repositories with Azure SQL's insert-or-ignore (portable: it runs here too).
-    adapters = StoreAdapters(no_session_setup, PortableInsertOrIgnore(), Fts5KeywordIndex())
+    adapters = StoreAdapters(no_session_setup, PortableInsertOrIgnore(), MarkedFts5())
     with UnitOfWork(platform.engines, adapters, write=True, tenant_id=tenant) as uow:
         uow.tenants.get(tenant)
         uow.tenants.get_by_name("alice")
@@ -153,7 +226,40 @@ def drive_every_repository(platform: Platform, tenant: str) -> None:
             k.forget_atom(tenant, ids[i])
             uow.atoms.delete(tenant, ids[i])
             uow.blobs.release(shas[i], AT)
+        # The blob lifecycle's sweeper (services/blob_lifecycle.py).
+        uow.blobs.queued_deletions(MANY)
+        uow.blobs.referenced(shas)
+        uow.blobs.claim(shas[-1], AT)
+        uow.blobs.claim(sha("never stored"), AT)
+        uow.blobs.settle(shas[-1])
+        uow.blobs.settle(shas[-2], dequeue=False)
+        uow.blobs.totals()
+        # Upload sessions (services/upload_sessions.py).
+        sessions = uow.upload_sessions
+        upload = UploadSession(ids[4], tenant, Purpose.DOCUMENT, 10, "text/plain", {"a": 1},
+                               Status.PENDING, AT, AT + timedelta(1))  # fmt: skip
+        sessions.add(upload, "0" * 64)
+        sessions.get(tenant, upload.id)
+        sessions.get_with_token(upload.id)
+        sessions.claim(tenant, upload.id, "claim", AT, AT + timedelta(minutes=5))
+        sessions.settle(tenant, upload.id, "claim", Status.STORED, atom_id=ids[5],
+                        deduplicated=False)  # fmt: skip
+        sessions.settle(tenant, upload.id, "claim", Status.COMPLETING)
+        sessions.live_ids(ids, AT)
+        sessions.delete_expired_before(AT - timedelta(7))
         uow.commit()
+
+
+def drive_the_azure_only_adapters(tenant: str) -> list[tuple[Any, list[Any]]]:
+    """What the Azure world's session setup and vector search send, to a recorder."""
+    recorder = DriverRecorder()
+    tenant_session_context(recorder, tenant)  # type: ignore[arg-type]
+    tenant_session_context(recorder, None)  # type: ignore[arg-type]
+    index = SqlVectorIndex(recorder, "m", 384, exact_below=10_000)  # type: ignore[arg-type]
+    query = np.ones(384, dtype=np.float32)
+    index.search(tenant, query, 10)
+    index.search(tenant, query, 10, FULL_FILTER)
+    return recorder.sent
 
 
 def test_every_repository_statement_would_run_on_azure_sql(
@@ -161,8 +267,18 @@ def test_every_repository_statement_would_run_on_azure_sql(
 ) -> None:
     drive_every_repository(platform, alice.id)
     assert len(captured) > 60
+    touched = {getattr(getattr(e, "table", None), "name", None) for e, _ in captured}
+    assert {"upload_sessions", "blob_deletions", "blobs"} <= touched
     found = [p for element, rows in captured for p in check(element, rows)]
     assert found == []
+
+
+def test_the_azure_only_driver_sql_names_procedures_that_exist() -> None:
+    sent = drive_the_azure_only_adapters("t")
+    driver = [sql for sql, _ in sent if isinstance(sql, str)]
+    assert any("sp_set_session_context" in sql for sql in driver)
+    assert any("search_chunks_by_vector" in sql for sql in driver)
+    assert [p for element, rows in sent for p in check(element, rows)] == []
 
 
 def test_the_contract_catches_what_azure_sql_would_refuse() -> None:
@@ -174,6 +290,12 @@ def test_the_contract_catches_what_azure_sql_would_refuse() -> None:
     assert any("JSON_EXTRACT" in p for p in check(old_filter))
     unbatched = sa.select(atoms.c.id).where(atoms.c.id.in_([str(i) for i in range(2101)]))
     assert any("2101 parameters" in p for p in check(unbatched))
+    assert check("EXEC dbo.search_chunks_by_vector ?, ?, ?, ?, ?", [(1, 2, 3, 4, 5)]) == []
+    assert any("declares" in p for p in check("EXEC dbo.search_chunks_by_vector ?, ?, ?, ?",
+                                              [(1, 2, 3, 4)]))  # fmt: skip
+    assert any("neither" in p for p in check("EXEC dbo.no_such_procedure ?", [(1,)]))
+    assert any("markers" in p for p in check("EXEC dbo.search_chunks_by_vector ?, ?, ?, ?, ?",
+                                             [(1, 2)]))  # fmt: skip
 
 
 def test_the_azure_only_statements_would_run_on_azure_sql() -> None:
