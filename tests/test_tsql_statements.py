@@ -57,7 +57,7 @@ def azure_sql(element: Any, rows: list[dict[str, Any]]) -> tuple[str, int]:
     return str(compiled), len(compiled.positiontup or ())
 
 
-def check(element: Any, rows: list[dict[str, Any]] | None = None) -> list[str]:
+def check(element: Any, rows: list[Any] | None = None) -> list[str]:
     if isinstance(element, str):  # driver SQL: sent as written, one ? per parameter
         sql, parameters = element, element.count("?")
         sent = {len(row) for row in rows or [()]}
@@ -255,7 +255,7 @@ def drive_the_azure_only_adapters(tenant: str) -> list[tuple[Any, list[Any]]]:
     recorder = DriverRecorder()
     tenant_session_context(recorder, tenant)  # type: ignore[arg-type]
     tenant_session_context(recorder, None)  # type: ignore[arg-type]
-    index = SqlVectorIndex(recorder, "m", 384, exact_below=10_000)  # type: ignore[arg-type]
+    index = SqlVectorIndex(recorder, "m", 384, exact_below=10_000)
     query = np.ones(384, dtype=np.float32)
     index.search(tenant, query, 10)
     index.search(tenant, query, 10, FULL_FILTER)
