@@ -29,6 +29,7 @@ from hartonomous.services.blob_lifecycle import BlobLifecycle
 from hartonomous.settings import Settings
 from hartonomous.store.engine import Engines
 from hartonomous.store.schema import atoms, blob_deletions, blobs
+from hartonomous.workflows.runtime import LocalWorkflowRuntime
 
 NOW_TOO = timedelta(seconds=-5)  # a grace that lets the sweep take entries written just now
 
@@ -429,3 +430,28 @@ def test_upload_session_writes_of_a_killed_process_are_swept_at_start_up(tmp_pat
     assert [p.name.split(".")[0] for p in mine.root.glob("*.tmp")] == ["upload-still-running"]
     live.finish()
     assert mine.received("tenant", "upload-still-running") == len(b"this process is alive")
+
+
+def test_the_local_world_collects_blobs_once_at_start_up(
+    tmp_path: Path, request: pytest.FixtureRequest
+):
+    """Bytes of atoms deleted before a stop go when ``hartonomous serve`` starts again, not
+    at the first 5-minute tick of the collect_blobs timer."""
+    w = next(_make_world("local", tmp_path, request))
+    svc = w.service()
+    stored = svc.store_bytes(
+        tenant_id=w.alice, chunks=[b"deleted before the restart"], media_type=None
+    )
+    svc.delete(tenant_id=w.alice, atom_id=stored.atom.id)
+    assert w.blobs.exists(stored.atom.sha256)
+    # The local world (``hartonomous serve``): a workflow host and timers, here with none.
+    w.platform.workflows = LocalWorkflowRuntime.build(w.engines, [], activity_workers=1)
+    w.platform.start_background()
+    try:
+        thread = w.platform._collection
+        assert thread is not None
+        thread.join(30)
+        assert not w.blobs.exists(stored.atom.sha256)
+        assert w.rows()[2] == 0  # the deletion queue is empty
+    finally:
+        w.platform.close()

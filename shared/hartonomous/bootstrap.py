@@ -6,6 +6,8 @@ start, so the platform is built on the first request instead.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -28,6 +30,7 @@ from hartonomous.metering.usage import UsageService
 from hartonomous.models.service import ModelService
 from hartonomous.ports import BlobStore, UploadStaging, VectorSearch
 from hartonomous.services.atoms import AtomService
+from hartonomous.services.blob_lifecycle import BlobLifecycle
 from hartonomous.services.tenants import TenantService
 from hartonomous.services.upload_sessions import UploadSessionService
 from hartonomous.services.workflows import WorkflowService
@@ -42,6 +45,8 @@ from hartonomous.store.engine import Engines, create_engines
 from hartonomous.store.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from hartonomous.store.upsert import PortableInsertOrIgnore, SqliteInsertOrIgnore
 from hartonomous.workflows.runtime import LocalWorkflowRuntime
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,6 +65,7 @@ class Platform:
     # Only in the local world: on Azure the Durable extension runs workflows and timers.
     workflows: LocalWorkflowRuntime | None = None
     _running: bool = False
+    _collection: threading.Thread | None = None
     # Services over the unit of work alone (no adapter to choose): routes call these, never
     # the unit of work itself.
     tenants: TenantService = field(init=False)
@@ -85,15 +91,32 @@ class Platform:
         )
 
     def start_background(self) -> None:
-        """Start the outbox relay, and the local workflow host and timer triggers."""
+        """Start the outbox relay, and the local workflow host and timer triggers. The local
+        world also collects blobs once at start-up (bytes of atoms deleted before the last
+        stop would otherwise wait for the first 5-minute tick); on Azure the timer alone
+        does, since ``run_on_startup`` would fire on every scale-out instance."""
         if not self._running:
             self.outbox.start()
             if self.workflows is not None:
                 self.workflows.start()
+                self._collection = threading.Thread(
+                    target=self._collect_blobs, name="blob-collection-at-start", daemon=True
+                )
+                self._collection.start()
             self._running = True
+
+    def _collect_blobs(self) -> None:
+        try:
+            report = BlobLifecycle(self.uow_factory, self.blobs).sweep()
+            log.info("blob collection at start-up: %s", report)
+        except Exception:  # the timer tries again in 5 minutes
+            log.exception("blob collection at start-up failed")
 
     def stop_background(self) -> None:
         if self._running:
+            if self._collection is not None:
+                self._collection.join(timeout=30)
+                self._collection = None
             if self.workflows is not None:
                 self.workflows.stop()
             self.outbox.stop()
