@@ -283,17 +283,17 @@ class AzureBlobStore:
         self.container.get_blob_client(name).upload_blob(b"", overwrite=True)
 
     def journaled(self, before: datetime) -> list[tuple[str, str]]:
-        """(entry, sha256) of the journal entries written before ``before``."""
-        try:
-            listing = list(self.container.list_blobs(name_starts_with=JOURNAL_PREFIX))
-        except ResourceNotFoundError:
-            return []
+        """(entry, sha256) of the journal entries written before ``before``; the listing is
+        paged lazily, so only the entries kept are held, not every entry's properties."""
         out = []
-        for props in listing:
-            entry = props.name[len(JOURNAL_PREFIX) :]
-            match = _JOURNAL_ENTRY.match(entry)
-            if match and props.last_modified is not None and props.last_modified < before:
-                out.append((entry, match.group(1)))
+        try:
+            for props in self.container.list_blobs(name_starts_with=JOURNAL_PREFIX):
+                entry = props.name[len(JOURNAL_PREFIX) :]
+                match = _JOURNAL_ENTRY.match(entry)
+                if match and props.last_modified is not None and props.last_modified < before:
+                    out.append((entry, match.group(1)))
+        except ResourceNotFoundError:  # no container yet: nothing was ever journaled
+            return []
         return out
 
     def unjournal(self, entry: str) -> None:

@@ -265,23 +265,24 @@ class AzureUploadStaging:
             self._store.delete_quietly(self._blob(prefix, tenant_id, upload_id))
 
     def sweep(self, live: Callable[[Sequence[str]], set[str]], before: datetime) -> int:
-        """Uncommitted blocks of a crashed PUT need nothing: Azure drops them after a week."""
+        """Uncommitted blocks of a crashed PUT need nothing: Azure drops them after a week.
+        One listing page at a time (its names checked, its dead blobs deleted), so memory
+        does not grow with the number of staged uploads."""
         from azure.core.exceptions import ResourceNotFoundError
 
-        try:
-            names = [
-                props.name
-                for prefix in (RECEIVED_PREFIX, SEALED_PREFIX)
-                for props in self._store.container.list_blobs(name_starts_with=prefix)
-            ]
-        except ResourceNotFoundError:
-            return 0
-        keep = live([name.rsplit("/", 1)[-1] for name in names])
         removed = 0
-        for name in names:
-            if name.rsplit("/", 1)[-1] not in keep:
-                self._store.delete_quietly(self._store.container.get_blob_client(name))
-                removed += 1
+        try:
+            for prefix in (RECEIVED_PREFIX, SEALED_PREFIX):
+                pages = self._store.container.list_blobs(name_starts_with=prefix).by_page()
+                for page in pages:
+                    names = [props.name for props in page]
+                    keep = live([name.rsplit("/", 1)[-1] for name in names])
+                    for name in names:
+                        if name.rsplit("/", 1)[-1] not in keep:
+                            self._store.delete_quietly(self._store.container.get_blob_client(name))
+                            removed += 1
+        except ResourceNotFoundError:  # no container yet
+            return removed
         return removed
 
     @staticmethod
