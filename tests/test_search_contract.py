@@ -36,7 +36,8 @@ def corpus(platform: Platform, alice: TenantKeys, bob: TenantKeys) -> Corpus:
         "Minutes of a meeting about the canteen menu, parking, and a mars bar.",
     ]
     add_document(platform.uow_factory, c, "niche", niche, [FAR, unit(FAR + 0.01)],
-                 {"team": "red", "year": 2020, "draft": False})  # fmt: skip
+                 {"team": "red", "year": 2020, "draft": False, "big": 1e20, "ratio": 0.5,
+                  "code": "2020"})  # fmt: skip
     other = Corpus(bob.id)
     add_document(platform.uow_factory, other, "bob", ["mars mars red team"], [NEAR],
                  {"team": "red"})  # fmt: skip
@@ -86,8 +87,18 @@ def test_forgotten_chunks_leave_the_keyword_index(platform: Platform, corpus: Co
         ({"team": "red", "year": 2020}, True),
         ({"year": 2021}, False),
         ({"draft": True}, False),
-        ({"year": 2**70}, False),  # bound as text: no integer overflow
         ({"missing": "x"}, False),
+        # Numbers compare as numbers (SQLite writes 1e20 as 1.0e+20, JSON_VALUE as 1e+20).
+        ({"year": 2020.0}, True),
+        ({"big": 1e20}, True),
+        ({"big": 10.0**20}, True),
+        ({"big": 1e20 + 2**20}, False),
+        ({"ratio": 0.5}, True),
+        ({"ratio": 0.25}, False),
+        # ... and strings as strings: the number 2020 is not the string "2020".
+        ({"year": "2020"}, False),
+        ({"code": 2020}, False),
+        ({"code": "2020"}, True),
     ],
 )
 def test_metadata_filters_compare_json_scalars(
@@ -101,7 +112,10 @@ def test_metadata_filters_compare_json_scalars(
 @pytest.mark.parametrize(
     "metadata",
     [{'a"b': "x"}, {"a\\b": "x"}, {"": "x"}, {"k" * 129: "x"}, {"a": None}, {"a": [1]},
-     {"a": float("nan")}, {"a": "x" * 4001}, {f"k{i}": 1 for i in range(33)}],
+     {"a": float("nan")}, {"a": "x" * 4001}, {f"k{i}": 1 for i in range(33)},
+     # What the API refuses, every door refuses (domain/metadata.py's rules).
+     {"k" * 65: "x"}, {"a\n": "x"}, {"a@b": "x"}, {"a/b": "x"}, {"é": "x"}, {"a": "x" * 1025},
+     {f"k{i}": 1 for i in range(17)}, {"a": 2**70}],
 )  # fmt: skip
 def test_odd_metadata_filters_are_refused_before_any_sql(metadata: dict[str, object]) -> None:
     with pytest.raises(UnprocessableContent):

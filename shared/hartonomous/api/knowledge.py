@@ -31,7 +31,7 @@ from hartonomous.domain.metadata import (
     MAX_FILTER_VALUE_CHARS,
     check_filter,
 )
-from hartonomous.errors import InvalidInput, UnprocessableContent
+from hartonomous.errors import UnprocessableContent
 from hartonomous.knowledge.parsing import is_supported
 from hartonomous.knowledge.search import Mode
 from hartonomous.knowledge.store import SearchFilter
@@ -139,7 +139,7 @@ class Filters(BaseModel):
         if isinstance(value, dict):
             try:
                 check_filter(value)
-            except InvalidInput as exc:
+            except UnprocessableContent as exc:
                 raise ValueError(exc.detail) from exc
         return value
 

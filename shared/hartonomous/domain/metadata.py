@@ -4,7 +4,9 @@ Metadata is stored in a JSON column and read back by every listing of the tenant
 whatever a reader cannot take back (a lone surrogate that UTF-8 cannot encode, ``NaN``, a
 nesting deeper than a recursive reader goes) is refused at the door: once stored it would
 break ``GET /v1/atoms`` for the whole tenant. Filters become JSON paths and SQL parameters:
-their keys, values and number are bounded so that no filter is a 500 or a CPU sink.
+their keys, values and number are bounded so that no filter is a 500 or a CPU sink. These are
+the only filter rules: the API's model, ``SearchFilter`` (CLI, generation) and the JSON path
+of ``store/json_sql.py`` all check them here, so every door refuses the same filters.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from hartonomous.errors import InvalidInput
+from hartonomous.errors import InvalidInput, UnprocessableContent
 
 MAX_METADATA_BYTES = 16 * 1024
 MAX_METADATA_DEPTH = 32
@@ -22,9 +24,11 @@ MAX_FILTER_KEYS = 16
 MAX_FILTER_VALUE_CHARS = 1024
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # A filter key becomes a quoted JSON path member ($."key") in SQLite and T-SQL: no quote,
-# backslash or control character can reach it.
-FILTER_KEY_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:\- ]{0,63}$"
-_FILTER_KEY = re.compile(FILTER_KEY_PATTERN)
+# backslash or control character can reach it. Checked with fullmatch (a pattern ending in
+# ``$`` would let a trailing newline through); anchored for the OpenAPI's pattern.
+_FILTER_KEY_BODY = r"[A-Za-z0-9_][A-Za-z0-9_.:\- ]{0,63}"
+FILTER_KEY_PATTERN = f"^{_FILTER_KEY_BODY}$"
+_FILTER_KEY = re.compile(_FILTER_KEY_BODY)
 
 
 def _no_constant(name: str) -> Any:
@@ -75,15 +79,24 @@ def _check_depth(value: Any) -> None:
 
 
 def check_filter(metadata: Mapping[str, Any]) -> None:
-    """Equality filters on metadata: few keys of a safe charset, scalar values in range."""
+    """Equality filters on metadata: few keys of a safe charset, scalar values in range
+    (422: the request is well formed, the filter is not one we run)."""
+    if not isinstance(metadata, Mapping):
+        raise UnprocessableContent("a metadata filter is a JSON object")
     if len(metadata) > MAX_FILTER_KEYS:
-        raise InvalidInput(f"at most {MAX_FILTER_KEYS} metadata filter keys")
+        raise UnprocessableContent(f"at most {MAX_FILTER_KEYS} metadata filter keys")
     for key, value in metadata.items():
-        if not isinstance(key, str) or not _FILTER_KEY.match(key):
-            raise InvalidInput(
-                f"metadata filter key {key!r} must match {FILTER_KEY_PATTERN}",
-            )
+        check_filter_key(key)
         check_filter_value(value)
+
+
+def check_filter_key(key: Any) -> str:
+    """A key of the safe charset, whole (fullmatch), returned as is."""
+    if not isinstance(key, str) or not _FILTER_KEY.fullmatch(key):
+        raise UnprocessableContent(
+            f"metadata filter key {str(key)[:80]!r} must match {FILTER_KEY_PATTERN}"
+        )
+    return key
 
 
 def check_filter_value(value: Any) -> Any:
@@ -92,20 +105,20 @@ def check_filter_value(value: Any) -> Any:
         return value
     if isinstance(value, int):
         if not INT64_MIN <= value <= INT64_MAX:
-            raise InvalidInput("a metadata filter integer must fit in 64 bits")
+            raise UnprocessableContent("a metadata filter integer must fit in 64 bits")
         return value
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
-            raise InvalidInput("a metadata filter number must be finite")
+            raise UnprocessableContent("a metadata filter number must be finite")
         return value
     if isinstance(value, str):
         if len(value) > MAX_FILTER_VALUE_CHARS:
-            raise InvalidInput(
+            raise UnprocessableContent(
                 f"a metadata filter string is at most {MAX_FILTER_VALUE_CHARS} characters"
             )
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise InvalidInput("a metadata filter string must be valid Unicode") from exc
+            raise UnprocessableContent("a metadata filter string must be valid Unicode") from exc
         return value
-    raise InvalidInput("a metadata filter value is a string, boolean or number")
+    raise UnprocessableContent("a metadata filter value is a string, boolean or number")

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
-from hartonomous.errors import UnprocessableContent
-from hartonomous.store.json_sql import json_path, json_text, scalar_text
+from hartonomous.domain.metadata import check_filter
+from hartonomous.store.json_sql import json_equals
 from hartonomous.store.repositories import IN_BATCH, WriteConflict, batched
 from hartonomous.store.schema import (
     atoms,
@@ -63,14 +63,10 @@ class SearchFilter:
     created_before: datetime | None = None
 
     def __post_init__(self) -> None:
-        """Bounded and checked here, before any SQL: a bad key or value is a 422."""
-        if self.metadata is None:
-            return
-        if not isinstance(self.metadata, dict) or len(self.metadata) > MAX_FILTER_KEYS:
-            raise UnprocessableContent(f"at most {MAX_FILTER_KEYS} metadata filter keys")
-        for key, value in self.metadata.items():
-            json_path(key)
-            scalar_text(value)
+        """Checked here, before any SQL, by the API's own rules: a bad key or value is a 422
+        from every door (API, CLI, generation)."""
+        if self.metadata is not None:
+            check_filter(self.metadata)
 
     @property
     def empty(self) -> bool:
@@ -80,12 +76,9 @@ class SearchFilter:
         )  # fmt: skip
 
 
-MAX_FILTER_KEYS = 32
-
-
 def allowed_chunks_query(tenant_id: str, flt: SearchFilter) -> sa.Select[Any]:
     """The chunk atoms of the tenant's documents that pass the filter, as a subquery the
-    search adapters put inside their own statement. Metadata compares as JSON_VALUE text."""
+    search adapters put inside their own statement. Metadata compares by the value's JSON type."""
     doc = atoms.alias("doc")
     query = (
         sa.select(edges.c.dst_id)
@@ -103,7 +96,7 @@ def allowed_chunks_query(tenant_id: str, flt: SearchFilter) -> sa.Select[Any]:
     if flt.created_before:
         query = query.where(doc.c.created_at < flt.created_before)
     for key, value in (flt.metadata or {}).items():
-        query = query.where(json_text(doc.c.metadata, key) == scalar_text(value))
+        query = query.where(json_equals(doc.c.metadata, key, value))
     return query
 
 
