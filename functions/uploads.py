@@ -18,7 +18,7 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
 from functions import runtime
-from hartonomous.blobs.upload_staging import RECEIVED_PREFIX, AzureUploadStaging
+from hartonomous.domain.uploads import RECEIVED_PREFIX, session_of
 from hartonomous.knowledge import uploads as completion
 
 bp = df.Blueprint()
@@ -42,7 +42,7 @@ async def complete_uploaded_blob(
 ) -> None:
     """Bytes landed under uploads/{tenant}/{upload}: complete that session. Whatever a
     client would be told (expired, wrong size...) is logged: a retry would not change it."""
-    session = AzureUploadStaging.session_of(received.blob_name)
+    session = session_of(received.blob_name)
     if session is None:
         log.warning("blob %s is not an upload session's", received.blob_name)
         return

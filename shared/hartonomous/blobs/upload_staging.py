@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from hartonomous.blobs.hashing import Digest
 from hartonomous.blobs.local import LocalBlobStore, LocalStagedBlob
+from hartonomous.domain.uploads import RECEIVED_PREFIX as RECEIVED_PREFIX  # re-exported
+from hartonomous.domain.uploads import session_of
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient, UserDelegationKey
@@ -28,7 +30,6 @@ if TYPE_CHECKING:
     from hartonomous.blobs.azure import AzureBlobStore, AzureBlobWriter, AzureStagedBlob
 
 HASH_CHUNK = 4 * 1024 * 1024  # each ranged GET is held whole (with copies) by the SDK
-RECEIVED_PREFIX = "uploads/"  # the Event Grid blob trigger watches this prefix
 SEALED_PREFIX = "sealed-uploads/"
 _OWNED_TMP = re.compile(r"^[^.]+\.([0-9a-f]{32})\.[0-9a-f]{32}\.tmp$")  # <id>.<owner>.<hex>
 
@@ -285,10 +286,4 @@ class AzureUploadStaging:
             return removed
         return removed
 
-    @staticmethod
-    def session_of(blob_name: str) -> tuple[str, str] | None:
-        """(tenant id, upload id) of a received blob's name, as the blob trigger sees it."""
-        parts = blob_name.removeprefix(RECEIVED_PREFIX).split("/")
-        if not blob_name.startswith(RECEIVED_PREFIX) or len(parts) != 2 or not all(parts):
-            return None
-        return parts[0], parts[1]
+    session_of = staticmethod(session_of)  # domain/uploads.py's, kept for callers

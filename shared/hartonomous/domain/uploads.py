@@ -46,3 +46,16 @@ class UploadSession:
     def expired(self, now: datetime) -> bool:
         """Past its time without an atom: its URL no longer takes bytes, nor completion."""
         return self.status in (Status.PENDING, Status.COMPLETING) and now >= self.expires_at
+
+
+# Where the bytes of an upload session land: {RECEIVED_PREFIX}{tenant}/{upload}. The Event
+# Grid blob trigger watches this prefix; the staging adapters write under it.
+RECEIVED_PREFIX = "uploads/"
+
+
+def session_of(blob_name: str) -> tuple[str, str] | None:
+    """(tenant id, upload id) of a received blob's name, as the blob trigger sees it."""
+    parts = blob_name.removeprefix(RECEIVED_PREFIX).split("/")
+    if not blob_name.startswith(RECEIVED_PREFIX) or len(parts) != 2 or not all(parts):
+        return None
+    return parts[0], parts[1]
