@@ -2,7 +2,10 @@
 
 Tenant first, then ranking: the full-text index covers ``chunks.search_text``, a persisted
 computed column that prefixes each chunk's text with its tenant's term (``tnt`` and the
-tenant id's hex digits). Every query requires that term, so CONTAINSTABLE only matches, and
+tenant id's hex digits, the digits 0-9 written as the letters g-p). Isolation rests on that
+term being one token for the word breaker: letters only, which no breaker splits (digits
+next to letters may be split, or read as numbers, by some languages' breakers). Every query
+requires that term, so CONTAINSTABLE only matches, and
 ranks, the caller's rows: ranking a whole multi-tenant table and joining afterwards
 (FREETEXTTABLE then WHERE tenant_id) costs the sum of every tenant's matches and lets a big
 tenant's hits crowd out a small one's under top-n. A filter's subquery sits in the same
@@ -20,14 +23,16 @@ import sqlalchemy as sa
 from hartonomous.knowledge.store import ChunkHit
 from hartonomous.store.schema import chunks
 
-_TENANT = re.compile(r"[0-9A-Za-z-]{1,36}")
+_TENANT = re.compile(r"[0-9A-Fa-f-]{1,36}")  # a UUID's (or any hex id's) characters
+_DIGITS_AS_LETTERS = str.maketrans("0123456789", "ghijklmnop")  # TRANSLATE in sql/
 
 
 def tenant_term(tenant_id: str) -> str:
-    """The word every chunk of the tenant carries in ``search_text`` (see sql/knowledge.sql)."""
+    """The word every chunk of the tenant carries in ``search_text`` (see sql/knowledge.sql):
+    letters only, one token for any word breaker, one per tenant (hex maps one to one)."""
     if not _TENANT.fullmatch(tenant_id):
         raise ValueError(f"tenant id {tenant_id!r} cannot be a full-text term")
-    return "tnt" + tenant_id.replace("-", "").lower()
+    return "tnt" + tenant_id.replace("-", "").lower().translate(_DIGITS_AS_LETTERS)
 
 
 def contains_condition(tenant_id: str, words: Sequence[str]) -> str:
