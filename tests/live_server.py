@@ -14,9 +14,11 @@ import uvicorn
 
 
 @contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """The base URL while the server runs; stopped on exit."""
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+def serving(app: Any, **config: Any) -> Iterator[str]:
+    """The base URL while the server runs; stopped on exit. ``config``: more
+    ``uvicorn.Config`` options (``http=`` a protocol class)."""
+    config = {"log_level": "warning", "lifespan": "off", **config}
+    server = uvicorn.Server(uvicorn.Config(app, **config))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

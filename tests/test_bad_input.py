@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Any
 
 import anyio
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from functions import indexed_app
@@ -373,28 +371,9 @@ def _raw_exchange(base: str, request: bytes) -> tuple[int, dict[str, str], bytes
 
 
 def _serving(app: Any, protocol: type) -> Any:
-    from contextlib import contextmanager
+    from live_server import serving
 
-    @contextmanager
-    def run() -> Iterator[str]:
-        config = uvicorn.Config(app, log_level="critical", lifespan="off", http=protocol)
-        server = uvicorn.Server(config)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.02)
-        try:
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-        finally:
-            server.should_exit = True
-            thread.join(10)
-            sock.close()
-
-    return run()
+    return serving(app, log_level="critical", http=protocol)
 
 
 @pytest.mark.parametrize("protocol", [problem_protocol(), ProblemH11Protocol])

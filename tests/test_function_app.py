@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from functions_host import durable_binding
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST_JSON = json.loads((ROOT / "host.json").read_text())
@@ -123,23 +124,6 @@ def test_requirements_deploy_no_local_inference():
         assert heavy not in text
 
 
-def _durable_client_binding() -> str:
-    base = "http://127.0.0.1:17071/runtime/webhooks/durabletask"
-    return json.dumps(
-        {
-            "taskHubName": "Hartonomous",
-            "creationUrls": {},
-            "managementUrls": {},
-            "baseUrl": base,
-            "requiredQueryStringParameters": "code=test",
-            "rpcBaseUrl": base + "/",
-            "httpBaseUrl": base,
-            "maxGrpcMessageSizeInBytes": 0,
-            "grpcHttpClientTimeout": "00:01:40",
-        }
-    )
-
-
 async def _send_response(response: Any) -> tuple[int, dict[str, str], bytes]:
     """Send a response the way the worker's server would: status, headers, then the body."""
     sent: list[dict[str, Any]] = []
@@ -215,7 +199,7 @@ def test_calling_the_function_serves_the_fastapi_app(function_app, tmp_path, mon
 
         async def invoke() -> tuple[int, dict[str, str], bytes]:
             request = Request(scope, receive)
-            response = await user_function(req=request, client=_durable_client_binding())
+            response = await user_function(req=request, client=durable_binding())
             return await _send_response(response)
 
         return asyncio.run(invoke())
@@ -264,7 +248,7 @@ def test_the_blob_trigger_logs_what_it_cannot_complete(function_app, tmp_path, c
         ):
             received = SimpleNamespace(blob_name=name)
             with caplog.at_level(logging.WARNING):
-                asyncio.run(handler(received=received, client=_durable_client_binding()))
+                asyncio.run(handler(received=received, client=durable_binding()))
             assert logged in caplog.text
         assert platform.atoms.list(tenant_id=tenant.id, limit=10, cursor=None).items == []
     finally:

@@ -27,6 +27,7 @@ import psutil
 import pytest
 import sqlalchemy as sa
 from fastapi import Request
+from functions_host import durable_binding
 from live_server import serving
 
 from functions import runtime
@@ -40,24 +41,6 @@ ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
 BIG = 512 * MiB
 RSS_BOUND = 100 * MiB
-
-
-def durable_binding() -> str:
-    """The ``durableClient`` binding's JSON, as the host sends it."""
-    base = "http://127.0.0.1:17071/runtime/webhooks/durabletask"
-    return json.dumps(
-        {
-            "taskHubName": "Hartonomous",
-            "creationUrls": {},
-            "managementUrls": {},
-            "baseUrl": base,
-            "requiredQueryStringParameters": "code=test",
-            "rpcBaseUrl": base + "/",
-            "httpBaseUrl": base,
-            "maxGrpcMessageSizeInBytes": 0,
-            "grpcHttpClientTimeout": "00:01:40",
-        }
-    )
 
 
 @pytest.fixture(scope="module")
