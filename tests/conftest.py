@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,3 +118,18 @@ def alice(platform: Platform) -> TenantKeys:
 @pytest.fixture
 def bob(platform: Platform) -> TenantKeys:
     return make_tenant(platform, "bob")
+
+
+@pytest.fixture
+def azure(tmp_path: Path, azurite_blob: str) -> Iterator[tuple[TestClient, Platform]]:
+    """The API over blobs in Azurite (a fresh container), its store on SQLite."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        blob_backend="azure",
+        azure_storage_connection_string=azurite_blob,
+        blob_container=f"atoms-{uuid.uuid4().hex[:12]}",
+    )
+    platform = bootstrap(settings)
+    with TestClient(create_app(platform)) as client:
+        yield client, platform
+    platform.close()

@@ -3,37 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from hartonomous.api.app import create_app
-from hartonomous.bootstrap import bootstrap
 from hartonomous.services.maintenance import collect_blobs
-from hartonomous.settings import Settings
 
 pytestmark = pytest.mark.azurite
 
 
-@pytest.fixture
-def azure_client(tmp_path: Path, azurite_blob: str) -> Iterator[tuple[TestClient, object]]:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        blob_backend="azure",
-        azure_storage_connection_string=azurite_blob,
-        blob_container=f"atoms-{uuid.uuid4().hex[:12]}",
-    )
-    platform = bootstrap(settings)
-    with TestClient(create_app(platform)) as client:
-        yield client, platform
-    platform.close()
-
-
-def test_atoms_round_trip_through_azure_blob_storage(azure_client, tenant_maker):
-    client, platform = azure_client
+def test_atoms_round_trip_through_azure_blob_storage(azure, tenant_maker):
+    client, platform = azure
     alice, bob = tenant_maker(platform, "alice"), tenant_maker(platform, "bob")
     data = bytes(range(256)) * 5000  # 1.25 MB: several read chunks
     created = client.post(

@@ -21,12 +21,11 @@ from workflow_polling import finish
 
 from hartonomous.api.app import create_app
 from hartonomous.blobs.upload_staging import RECEIVED_PREFIX, SEALED_PREFIX
-from hartonomous.bootstrap import Platform, bootstrap
+from hartonomous.bootstrap import Platform
 from hartonomous.errors import Conflict
 from hartonomous.models.synthetic import write_synthetic_gguf
 from hartonomous.services import upload_sessions as sessions_module
 from hartonomous.services.clock import utcnow
-from hartonomous.settings import Settings
 
 DATA = os.urandom(200_000)  # past the test app's 64 KiB request limit: sessions are not bound
 
@@ -245,20 +244,6 @@ def test_a_document_session_without_workflows_waits_for_them(client, platform, a
 
 
 # -- Azure: SAS URLs on Azurite, and the Event Grid blob trigger --------------------------------
-
-
-@pytest.fixture
-def azure(tmp_path: Path, azurite_blob: str) -> Iterator[tuple[TestClient, Platform]]:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        blob_backend="azure",
-        azure_storage_connection_string=azurite_blob,
-        blob_container=f"atoms-{uuid.uuid4().hex[:12]}",
-    )
-    platform = bootstrap(settings)
-    with TestClient(create_app(platform)) as client:
-        yield client, platform
-    platform.close()
 
 
 @pytest.mark.azurite
