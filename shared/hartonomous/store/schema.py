@@ -460,3 +460,185 @@ upload_sessions = sa.Table(
     sa.Column("completed_at", UTCDateTime(), nullable=True),
     sa.Index(None, "expires_at"),
 )
+
+
+# -- the autonomous loop -------------------------------------------------------------------------
+
+# A tenant's governance policy (docs/autonomy.md): which actions may run, which need approval,
+# budgets, the schedule. No row: the default (loop off, every action needs approval).
+autonomy_policies = sa.Table(
+    "autonomy_policies",
+    metadata,
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("body", _json(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_by", sa.String(100), nullable=True),
+)
+
+# One row per loop run. ``active_tenant`` is the tenant id while the run is active and NULL
+# once it ended: its unique (filtered) index lets a tenant have one active run at a time.
+autonomy_runs = sa.Table(
+    "autonomy_runs",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("instance_id", sa.String(100), nullable=False),
+    sa.Column("origin", sa.String(16), nullable=False),  # api | schedule
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("active_tenant", _id(), nullable=True),
+    sa.Column("budget_credits", sa.Float(), nullable=False),
+    sa.Column("max_duration_s", sa.Integer(), nullable=False),
+    sa.Column("max_iterations", sa.Integer(), nullable=False),
+    sa.Column("iterations", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("spent_credits", sa.Float(), nullable=False, server_default="0"),
+    sa.Column("summary", _json(), nullable=True),
+    sa.Column("error", sa.String(2000), nullable=True),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("ended_at", UTCDateTime(), nullable=True),
+    sa.Index(None, "tenant_id", "started_at"),
+    sa.Index(
+        "ux_autonomy_runs_active_tenant",
+        "active_tenant",
+        unique=True,
+        sqlite_where=sa.text("active_tenant IS NOT NULL"),
+        mssql_where=sa.text("active_tenant IS NOT NULL"),
+    ),
+)
+
+# The audit: one row per phase of every run (inputs, outputs, decision and decider, cost,
+# duration). Written by the phase's activity, idempotent by (run, iteration, phase).
+autonomy_phases = sa.Table(
+    "autonomy_phases",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("run_id", _id(), sa.ForeignKey("autonomy_runs.id"), nullable=False),
+    sa.Column("iteration", sa.Integer(), nullable=False),
+    sa.Column("phase", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("inputs", _json(), nullable=False),
+    sa.Column("outputs", _json(), nullable=False),
+    sa.Column("decision", sa.String(40), nullable=True),
+    sa.Column("decider", sa.String(100), nullable=True),
+    sa.Column("cost_credits", sa.Float(), nullable=False, server_default="0"),
+    sa.Column("duration_ms", sa.Float(), nullable=False, server_default="0"),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("ended_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "run_id", "iteration", "phase"),
+)
+
+# Typed actions a run planned, with their decision, execution and outcome. The id is the
+# idempotency key of the executor: an action applies once however often its activity runs.
+autonomy_actions = sa.Table(
+    "autonomy_actions",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("run_id", _id(), sa.ForeignKey("autonomy_runs.id"), nullable=False),
+    sa.Column("iteration", sa.Integer(), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("parameters", _json(), nullable=False),
+    sa.Column("planned_by", sa.String(16), nullable=False),  # model | deterministic
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("decided_by", sa.String(100), nullable=True),
+    sa.Column("result", _json(), nullable=True),
+    sa.Column("outcome", _json(), nullable=True),
+    sa.Column("error", sa.String(4000), nullable=True),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("applied_at", UTCDateTime(), nullable=True),
+    sa.Column("reverted_at", UTCDateTime(), nullable=True),
+    sa.Index(None, "tenant_id", "run_id"),
+)
+
+# Human approvals of actions. ``decided_by``: the deciding API key's id, or ``policy:<rule>``
+# or ``timer`` (expired). A decision is a compare-and-set from pending.
+autonomy_approvals = sa.Table(
+    "autonomy_approvals",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("run_id", _id(), sa.ForeignKey("autonomy_runs.id"), nullable=False),
+    sa.Column("action_id", _id(), sa.ForeignKey("autonomy_actions.id"), nullable=False),
+    sa.Column("instance_id", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("requested_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("decided_at", UTCDateTime(), nullable=True),
+    sa.Column("decided_by", sa.String(100), nullable=True),
+    sa.Column("note", sa.String(1000), nullable=True),  # the decider's comment
+    sa.Index(None, "tenant_id", "status", "requested_at"),
+)
+
+# Actions that still failed after their retries: kept with input, error and attempts until
+# an admin retries or discards them.
+autonomy_dead_letters = sa.Table(
+    "autonomy_dead_letters",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("run_id", _id(), sa.ForeignKey("autonomy_runs.id"), nullable=False),
+    sa.Column("action_id", _id(), sa.ForeignKey("autonomy_actions.id"), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("parameters", _json(), nullable=False),
+    sa.Column("error", sa.String(4000), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # parked|retrying|resolved|discarded
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("resolved_by", sa.String(100), nullable=True),
+    sa.UniqueConstraint("tenant_id", "action_id"),
+    sa.Index(None, "tenant_id", "status", "created_at"),
+)
+
+# learn_association: a query (kept as an atom, and as its vector) linked to the atom that
+# answers it; search lifts that atom for queries close to this one.
+learned_associations = sa.Table(
+    "learned_associations",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("action_id", _id(), nullable=False),
+    sa.Column("query", sa.UnicodeText(), nullable=False),
+    sa.Column("model", sa.String(100), nullable=False),
+    sa.Column("query_vector", sa.LargeBinary(), nullable=False),
+    sa.Column("query_atom_id", _id(), sa.ForeignKey("atoms.id"), nullable=False),
+    sa.Column("atom_id", _id(), sa.ForeignKey("atoms.id"), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "action_id"),
+)
+
+# cache_answer: a repeated prompt's answer, keyed by the prompt, the model's SHA-256 and the
+# atoms retrieved for it (a change in any is a miss).
+answer_cache = sa.Table(
+    "answer_cache",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("action_id", _id(), nullable=False),
+    sa.Column("cache_key", sa.String(64), nullable=False),
+    sa.Column("prompt", sa.UnicodeText(), nullable=False),
+    sa.Column("model_sha256", sa.String(64), nullable=False),
+    sa.Column("atom_ids", _json(), nullable=False),
+    sa.Column("receipt_id", _id(), nullable=False),
+    sa.Column("output_atom_id", _id(), sa.ForeignKey("atoms.id"), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "cache_key"),
+)
+
+# Workflows that failed, recorded by the orchestrator itself as it fails (the Durable backend
+# is not queryable by tenant from an activity): what retry_failed_workflow re-runs.
+workflow_failures = sa.Table(
+    "workflow_failures",
+    metadata,
+    sa.Column("instance_id", sa.String(200), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("input", _json(), nullable=False),
+    sa.Column("error", sa.String(4000), nullable=False),
+    sa.Column("failed_at", UTCDateTime(), nullable=False),
+    sa.Column("retried_by", sa.String(200), nullable=True),
+    sa.Index(None, "tenant_id", "failed_at"),
+)
