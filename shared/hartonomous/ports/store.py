@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
+    from hartonomous.autonomy.store import AutonomyRepository
     from hartonomous.events.outbox import OutboxRepository
     from hartonomous.generation.lineage import LineageRepository
     from hartonomous.generation.store import ReceiptRepository
@@ -42,6 +43,7 @@ class UnitOfWork(Protocol):
     usage: UsageRepository
     outbox: OutboxRepository
     upload_sessions: UploadSessionRepository
+    autonomy: AutonomyRepository
 
     def __enter__(self) -> UnitOfWork: ...
 

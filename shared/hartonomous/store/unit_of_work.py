@@ -12,6 +12,7 @@ from types import TracebackType
 
 import sqlalchemy as sa
 
+from hartonomous.autonomy.store import AutonomyRepository
 from hartonomous.events.outbox import OutboxRepository
 from hartonomous.generation.lineage import LineageRepository
 from hartonomous.generation.store import ReceiptRepository
@@ -44,6 +45,7 @@ class UnitOfWork:
     usage: UsageRepository
     outbox: OutboxRepository
     upload_sessions: UploadSessionRepository
+    autonomy: AutonomyRepository
 
     def __init__(
         self,
@@ -75,6 +77,7 @@ class UnitOfWork:
         self.usage = UsageRepository(self._conn, self._adapters.insert_or_ignore)
         self.outbox = OutboxRepository(self._conn)
         self.upload_sessions = UploadSessionRepository(self._conn)
+        self.autonomy = AutonomyRepository(self._conn, self._adapters.insert_or_ignore)
         return self
 
     def commit(self) -> None:

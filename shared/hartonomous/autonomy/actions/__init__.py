@@ -1,0 +1,1 @@
+"""The executors of the registry's actions (``registry.py`` holds their contracts)."""

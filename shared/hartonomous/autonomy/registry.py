@@ -1,0 +1,177 @@
+"""The action registry: every action the loop (and later agents) may run, as typed data.
+
+An action is a name, a version, a JSON schema for its parameters, the scope it needs,
+whether and how it is undone, a cost estimate, and the metric it means to move. Executors
+live in ``actions/``; this module is only the contract, so the API can list it and the
+planner and validator read the same schemas. A name not in ``REGISTRY`` is refused before
+anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from hartonomous.autonomy.types import ProblemKind
+from hartonomous.domain.tenants import Scope
+from hartonomous.errors import UnprocessableContent
+
+ATOM_ID = {"type": "string", "pattern": "^[0-9a-f-]{36}$"}
+QUERY = {"type": "string", "minLength": 1, "maxLength": 2000}
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: str
+    version: int
+    description: str
+    parameters: dict[str, Any]  # JSON schema (draft 2020-12), additionalProperties false
+    scope: Scope
+    reversible: bool
+    reversal: str  # how it is undone, or why it cannot be
+    cost_credits: float  # the estimate the budget checks before Act
+    metric: str  # what Learn recomputes, higher is better
+    addresses: ProblemKind
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "parameters": self.parameters,
+            "scope": self.scope.value,
+            "reversible": self.reversible,
+            "reversal": self.reversal,
+            "cost_estimate_credits": self.cost_credits,
+            "metric": self.metric,
+            "addresses": self.addresses.value,
+        }
+
+
+def _object(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+REGISTRY: Mapping[str, ActionSpec] = {
+    spec.name: spec
+    for spec in (
+        ActionSpec(
+            name="learn_association",
+            version=1,
+            description=(
+                "Link a knowledge-gap query to the atom that answers it (a LEARNED_ASSOCIATION "
+                "edge); search then lifts that atom for queries close to this one."
+            ),
+            parameters=_object({"query": QUERY, "atom_id": ATOM_ID}, ["query", "atom_id"]),
+            scope=Scope.WRITE,
+            reversible=True,
+            reversal="the association and its edge are deleted",
+            cost_credits=0.02,
+            metric="mean reciprocal rank of the atom for the gap's recorded queries, replayed",
+            addresses=ProblemKind.KNOWLEDGE_GAP,
+        ),
+        ActionSpec(
+            name="mark_duplicates",
+            version=1,
+            description=(
+                "Link near-duplicate chunks (cosine >= 0.95) DUPLICATE_OF their canonical "
+                "chunk, so search shows one of each group."
+            ),
+            parameters=_object(
+                {
+                    "pairs": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": 100,
+                        "items": _object(
+                            {"duplicate_id": ATOM_ID, "canonical_id": ATOM_ID},
+                            ["duplicate_id", "canonical_id"],
+                        ),
+                    }
+                },
+                ["pairs"],
+            ),
+            scope=Scope.WRITE,
+            reversible=True,
+            reversal="the DUPLICATE_OF edges the action wrote are deleted",
+            cost_credits=0.05,
+            metric="share of result slots not taken by a near-duplicate, over probe queries",
+            addresses=ProblemKind.NEAR_DUPLICATES,
+        ),
+        ActionSpec(
+            name="retry_failed_workflow",
+            version=1,
+            description="Run a failed ingestion or model workflow of the tenant again.",
+            parameters=_object(
+                {"instance_id": {"type": "string", "minLength": 1, "maxLength": 200}},
+                ["instance_id"],
+            ),
+            scope=Scope.WRITE,
+            reversible=False,
+            reversal="none: what the workflow wrote stays (it is the tenant's own data)",
+            cost_credits=0.5,
+            metric="failed workflows of the tenant not yet recovered (negated)",
+            addresses=ProblemKind.FAILED_WORKFLOW,
+        ),
+        ActionSpec(
+            name="cache_answer",
+            version=1,
+            description=(
+                "Serve a repeated prompt from an answer cache keyed by the prompt, the model's "
+                "SHA-256 and the atoms retrieved for it (temperature 0 requests only)."
+            ),
+            parameters=_object({"prompt": QUERY, "receipt_id": ATOM_ID}, ["prompt", "receipt_id"]),
+            scope=Scope.WRITE,
+            reversible=True,
+            reversal="the cache entry is deleted",
+            cost_credits=0.05,
+            metric="credits per answer of the prompt (negated), replayed",
+            addresses=ProblemKind.REPEATED_PROMPT,
+        ),
+    )
+}
+
+
+@cache
+def _validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(REGISTRY[name].parameters)
+
+
+def spec_of(name: str) -> ActionSpec:
+    """The spec of a registered action; any other name is refused (422)."""
+    spec = REGISTRY.get(name)
+    if spec is None:
+        raise UnprocessableContent(
+            f"unknown action {name!r}: the registry has {sorted(REGISTRY)}", action=name
+        )
+    return spec
+
+
+def parameter_errors(name: str, parameters: Any) -> list[str]:
+    """Why ``parameters`` do not fit the action's schema (empty: they do)."""
+    spec_of(name)
+    errors = sorted(_validator(name).iter_errors(parameters), key=lambda e: list(e.path))
+    return [f"{'/'.join(map(str, e.path)) or '(parameters)'}: {e.message}" for e in errors][:10]
+
+
+def validate(name: str, parameters: Any) -> ActionSpec:
+    """The spec, or 422 naming the first schema violation."""
+    spec = spec_of(name)
+    error = best_match(_validator(name).iter_errors(parameters))
+    if error is not None:
+        where = "/".join(map(str, error.path)) or "(parameters)"
+        raise UnprocessableContent(
+            f"parameters of {name!r} do not fit its schema at {where}: {error.message}",
+            action=name,
+        )
+    return spec

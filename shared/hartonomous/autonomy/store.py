@@ -1,0 +1,318 @@
+"""The loop's tables (``uow.autonomy``): policies, runs, the phase audit, actions, approvals
+and dead letters. Every method scopes by tenant; state changes are compare-and-set, so a
+replayed activity or a late decision changes nothing twice."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, fields
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import sqlalchemy as sa
+
+from hartonomous.autonomy.records import (
+    ActionRecord,
+    ApprovalRecord,
+    DeadLetterRecord,
+    PhaseRecord,
+    RunRecord,
+)
+from hartonomous.store.repositories import WriteConflict
+from hartonomous.store.schema import (
+    autonomy_actions,
+    autonomy_approvals,
+    autonomy_dead_letters,
+    autonomy_phases,
+    autonomy_policies,
+    autonomy_runs,
+)
+
+if TYPE_CHECKING:
+    from hartonomous.ports import InsertOrIgnore
+
+R = TypeVar("R")
+
+
+def _record(cls: type[R], row: Any) -> R:
+    return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})  # type: ignore[arg-type]
+
+
+def _page(
+    query: sa.Select[Any], table: sa.Table, time_column: str, after: tuple[datetime, str] | None
+) -> sa.Select[Any]:
+    """Newest first by (time, id): stable while rows are added."""
+    at, key = table.c[time_column], table.c.id
+    if after is not None:
+        query = query.where(sa.or_(at < after[0], sa.and_(at == after[0], key < after[1])))
+    return query.order_by(at.desc(), key.desc())
+
+
+class AutonomyRepository:
+    PHASE_KEY = ("tenant_id", "run_id", "iteration", "phase")
+
+    def __init__(self, conn: sa.Connection, insert_or_ignore: InsertOrIgnore) -> None:
+        self._conn = conn
+        self._insert_new = insert_or_ignore
+
+    # -- policy ------------------------------------------------------------------------------
+
+    def policy(self, tenant_id: str) -> dict[str, Any] | None:
+        t = autonomy_policies
+        body = self._conn.execute(
+            sa.select(t.c.body).where(t.c.tenant_id == tenant_id)
+        ).scalar_one_or_none()
+        return dict(body) if body is not None else None
+
+    def put_policy(
+        self, tenant_id: str, body: dict[str, Any], by: str | None, at: datetime
+    ) -> None:
+        t = autonomy_policies
+        values = {"body": body, "updated_at": at, "updated_by": by}
+        done = self._conn.execute(t.update().where(t.c.tenant_id == tenant_id).values(**values))
+        if done.rowcount == 0:
+            self._conn.execute(t.insert().values(tenant_id=tenant_id, **values))
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def add_run(self, run: RunRecord) -> None:
+        """Insert an active run; ``WriteConflict`` when the tenant already has one."""
+        values = asdict(run)
+        values["active_tenant"] = run.tenant_id if run.status == "running" else None
+        try:
+            with self._conn.begin_nested():
+                self._conn.execute(autonomy_runs.insert().values(**values))
+        except sa.exc.IntegrityError as exc:
+            raise WriteConflict(f"tenant {run.tenant_id} has an active run") from exc
+
+    def run(self, tenant_id: str, run_id: str) -> RunRecord | None:
+        t = autonomy_runs
+        row = self._conn.execute(
+            t.select().where(t.c.tenant_id == tenant_id, t.c.id == run_id)
+        ).first()
+        return _record(RunRecord, row) if row else None
+
+    def active_run(self, tenant_id: str) -> RunRecord | None:
+        t = autonomy_runs
+        row = self._conn.execute(t.select().where(t.c.active_tenant == tenant_id)).first()
+        return _record(RunRecord, row) if row else None
+
+    def runs(
+        self, tenant_id: str, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[RunRecord]:
+        t = autonomy_runs
+        query = _page(t.select().where(t.c.tenant_id == tenant_id), t, "started_at", after)
+        return [_record(RunRecord, r) for r in self._conn.execute(query.limit(limit))]
+
+    def update_run(self, tenant_id: str, run_id: str, **values: Any) -> None:
+        t = autonomy_runs
+        self._conn.execute(
+            t.update().where(t.c.tenant_id == tenant_id, t.c.id == run_id).values(**values)
+        )
+
+    def end_run(
+        self,
+        tenant_id: str,
+        run_id: str,
+        status: str,
+        at: datetime,
+        *,
+        summary: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Active to ``status`` (frees the tenant's slot); False when it had ended already."""
+        t = autonomy_runs
+        done = self._conn.execute(
+            t.update()
+            .where(t.c.tenant_id == tenant_id, t.c.id == run_id, t.c.status == "running")
+            .values(status=status, active_tenant=None, ended_at=at, summary=summary, error=error)
+        )
+        return done.rowcount == 1
+
+    # -- the audit ---------------------------------------------------------------------------
+
+    def record_phase(self, phase: PhaseRecord) -> bool:
+        """One row per (run, iteration, phase); a replay adds nothing. The phase's cost is
+        added to the run's spend in the same transaction, once."""
+        added = self._insert_new(self._conn, autonomy_phases, [asdict(phase)], self.PHASE_KEY)
+        if added and phase.cost_credits:
+            t = autonomy_runs
+            self._conn.execute(
+                t.update()
+                .where(t.c.tenant_id == phase.tenant_id, t.c.id == phase.run_id)
+                .values(spent_credits=t.c.spent_credits + phase.cost_credits)
+            )
+        return bool(added)
+
+    def phase(self, tenant_id: str, run_id: str, iteration: int, name: str) -> PhaseRecord | None:
+        t = autonomy_phases
+        row = self._conn.execute(
+            t.select().where(
+                t.c.tenant_id == tenant_id,
+                t.c.run_id == run_id,
+                t.c.iteration == iteration,
+                t.c.phase == name,
+            )
+        ).first()
+        return _record(PhaseRecord, row) if row else None
+
+    def phases(self, tenant_id: str, run_id: str) -> list[PhaseRecord]:
+        t = autonomy_phases
+        query = (
+            t.select()
+            .where(t.c.tenant_id == tenant_id, t.c.run_id == run_id)
+            .order_by(t.c.iteration, t.c.id)
+        )
+        return [_record(PhaseRecord, r) for r in self._conn.execute(query)]
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def add_actions(self, actions: Sequence[ActionRecord]) -> int:
+        """Insert those not there yet (a replayed Hypothesize adds nothing)."""
+        return self._insert_new(self._conn, autonomy_actions, [asdict(a) for a in actions], ("id",))
+
+    def action(self, tenant_id: str, action_id: str) -> ActionRecord | None:
+        t = autonomy_actions
+        row = self._conn.execute(
+            t.select().where(t.c.tenant_id == tenant_id, t.c.id == action_id)
+        ).first()
+        return _record(ActionRecord, row) if row else None
+
+    def actions(
+        self, tenant_id: str, *, run_id: str | None = None, name: str | None = None,
+        statuses: Collection[str] | None = None, limit: int = 1000,
+    ) -> list[ActionRecord]:  # fmt: skip
+        t = autonomy_actions
+        query = t.select().where(t.c.tenant_id == tenant_id)
+        if run_id is not None:
+            query = query.where(t.c.run_id == run_id)
+        if name is not None:
+            query = query.where(t.c.name == name)
+        if statuses is not None:
+            query = query.where(t.c.status.in_(list(statuses)))
+        query = query.order_by(t.c.created_at, t.c.id).limit(limit)
+        return [_record(ActionRecord, r) for r in self._conn.execute(query)]
+
+    def transition(
+        self, tenant_id: str, action_id: str, from_statuses: Collection[str], to_status: str,
+        at: datetime, **values: Any,
+    ) -> bool:  # fmt: skip
+        """Compare-and-set the action's status; False when it was not in ``from_statuses``."""
+        t = autonomy_actions
+        done = self._conn.execute(
+            t.update()
+            .where(
+                t.c.tenant_id == tenant_id,
+                t.c.id == action_id,
+                t.c.status.in_(list(from_statuses)),
+            )
+            .values(status=to_status, updated_at=at, **values)
+        )
+        return done.rowcount == 1
+
+    def update_action(self, tenant_id: str, action_id: str, at: datetime, **values: Any) -> None:
+        t = autonomy_actions
+        self._conn.execute(
+            t.update()
+            .where(t.c.tenant_id == tenant_id, t.c.id == action_id)
+            .values(updated_at=at, **values)
+        )
+
+    # -- approvals ---------------------------------------------------------------------------
+
+    def add_approval(self, approval: ApprovalRecord) -> bool:
+        return bool(self._insert_new(self._conn, autonomy_approvals, [asdict(approval)], ("id",)))
+
+    def approval(self, tenant_id: str, approval_id: str) -> ApprovalRecord | None:
+        t = autonomy_approvals
+        row = self._conn.execute(
+            t.select().where(t.c.tenant_id == tenant_id, t.c.id == approval_id)
+        ).first()
+        return _record(ApprovalRecord, row) if row else None
+
+    def approval_for_action(self, tenant_id: str, action_id: str) -> ApprovalRecord | None:
+        t = autonomy_approvals
+        row = self._conn.execute(
+            t.select().where(t.c.tenant_id == tenant_id, t.c.action_id == action_id)
+        ).first()
+        return _record(ApprovalRecord, row) if row else None
+
+    def approvals(
+        self, tenant_id: str, status: str | None, limit: int,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[ApprovalRecord]:  # fmt: skip
+        t = autonomy_approvals
+        query = t.select().where(t.c.tenant_id == tenant_id)
+        if status is not None:
+            query = query.where(t.c.status == status)
+        query = _page(query, t, "requested_at", after).limit(limit)
+        return [_record(ApprovalRecord, r) for r in self._conn.execute(query)]
+
+    def decide(
+        self, tenant_id: str, approval_id: str, status: str, by: str, at: datetime,
+        note: str | None = None,
+    ) -> bool:  # fmt: skip
+        """Pending to ``status``; False when it was no longer pending."""
+        t = autonomy_approvals
+        done = self._conn.execute(
+            t.update()
+            .where(t.c.tenant_id == tenant_id, t.c.id == approval_id, t.c.status == "pending")
+            .values(status=status, decided_by=by, decided_at=at, note=note)
+        )
+        return done.rowcount == 1
+
+    # -- dead letters ------------------------------------------------------------------------
+
+    def park(self, letter: DeadLetterRecord) -> bool:
+        """Park an action (once per action: a replay, or a retry that failed again, updates
+        the parked row instead)."""
+        added = self._insert_new(
+            self._conn, autonomy_dead_letters, [asdict(letter)], ("tenant_id", "action_id")
+        )
+        if not added:
+            t = autonomy_dead_letters
+            self._conn.execute(
+                t.update()
+                .where(t.c.tenant_id == letter.tenant_id, t.c.action_id == letter.action_id)
+                .values(
+                    status=letter.status,
+                    error=letter.error,
+                    attempts=t.c.attempts + letter.attempts,
+                    updated_at=letter.updated_at,
+                )
+            )
+        return bool(added)
+
+    def dead_letter(self, tenant_id: str, letter_id: str) -> DeadLetterRecord | None:
+        t = autonomy_dead_letters
+        row = self._conn.execute(
+            t.select().where(t.c.tenant_id == tenant_id, t.c.id == letter_id)
+        ).first()
+        return _record(DeadLetterRecord, row) if row else None
+
+    def dead_letters(
+        self, tenant_id: str, status: str | None, limit: int,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[DeadLetterRecord]:  # fmt: skip
+        t = autonomy_dead_letters
+        query = t.select().where(t.c.tenant_id == tenant_id)
+        if status is not None:
+            query = query.where(t.c.status == status)
+        query = _page(query, t, "created_at", after).limit(limit)
+        return [_record(DeadLetterRecord, r) for r in self._conn.execute(query)]
+
+    def transition_dead_letter(
+        self, tenant_id: str, letter_id: str, from_statuses: Collection[str], to_status: str,
+        at: datetime, by: str | None = None,
+    ) -> bool:  # fmt: skip
+        t = autonomy_dead_letters
+        done = self._conn.execute(
+            t.update()
+            .where(
+                t.c.tenant_id == tenant_id,
+                t.c.id == letter_id,
+                t.c.status.in_(list(from_statuses)),
+            )
+            .values(status=to_status, updated_at=at, resolved_by=by)
+        )
+        return done.rowcount == 1
