@@ -1,0 +1,46 @@
+"""Names the loop's orchestrations, events and instances share with the API that starts them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+RUN = "autonomy_run"  # one run: Analyze, Hypothesize, Approval, Act, Learn; continue-as-new
+SCHEDULE = "autonomy_schedule"  # one per tenant with a schedule: a timer, then a run
+RETRY_DEAD_LETTER = "autonomy_retry_dead_letter"  # re-runs one parked action
+
+
+def run_instance_id(run_id: str) -> str:
+    return f"autonomy-{run_id}"
+
+
+def schedule_instance_id(tenant_id: str) -> str:
+    return f"autonomy-schedule-{tenant_id}"
+
+
+def approval_event(approval_id: str) -> str:
+    """The external event that carries an admin's decision to the waiting run."""
+    return f"approval-{approval_id}"
+
+
+@dataclass(frozen=True)
+class RunInput:
+    """The run orchestration's input; continue-as-new hands the next iteration a copy."""
+
+    tenant_id: str
+    run_id: str
+    started_at: str  # ISO 8601, UTC: the duration limit counts from here
+    budget_credits: float
+    max_duration_s: int
+    max_iterations: int
+    iteration: int = 1
+    spent_credits: float = 0.0
+    retry_first_ms: int = 1000  # Act's retries wait 1, 2, 4, 8, 16 s by default
+    handled: list[str] = field(default_factory=list)  # problem keys earlier iterations took
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunInput:
+        return cls(**data)
