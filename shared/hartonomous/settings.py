@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     workflow_activity_workers: int = Field(
         default=8, gt=0, le=256, description="Threads running activities in the local host."
     )
+    autonomy_retry_first_ms: int = Field(
+        default=1000,
+        ge=1,
+        le=60_000,
+        description="First wait of an autonomy action's retries, in ms (it doubles each time).",
+    )
     inference_url: str | None = Field(
         default=None,
         description="Base URL of the GPU worker (e.g. http://gpu-worker:8080); unset: "

@@ -69,7 +69,12 @@ class AtomPage:
 
 
 def encode_cursor(atom: Atom) -> str:
-    raw = json.dumps([atom.created_at.isoformat(), atom.id]).encode()
+    return encode_position(atom.created_at, atom.id)
+
+
+def encode_position(at: datetime, key: str) -> str:
+    """An opaque keyset cursor of (time, id); ``decode_cursor`` reads it back."""
+    raw = json.dumps([at.isoformat(), key]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
