@@ -14,6 +14,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
+from hartonomous.autonomy.service import AutonomyService
 from hartonomous.blobs.local import LocalBlobStore
 from hartonomous.blobs.upload_staging import AzureUploadStaging, LocalUploadStaging
 from hartonomous.events.outbox import EventPublisher, LocalEventBus, OutboxRelay
@@ -74,6 +75,7 @@ class Platform:
     usage: UsageService = field(init=False)
     gaps: GapService = field(init=False)
     uploads: UploadSessionService = field(init=False)
+    autonomy: AutonomyService = field(init=False)
 
     def __post_init__(self) -> None:
         self.tenants = TenantService(self.uow_factory)
@@ -88,6 +90,9 @@ class Platform:
             max_bytes=self.settings.max_session_upload_bytes,
             max_document_bytes=self.settings.max_document_bytes,
             ttl=timedelta(seconds=self.settings.upload_session_ttl_s),
+        )
+        self.autonomy = AutonomyService(
+            self.uow_factory, retry_first_ms=self.settings.autonomy_retry_first_ms
         )
 
     def start_background(self) -> None:

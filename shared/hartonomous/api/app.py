@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from hartonomous import __version__
 from hartonomous.api import (
     atoms,
+    autonomy,
     generation,
     knowledge,
     models,
@@ -51,6 +52,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(models.router)
     app.include_router(generation.router)
     app.include_router(upload_sessions.router)
+    app.include_router(autonomy.router)
     app.add_middleware(
         BodyLimit, limit=platform.settings.max_json_body_bytes, openapi=lambda: app.openapi()
     )

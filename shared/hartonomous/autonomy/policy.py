@@ -55,6 +55,7 @@ class Policy(BaseModel):
         default_factory=dict,
         description="Rules by action name; an action not named here gets the default rule "
         "(allowed, requires approval). Unknown names are refused.",
+        json_schema_extra={"propertyNames": {"enum": [name for name in sorted(REGISTRY)]}},
     )
     budget: Budget = Field(default_factory=Budget, description="Defaults of each run")
     schedule: Schedule = Field(default_factory=Schedule)
