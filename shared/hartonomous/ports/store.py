@@ -12,8 +12,10 @@ if TYPE_CHECKING:
 
     from hartonomous.autonomy.store import AutonomyRepository
     from hartonomous.events.outbox import OutboxRepository
+    from hartonomous.generation.answer_cache import AnswerCacheRepository
     from hartonomous.generation.lineage import LineageRepository
     from hartonomous.generation.store import ReceiptRepository
+    from hartonomous.knowledge.associations import AssociationRepository
     from hartonomous.knowledge.store import KnowledgeRepository
     from hartonomous.metering.ledger import UsageRepository
     from hartonomous.models.store import ModelRepository
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
         WorkflowRunRepository,
     )
     from hartonomous.store.upload_sessions import UploadSessionRepository
+    from hartonomous.store.workflow_failures import WorkflowFailureRepository
 
 
 class UnitOfWork(Protocol):
@@ -44,6 +47,9 @@ class UnitOfWork(Protocol):
     outbox: OutboxRepository
     upload_sessions: UploadSessionRepository
     autonomy: AutonomyRepository
+    associations: AssociationRepository
+    answer_cache: AnswerCacheRepository
+    workflow_failures: WorkflowFailureRepository
 
     def __enter__(self) -> UnitOfWork: ...
 

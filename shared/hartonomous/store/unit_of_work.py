@@ -14,8 +14,10 @@ import sqlalchemy as sa
 
 from hartonomous.autonomy.store import AutonomyRepository
 from hartonomous.events.outbox import OutboxRepository
+from hartonomous.generation.answer_cache import AnswerCacheRepository
 from hartonomous.generation.lineage import LineageRepository
 from hartonomous.generation.store import ReceiptRepository
+from hartonomous.knowledge.associations import AssociationRepository
 from hartonomous.knowledge.store import KnowledgeRepository
 from hartonomous.metering.ledger import UsageRepository
 from hartonomous.models.store import ModelRepository
@@ -30,6 +32,7 @@ from hartonomous.store.repositories import (
     WorkflowRunRepository,
 )
 from hartonomous.store.upload_sessions import UploadSessionRepository
+from hartonomous.store.workflow_failures import WorkflowFailureRepository
 
 
 class UnitOfWork:
@@ -46,6 +49,9 @@ class UnitOfWork:
     outbox: OutboxRepository
     upload_sessions: UploadSessionRepository
     autonomy: AutonomyRepository
+    associations: AssociationRepository
+    answer_cache: AnswerCacheRepository
+    workflow_failures: WorkflowFailureRepository
 
     def __init__(
         self,
@@ -78,6 +84,10 @@ class UnitOfWork:
         self.outbox = OutboxRepository(self._conn)
         self.upload_sessions = UploadSessionRepository(self._conn)
         self.autonomy = AutonomyRepository(self._conn, self._adapters.insert_or_ignore)
+        ignore = self._adapters.insert_or_ignore
+        self.associations = AssociationRepository(self._conn, ignore)
+        self.answer_cache = AnswerCacheRepository(self._conn, ignore)
+        self.workflow_failures = WorkflowFailureRepository(self._conn, ignore)
         return self
 
     def commit(self) -> None:

@@ -1,0 +1,273 @@
+"""What the loop taught search (``uow.associations``): learned associations and duplicates.
+
+A learned association links a knowledge-gap query (stored as an atom, with its vector) to
+the chunk atom that answers it: a ``learned_associations`` row and a ``LEARNED_ASSOCIATION``
+edge (query atom -> chunk). Near-duplicate chunks are ``DUPLICATE_OF`` edges (duplicate ->
+canonical). Both carry the action's id as ``receipt_id``, so an action's effects are found,
+re-applied and reverted by its id alone.
+
+Search reads both in one statement per search (``search_signals``): the tenant's
+associations of the query's embedding model, and the duplicate links that touch its
+candidates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from hartonomous.store.repositories import IN_BATCH, batched
+from hartonomous.store.schema import chunks, edges, embeddings, learned_associations
+
+if TYPE_CHECKING:
+    from hartonomous.ports import InsertOrIgnore
+
+LEARNED_ASSOCIATION = "LEARNED_ASSOCIATION"  # query atom -> the chunk that answers it
+DUPLICATE_OF = "DUPLICATE_OF"  # duplicate chunk -> its canonical chunk
+EDGE_KEY = ("tenant_id", "src_id", "kind", "ordinal", "receipt_id")
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def normalise_query(text: str) -> str:
+    """Lower-cased words joined by one space: keyword search lifts on this matching exactly."""
+    return " ".join(_WORD.findall(text.lower()))
+
+
+@dataclass(frozen=True)
+class Association:
+    id: str
+    action_id: str
+    query: str
+    query_atom_id: str
+    atom_id: str
+    query_vector: bytes
+
+
+@dataclass(frozen=True)
+class SearchSignals:
+    associations: list[Association]
+    duplicate_links: list[tuple[str, str]]  # (duplicate, canonical)
+    allowed_targets: set[str] | None  # association targets the filter allows (None: no filter)
+
+
+class AssociationRepository:
+    def __init__(self, conn: sa.Connection, insert_or_ignore: InsertOrIgnore) -> None:
+        self._conn = conn
+        self._insert_new = insert_or_ignore
+
+    # -- learned associations ----------------------------------------------------------------
+
+    def add_association(self, row: dict[str, Any]) -> bool:
+        """The row and its edge; False (nothing written) when the action already added it."""
+        added = self._insert_new(
+            self._conn, learned_associations, [row], ("tenant_id", "action_id")
+        )
+        if added:
+            self._add_edges(
+                [(row["tenant_id"], LEARNED_ASSOCIATION, row["query_atom_id"], row["atom_id"],
+                  row["action_id"], row["created_at"])]
+            )  # fmt: skip
+        return bool(added)
+
+    def association_for_action(self, tenant_id: str, action_id: str) -> Association | None:
+        t = learned_associations
+        row = self._conn.execute(
+            t.select().where(t.c.tenant_id == tenant_id, t.c.action_id == action_id)
+        ).first()
+        return _association(row) if row else None
+
+    def remove_association(self, tenant_id: str, action_id: str) -> int:
+        """The action's association and edge (nothing when already gone)."""
+        t = learned_associations
+        done = self._conn.execute(
+            t.delete().where(t.c.tenant_id == tenant_id, t.c.action_id == action_id)
+        )
+        self._remove_edges(tenant_id, LEARNED_ASSOCIATION, action_id)
+        return int(done.rowcount)
+
+    def forget_atom(self, tenant_id: str, atom_id: str) -> None:
+        """Before an atom goes: the associations that name it (its edges go with the atom's)."""
+        t = learned_associations
+        self._conn.execute(
+            t.delete().where(
+                t.c.tenant_id == tenant_id,
+                sa.or_(t.c.atom_id == atom_id, t.c.query_atom_id == atom_id),
+            )
+        )
+
+    # -- duplicates --------------------------------------------------------------------------
+
+    def add_duplicates(
+        self, tenant_id: str, pairs: Sequence[tuple[str, str]], action_id: str, at: datetime
+    ) -> int:
+        """``DUPLICATE_OF`` edges (duplicate, canonical) keyed by the action: a replay adds
+        nothing."""
+        return self._add_edges(
+            [(tenant_id, DUPLICATE_OF, dup, canon, action_id, at) for dup, canon in pairs]
+        )
+
+    def remove_duplicates(self, tenant_id: str, action_id: str) -> int:
+        return self._remove_edges(tenant_id, DUPLICATE_OF, action_id)
+
+    def duplicate_links(self, tenant_id: str, atom_ids: Collection[str]) -> set[tuple[str, str]]:
+        """(duplicate, canonical) links with either end among ``atom_ids``."""
+        found: set[tuple[str, str]] = set()
+        for batch in batched(sorted(atom_ids), IN_BATCH // 2):
+            found |= set(self._conn.execute(self._links(tenant_id, batch)).tuples())
+        return found
+
+    # -- what search reads -------------------------------------------------------------------
+
+    def search_signals(
+        self,
+        tenant_id: str,
+        model: str,
+        candidates: Sequence[str],
+        allowed: sa.Select[Any] | None = None,
+    ) -> SearchSignals:
+        """One statement: the tenant's associations for ``model``, the duplicate links that
+        touch the candidates or an association's target, and (with a filter, ``allowed`` the
+        chunks it allows) which targets the filter allows. Candidates past one IN list (only
+        with k over 240) take one more statement per batch."""
+        la = learned_associations
+        targets = sa.select(la.c.atom_id).where(la.c.tenant_id == tenant_id, la.c.model == model)
+        batches = list(batched(candidates, IN_BATCH // 2)) or [[]]
+        nulls = (sa.cast(sa.null(), sa.LargeBinary), sa.cast(sa.null(), sa.UnicodeText))
+        parts: list[sa.Select[Any]] = [
+            sa.select(sa.literal("a").label("part"), la.c.id.label("a"), la.c.atom_id.label("b"),
+                      la.c.query_vector.label("v"), la.c.query.label("q"),
+                      la.c.action_id.label("x"), la.c.query_atom_id.label("y"))
+            .where(la.c.tenant_id == tenant_id, la.c.model == model),
+            self._links(tenant_id, batches[0], targets, labelled=nulls),
+        ]  # fmt: skip
+        if allowed is not None:
+            allowed_ids = allowed.subquery()
+            column = next(iter(allowed_ids.c))
+            parts.append(
+                sa.select(sa.literal("f"), column, column, *nulls, column, column).where(
+                    column.in_(targets)
+                )
+            )
+        associations: list[Association] = []
+        links: list[tuple[str, str]] = []
+        permitted: set[str] = set()
+        for row in self._conn.execute(sa.union_all(*parts)):
+            if row.part == "a":
+                associations.append(Association(row.a, row.x, row.q, row.y, row.b, bytes(row.v)))
+            elif row.part == "d":
+                links.append((row.a, row.b))
+            else:
+                permitted.add(row.a)
+        for batch in batches[1:]:
+            links.extend(self._conn.execute(self._links(tenant_id, batch)).tuples())
+        return SearchSignals(associations, links, permitted if allowed is not None else None)
+
+    # -- what actions check and measure -----------------------------------------------------
+
+    def chunk_ids(self, tenant_id: str, atom_ids: Collection[str]) -> set[str]:
+        """Those of ``atom_ids`` that are chunk atoms of the tenant."""
+        found: set[str] = set()
+        for batch in batched(sorted(atom_ids)):
+            found |= {
+                r.atom_id
+                for r in self._conn.execute(
+                    sa.select(chunks.c.atom_id, chunks.c.tenant_id).where(
+                        chunks.c.atom_id.in_(batch)
+                    )
+                )
+                if r.tenant_id == tenant_id
+            }
+        return found
+
+    def chunk_vectors(
+        self, tenant_id: str, atom_ids: Collection[str], model: str
+    ) -> dict[str, tuple[str, bytes]]:
+        """atom id -> (chunk text, stored vector) for the tenant's chunks among ``atom_ids``."""
+        out: dict[str, tuple[str, bytes]] = {}
+        for batch in batched(sorted(atom_ids)):
+            rows = self._conn.execute(
+                sa.select(chunks.c.atom_id, chunks.c.text, embeddings.c.vector)
+                .join(
+                    embeddings,
+                    sa.and_(
+                        embeddings.c.tenant_id == chunks.c.tenant_id,
+                        embeddings.c.sha256 == chunks.c.sha256,
+                        embeddings.c.model == model,
+                    ),
+                )
+                .where(chunks.c.tenant_id == tenant_id, chunks.c.atom_id.in_(batch))
+            )
+            out.update((r.atom_id, (r.text, bytes(r.vector))) for r in rows)
+        return out
+
+    def recent_chunk_vectors(
+        self, tenant_id: str, model: str, limit: int
+    ) -> list[tuple[int, str, bytes]]:
+        """(seq, atom id, vector) of the tenant's newest ``limit`` chunks, newest first."""
+        query = (
+            sa.select(chunks.c.seq, chunks.c.atom_id, embeddings.c.vector)
+            .join(
+                embeddings,
+                sa.and_(
+                    embeddings.c.tenant_id == chunks.c.tenant_id,
+                    embeddings.c.sha256 == chunks.c.sha256,
+                    embeddings.c.model == model,
+                ),
+            )
+            .where(chunks.c.tenant_id == tenant_id)
+            .order_by(chunks.c.seq.desc())
+            .limit(limit)
+        )
+        return [(r.seq, r.atom_id, bytes(r.vector)) for r in self._conn.execute(query)]
+
+    # -- edges -------------------------------------------------------------------------------
+
+    def _add_edges(self, rows: Sequence[tuple[str, str, str, str, str, datetime]]) -> int:
+        # ordinal 0, not NULL: NULLs never collide in a unique key, so a replay would add again.
+        values = [
+            {"tenant_id": t, "kind": kind, "src_id": src, "dst_id": dst, "ordinal": 0,
+             "receipt_id": action_id, "created_at": at}
+            for t, kind, src, dst, action_id, at in rows
+        ]  # fmt: skip
+        return self._insert_new(self._conn, edges, values, EDGE_KEY) if values else 0
+
+    def _remove_edges(self, tenant_id: str, kind: str, action_id: str) -> int:
+        done = self._conn.execute(
+            edges.delete().where(
+                edges.c.tenant_id == tenant_id,
+                edges.c.kind == kind,
+                edges.c.receipt_id == action_id,
+            )
+        )
+        return int(done.rowcount)
+
+    @staticmethod
+    def _links(
+        tenant_id: str,
+        batch: Sequence[str],
+        targets: sa.Select[Any] | None = None,
+        labelled: tuple[Any, ...] | None = None,
+    ) -> sa.Select[Any]:
+        near: list[Any] = [edges.c.src_id.in_(batch), edges.c.dst_id.in_(batch)] if batch else []
+        if targets is not None:
+            near += [edges.c.src_id.in_(targets), edges.c.dst_id.in_(targets)]
+        if not near:
+            near = [sa.false()]
+        columns: list[Any] = [edges.c.src_id, edges.c.dst_id]
+        if labelled is not None:
+            columns = [sa.literal("d"), edges.c.src_id, edges.c.dst_id, *labelled,
+                       edges.c.receipt_id, edges.c.receipt_id]  # fmt: skip
+        return sa.select(*columns).where(
+            edges.c.tenant_id == tenant_id, edges.c.kind == DUPLICATE_OF, sa.or_(*near)
+        )
+
+
+def _association(row: Any) -> Association:
+    return Association(
+        row.id, row.action_id, row.query, row.query_atom_id, row.atom_id, bytes(row.query_vector)
+    )
