@@ -16,9 +16,11 @@ def blueprints() -> list[df.Blueprint]:
     from functions.maintenance import bp as maintenance
     from functions.models import bp as models
     from functions.uploads import bp as uploads
+    from functions.workflow_failures import bp as workflow_failures
     from functions.workflows_diagnostics import bp as workflows_diagnostics
 
-    return [http_api, workflows_diagnostics, maintenance, knowledge, models, events, uploads]
+    return [http_api, workflows_diagnostics, maintenance, knowledge, models, events, uploads,
+            workflow_failures]  # fmt: skip
 
 
 def indexed_app() -> df.DFApp:

@@ -38,6 +38,7 @@ EXPECTED = {
     "model_finish": ("activityTrigger", {"activityTrigger": "IN"}),
     "model_fail": ("activityTrigger", {"activityTrigger": "IN"}),
     "model_profile": ("activityTrigger", {"activityTrigger": "IN"}),
+    "workflow_record_failure": ("activityTrigger", {"activityTrigger": "IN"}),
 }
 
 

@@ -30,6 +30,7 @@ from hartonomous.services.atoms import AtomService
 from hartonomous.services.clock import utcnow
 from hartonomous.store.repositories import WriteConflict
 from hartonomous.store.unit_of_work import UnitOfWorkFactory
+from hartonomous.store.workflow_failures import RECORD_FAILURE
 
 INGEST = "ingest_document"
 PLAN = "ingest_plan"
@@ -213,8 +214,27 @@ RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of
 
 
 def ingest(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dict[str, Any]]:
-    """parse and chunk -> embeddings in batches (fan-out) -> index; progress in custom status."""
+    """parse and chunk -> embeddings in batches (fan-out) -> index; progress in custom status.
+    A failure is recorded (``workflow_failures``, what the loop's retry reads) before it
+    ends the instance as Failed with its error."""
     document = context.get_input()
+    try:
+        return (yield from _ingest(context, document))
+    except Exception as exc:
+        failure = {
+            "instance_id": context.instance_id,
+            "name": INGEST,
+            "tenant_id": document["tenant_id"],
+            "input": document,
+            "error": str(exc),
+        }
+        yield context.call_activity(RECORD_FAILURE, failure)
+        raise
+
+
+def _ingest(
+    context: df.DurableOrchestrationContext, document: dict[str, Any]
+) -> Generator[Any, Any, dict[str, Any]]:
     plan = yield context.call_activity(PLAN, document)
     total = plan["chunks"]
     done = total - sum(len(b) for b in plan["batches"])

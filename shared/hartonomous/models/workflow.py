@@ -12,6 +12,7 @@ from typing import Any
 import azure.durable_functions as df
 
 from hartonomous.knowledge.ingestion import INGEST
+from hartonomous.store.workflow_failures import RECORD_FAILURE
 
 INGEST_MODEL = "ingest_model"
 PLAN = "model_plan"
@@ -46,6 +47,14 @@ def ingest_model(context: df.DurableOrchestrationContext) -> Generator[Any, Any,
         result = yield context.call_activity_with_retry(FINISH, RETRY, {**job, "stored": stored})
     except Exception as exc:
         yield context.call_activity(FAIL, {**job, "error": str(exc)})
+        failure = {
+            "instance_id": context.instance_id,
+            "name": INGEST_MODEL,
+            "tenant_id": job["tenant_id"],
+            "input": job,
+            "error": str(exc),
+        }
+        yield context.call_activity(RECORD_FAILURE, failure)
         raise
     context.set_custom_status(status | {"stage": "profiling"})
     profile = yield context.call_activity_with_retry(PROFILE, RETRY, job)
