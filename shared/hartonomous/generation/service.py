@@ -18,6 +18,7 @@ from typing import Any
 
 from hartonomous.domain.atoms import Atom
 from hartonomous.errors import Conflict, InvalidInput
+from hartonomous.generation.answer_cache import cache_key
 from hartonomous.generation.prompting import DEFAULT_STOP, Assembled, assemble
 from hartonomous.generation.store import (
     DERIVED_FROM,
@@ -65,6 +66,7 @@ class Outcome:
     assembled: Assembled
     completion: Completion
     timings: dict[str, float]
+    cached_from: str | None = None  # the receipt whose answer the cache served
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,11 @@ class GenerationService:
             stop=DEFAULT_STOP if request.stop is None else request.stop,
             seed=request.seed,
         )
-        completion: Completion | None = None
-        if not live:
+        completion, cached_from = self._cached(tenant_id, request, model, assembled, asked)
+        if completion is not None:
+            if live:
+                yield completion.text
+        elif not live:
             completion = self.inference().complete(model, asked)
         else:
             for piece in self.inference().stream(model, asked):
@@ -144,9 +149,40 @@ class GenerationService:
             "total_ms": round((time.perf_counter() - started) * 1000, 3),
         }
         receipt = self.record(
-            Outcome(receipt_id, tenant_id, request, model, assembled, completion, timings)
+            Outcome(
+                receipt_id, tenant_id, request, model, assembled, completion, timings, cached_from
+            )
         )
         yield Generated(completion.text, receipt)
+
+    def _cached(
+        self,
+        tenant_id: str,
+        request: GenerateRequest,
+        model: ModelRef,
+        assembled: Assembled,
+        asked: CompletionRequest,
+    ) -> tuple[Completion | None, str | None]:
+        """The cached answer (no tokens) and its source receipt, or (None, None). Only a
+        greedy request (temperature 0: the seed changes nothing) is ever served from it."""
+        if request.temperature != 0:
+            return None, None
+        key = cache_key(
+            request.prompt, model.sha256, [hit.atom_id for hit in assembled.used],
+            request.max_tokens, asked.stop,
+        )  # fmt: skip
+        with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
+            entry = uow.answer_cache.lookup(tenant_id, key)
+            source = uow.receipts.get(tenant_id, entry.receipt_id) if entry else None
+            output = uow.atoms.get(tenant_id, entry.output_atom_id) if entry else None
+        if entry is None or output is None:
+            return None, None
+        text = b"".join(self.atoms.read(output)).decode("utf-8")
+        finish = "stop"
+        for component in source.body.get("components", []) if source else []:
+            if component.get("role") == "output":
+                finish = component.get("finish_reason") or finish
+        return Completion(text, finish, 0, 0, extra={"cache": True}), entry.receipt_id
 
     def record(self, outcome: Outcome) -> dict[str, Any]:
         """Persist the receipt with its atoms, edges, usage and outbox event; returns it."""
@@ -254,4 +290,5 @@ def receipt_body(
                    "total": c.prompt_tokens + c.completion_tokens},
         "timings_ms": o.timings,
         "cost": {"credits": cost.credits, "lines": cost.lines},
+        **({"cache": {"hit": True, "source_receipt_id": o.cached_from}} if o.cached_from else {}),
     }  # fmt: skip
