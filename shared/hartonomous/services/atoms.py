@@ -267,6 +267,7 @@ class AtomService:
                     f"{receipts[0]!r}); receipts and what they name are kept",
                     receipts=receipts,
                 )
+            uow.associations.forget_atom(tenant_id, atom_id)  # what the loop learned of it
             uow.knowledge.forget_atom(tenant_id, atom_id)
             uow.atoms.delete(tenant_id, atom_id)
             # At zero the bytes are queued in this transaction and deleted after it commits

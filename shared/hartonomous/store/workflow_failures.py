@@ -66,6 +66,15 @@ class WorkflowFailureRepository:
         )
         return [_failure(r) for r in self._conn.execute(query)]
 
+    def open_count(self, tenant_id: str) -> int:
+        t = workflow_failures
+        query = (
+            sa.select(sa.func.count())
+            .select_from(t)
+            .where(t.c.tenant_id == tenant_id, t.c.retried_by.is_(None))
+        )
+        return int(self._conn.execute(query).scalar_one())
+
     def failed_retries(self, tenant_id: str) -> int:
         """Retries that failed in turn (a failure row whose instance is another's retry)."""
         t, retried = workflow_failures, workflow_failures.alias("retried")

@@ -15,6 +15,9 @@ class ActionContext:
     run_id: str
     action_id: str  # the idempotency key: applying twice has the effect of once
     parameters: dict[str, Any]
+    # Which measurement this is ("before", "after"): it keys the usage of the searches and
+    # generations a measurement replays, so the one before and the one after both count.
+    purpose: str = "measure"
 
 
 @dataclass(frozen=True)
