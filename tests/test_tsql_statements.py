@@ -10,6 +10,7 @@ system one) with the parameters it declares."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,14 @@ from sqlalchemy.dialects.mssql.pyodbc import MSDialect_pyodbc
 from tsql_rules import problems
 
 from conftest import TenantKeys
+from hartonomous.autonomy.records import (
+    ActionRecord,
+    ApprovalRecord,
+    DeadLetterRecord,
+    PhaseRecord,
+    RunRecord,
+)
+from hartonomous.autonomy.store import AutonomyRepository
 from hartonomous.bootstrap import Platform
 from hartonomous.domain.atoms import Atom, Modality
 from hartonomous.domain.uploads import Purpose, Status, UploadSession
@@ -33,7 +42,7 @@ from hartonomous.knowledge.store import HAS_CHUNK, SearchFilter, allowed_chunks_
 from hartonomous.metering.ledger import Usage
 from hartonomous.services.clock import new_id
 from hartonomous.store.dialects import StoreAdapters, no_session_setup, tenant_session_context
-from hartonomous.store.repositories import AtomFilter, PagePosition
+from hartonomous.store.repositories import AtomFilter, PagePosition, WriteConflict
 from hartonomous.store.schema import atoms, metadata, models, outbox, receipts
 from hartonomous.store.unit_of_work import UnitOfWork
 from hartonomous.store.upsert import PortableInsertOrIgnore
@@ -247,7 +256,59 @@ def drive_every_repository(platform: Platform, tenant: str) -> None:
         sessions.settle(tenant, upload.id, "claim", Status.COMPLETING)
         sessions.live_ids(ids, AT)
         sessions.delete_expired_before(AT - timedelta(7))
+        drive_autonomy(uow.autonomy, tenant, ids)
         uow.commit()
+
+
+def drive_autonomy(a: AutonomyRepository, tenant: str, ids: list[str]) -> None:
+    """The loop's repository (autonomy/store.py): each method, and each insert-or-ignore
+    and compare-and-set twice (the second finds the row there, or the state moved on)."""
+    a.policy(tenant)
+    for _ in range(2):  # insert, then update
+        a.put_policy(tenant, {"budget": {"credits": 1.0}}, "key:k", AT)
+    run = RunRecord(ids[6], tenant, "autonomy-x", "api", "running", 5.0, 60, 3, 0, 0.0, None,
+                    None, AT, None)  # fmt: skip
+    a.add_run(run)
+    with pytest.raises(WriteConflict):  # one active run per tenant
+        a.add_run(replace(run, id=ids[7]))
+    a.run(tenant, run.id)
+    a.active_run(tenant)
+    a.runs(tenant, 20, (AT, ids[0]))
+    a.update_run(tenant, run.id, iterations=1)
+    phase = PhaseRecord(tenant, run.id, 1, "analyze", "done", {}, {}, None, None, 0.1, 2.0,
+                        AT, AT)  # fmt: skip
+    for _ in range(2):
+        a.record_phase(phase)
+    a.phase(tenant, run.id, 1, "analyze")
+    a.phases(tenant, run.id)
+    action = ActionRecord(ids[8], tenant, run.id, 1, "cache_answer", 1, {}, "model",
+                          "awaiting_approval", None, None, None, None, 0, AT, AT, None,
+                          None)  # fmt: skip
+    for _ in range(2):
+        a.add_actions([action])
+    a.action(tenant, action.id)
+    a.actions(tenant, run_id=run.id, name="cache_answer", statuses=["approved", "planned"])
+    a.update_action(tenant, action.id, AT, attempts=1)
+    approval = ApprovalRecord(ids[9], tenant, run.id, action.id, run.instance_id, "pending", AT,
+                              AT + timedelta(1), None, None, None)  # fmt: skip
+    for _ in range(2):
+        a.add_approval(approval)
+    a.approval(tenant, approval.id)
+    a.approval_for_action(tenant, action.id)
+    a.approvals(tenant, "pending", 20, (AT, ids[0]))
+    for _ in range(2):
+        a.decide(tenant, approval.id, "approved", "key:k", AT, "note")
+        a.transition(tenant, action.id, ["awaiting_approval"], "approved", AT, decided_by="k")
+    letter = DeadLetterRecord(ids[10], tenant, run.id, action.id, "cache_answer", {}, "boom", 5,
+                              "parked", AT, AT, None)  # fmt: skip
+    for _ in range(2):  # parks, then adds the attempts of a retry that failed again
+        a.park(letter)
+    a.dead_letter(tenant, letter.id)
+    a.dead_letters(tenant, "parked", 20, (AT, ids[0]))
+    for _ in range(2):
+        a.transition_dead_letter(tenant, letter.id, ["parked"], "retrying", AT, "key:k")
+    for _ in range(2):
+        a.end_run(tenant, run.id, "completed", AT, summary={"iterations": 1}, error=None)
 
 
 def drive_the_azure_only_adapters(tenant: str) -> list[tuple[Any, list[Any]]]:
@@ -269,6 +330,8 @@ def test_every_repository_statement_would_run_on_azure_sql(
     assert len(captured) > 60
     touched = {getattr(getattr(e, "table", None), "name", None) for e, _ in captured}
     assert {"upload_sessions", "blob_deletions", "blobs"} <= touched
+    assert {"autonomy_policies", "autonomy_runs", "autonomy_phases", "autonomy_actions",
+            "autonomy_approvals", "autonomy_dead_letters"} <= touched  # fmt: skip
     found = [p for element, rows in captured for p in check(element, rows)]
     assert found == []
 
