@@ -105,6 +105,9 @@ SEMANTIC_REFUSALS: list[tuple[str, str, str, str]] = [
     ("POST", "/v1/models", "422", "bytes that are not a GGUF file (a magic number)"),
     ("GET", "/v1/atoms", "400", "a cursor this API did not return (it is opaque)"),
     ("GET", "/v1/models", "400", "a cursor this API did not return (it is opaque)"),
+    ("GET", "/v1/autonomy/runs", "400", "a cursor this API did not return (it is opaque)"),
+    ("GET", "/v1/approvals", "400", "a cursor this API did not return (it is opaque)"),
+    ("GET", "/v1/autonomy/dead-letters", "400", "a cursor this API did not return (it is opaque)"),
     ("POST", "/v1/uploads", "422", "purpose document with a media type ingestion cannot parse"),
     ("GET", "/v1/usage", "400", "from after to (each valid alone)"),
 ]
