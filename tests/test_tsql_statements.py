@@ -257,7 +257,50 @@ def drive_every_repository(platform: Platform, tenant: str) -> None:
         sessions.live_ids(ids, AT)
         sessions.delete_expired_before(AT - timedelta(7))
         drive_autonomy(uow.autonomy, tenant, ids)
+        drive_effects(uow, tenant, ids)
         uow.commit()
+
+
+def drive_effects(uow: UnitOfWork, tenant: str, ids: list[str]) -> None:
+    """What the loop's actions write and search reads: associations, duplicate links, the
+    answer cache, recorded workflow failures; IN lists past one batch."""
+    s = uow.associations
+    row = {"id": new_id(), "tenant_id": tenant, "action_id": ids[10], "query": "q", "model": "m",
+           "query_vector": np.ones(3, np.float32).tobytes(), "query_atom_id": ids[1],
+           "atom_id": ids[2], "created_at": AT}  # fmt: skip
+    for _ in range(2):
+        s.add_association(row)
+        s.add_duplicates(tenant, [(ids[3], ids[4]), (ids[5], ids[4])], ids[11], AT)
+    s.association_for_action(tenant, ids[10])
+    s.search_signals(tenant, "m", ids[1:41], allowed_chunks_query(tenant, FULL_FILTER))
+    s.search_signals(tenant, "m", ids[1:600])
+    s.duplicate_links(tenant, ids)
+    s.chunk_ids(tenant, ids)
+    s.chunk_vectors(tenant, ids, "m")
+    s.recent_chunk_vectors(tenant, "m", 2000)
+    s.remove_duplicates(tenant, ids[11])
+    s.remove_association(tenant, ids[10])
+    s.forget_atom(tenant, ids[2])
+    c = uow.answer_cache
+    entry = {"id": new_id(), "tenant_id": tenant, "action_id": ids[12], "cache_key": "0" * 64,
+             "prompt": "p", "model_sha256": "0" * 64, "atom_ids": ids[3:5],
+             "receipt_id": ids[13], "output_atom_id": ids[2], "created_at": AT}  # fmt: skip
+    for _ in range(2):
+        c.add(entry)
+    c.lookup(tenant, "0" * 64)
+    c.for_action(tenant, ids[12])
+    c.prompts(tenant)
+    c.receipts_since(tenant, AT - timedelta(1))
+    c.remove(tenant, ids[12])
+    f = uow.workflow_failures
+    for _ in range(2):
+        f.record("wf-failed", tenant, "ingest_document", {"document_id": ids[0]}, "boom", AT)
+    f.get(tenant, "wf-failed")
+    f.open(tenant, 10)
+    f.open_count(tenant)
+    f.failed_retries(tenant)
+    for _ in range(2):
+        f.mark_retried(tenant, "wf-failed", "wf-failed-retry-1")
 
 
 def drive_autonomy(a: AutonomyRepository, tenant: str, ids: list[str]) -> None:
@@ -330,6 +373,7 @@ def test_every_repository_statement_would_run_on_azure_sql(
     assert len(captured) > 60
     touched = {getattr(getattr(e, "table", None), "name", None) for e, _ in captured}
     assert {"upload_sessions", "blob_deletions", "blobs"} <= touched
+    assert {"learned_associations", "answer_cache", "workflow_failures", "edges"} <= touched
     assert {"autonomy_policies", "autonomy_runs", "autonomy_phases", "autonomy_actions",
             "autonomy_approvals", "autonomy_dead_letters"} <= touched  # fmt: skip
     found = [p for element, rows in captured for p in check(element, rows)]

@@ -175,6 +175,10 @@ class SearchHit(BaseModel):
     highlights: list[str] = Field(description="Keyword matches marked with <mark>")
     vector_score: float | None = None
     keyword_score: float | None = None
+    lifted_by: str | None = Field(
+        default=None,
+        description="The learned association (docs/autonomy.md) that put this result first",
+    )
 
 
 class SearchOut(BaseModel):

@@ -118,7 +118,7 @@ class AssociationRepository:
         """(duplicate, canonical) links with either end among ``atom_ids``."""
         found: set[tuple[str, str]] = set()
         for batch in batched(sorted(atom_ids), IN_BATCH // 2):
-            found |= set(self._conn.execute(self._links(tenant_id, batch)).tuples())
+            found |= {(r[0], r[1]) for r in self._conn.execute(self._links(tenant_id, batch))}
         return found
 
     # -- what search reads -------------------------------------------------------------------
@@ -164,7 +164,7 @@ class AssociationRepository:
             else:
                 permitted.add(row.a)
         for batch in batches[1:]:
-            links.extend(self._conn.execute(self._links(tenant_id, batch)).tuples())
+            links.extend((r[0], r[1]) for r in self._conn.execute(self._links(tenant_id, batch)))
         return SearchSignals(associations, links, permitted if allowed is not None else None)
 
     # -- what actions check and measure -----------------------------------------------------
