@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hartonomous.autonomy.service import AutonomyService
 from hartonomous.blobs.local import LocalBlobStore
@@ -20,7 +20,7 @@ from hartonomous.blobs.upload_staging import AzureUploadStaging, LocalUploadStag
 from hartonomous.events.outbox import EventPublisher, LocalEventBus, OutboxRelay
 from hartonomous.generation.provenance import ProvenanceService
 from hartonomous.generation.service import GenerationService
-from hartonomous.inference.model_files import ModelFiles
+from hartonomous.inference.model_files import ModelFiles, builtin_model
 from hartonomous.inference.provider import InferenceProvider
 from hartonomous.inference.types import Inference
 from hartonomous.knowledge.embeddings import Embedder
@@ -46,6 +46,10 @@ from hartonomous.store.engine import Engines, create_engines
 from hartonomous.store.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from hartonomous.store.upsert import PortableInsertOrIgnore, SqliteInsertOrIgnore
 from hartonomous.workflows.runtime import LocalWorkflowRuntime
+
+if TYPE_CHECKING:
+    from hartonomous.autonomy.actions.base import ActionExecutor
+    from hartonomous.autonomy.activities import LoopActivities
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +80,8 @@ class Platform:
     gaps: GapService = field(init=False)
     uploads: UploadSessionService = field(init=False)
     autonomy: AutonomyService = field(init=False)
+    _autonomy_loop: LoopActivities | None = field(default=None, init=False, repr=False)
+    _autonomy_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.tenants = TenantService(self.uow_factory)
@@ -94,6 +100,25 @@ class Platform:
         self.autonomy = AutonomyService(
             self.uow_factory, retry_first_ms=self.settings.autonomy_retry_first_ms
         )
+
+    def autonomy_loop(self) -> LoopActivities:
+        """The loop's activities, built on first use (its executors and search need the
+        embedding model, which loads lazily)."""
+        from hartonomous.autonomy.activities import LoopActivities
+
+        with self._autonomy_lock:
+            if self._autonomy_loop is None:
+                executors = autonomy_executors(self)
+                self._autonomy_loop = LoopActivities(
+                    uow_factory=self.uow_factory,
+                    policy=self.autonomy.policy,
+                    create_run=self.autonomy.create_run,
+                    executors=executors,
+                    search=lambda: self.knowledge.get().search,
+                    inference=self.inference.get,
+                    model=builtin_model,
+                )
+            return self._autonomy_loop
 
     def start_background(self) -> None:
         """Start the outbox relay, and the local workflow host and timer triggers. The local
@@ -132,6 +157,30 @@ class Platform:
         self.stop_background()
         self.knowledge.close()
         self.engines.dispose()
+
+
+def autonomy_executors(platform: Platform) -> Callable[[], Mapping[str, ActionExecutor]]:
+    """The registry's executors over the platform's services, built once on first use."""
+    built: list[Mapping[str, ActionExecutor]] = []
+    lock = threading.Lock()
+
+    def get() -> Mapping[str, ActionExecutor]:
+        from hartonomous.autonomy.actions import build_executors
+
+        with lock:
+            if not built:
+                built.append(
+                    build_executors(
+                        platform.uow_factory,
+                        platform.atoms,
+                        lambda: platform.knowledge.get().search,
+                        lambda: platform.knowledge.get().embedder,
+                        lambda: platform.generation,
+                    )
+                )
+            return built[0]
+
+    return get
 
 
 def store_adapters_for(dialect: str) -> StoreAdapters:

@@ -37,6 +37,7 @@ class RunInput:
     spent_credits: float = 0.0
     retry_first_ms: int = 1000  # Act's retries wait 1, 2, 4, 8, 16 s by default
     handled: list[str] = field(default_factory=list)  # problem keys earlier iterations took
+    waited_s: float = 0.0  # time spent waiting for approvals: not counted in the duration
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,382 @@
+"""The loop's orchestrations: a run (Analyze, Hypothesize, Approval, Act, Learn, then
+continue-as-new), the per-tenant schedule, and a dead letter's retry.
+
+Rules the code below keeps (docs/autonomy.md states them for users):
+
+- Budget and duration are checked by the orchestrator, deterministically, before each phase:
+  ``spent + the phase's estimate > budget`` ends the run ``budget_exhausted``; elapsed time
+  (orchestrator clock since ``started_at``, less the time spent waiting for a human) at or
+  over ``max_duration_s`` ends it ``duration_exhausted``. Nothing is stopped mid-phase: Act,
+  once started, runs each approved action to its end. Estimates: Analyze ``ANALYZE_CREDITS``
+  (its searches), Hypothesize ``HYPOTHESIZE_CREDITS`` (a full prompt and ``MAX_PLAN_TOKENS``),
+  Approval nothing, Act the registry's cost of each approved action (also what it is
+  charged), Learn ``LEARN_CREDITS`` per action (a flat charge for the re-measurement).
+- Each activity reports what it cost; the orchestrator adds it up and carries ``spent``
+  through continue-as-new. The run row's ``spent_credits`` is the sum of its phase rows.
+- Approval: a pending request waits for ``names.approval_event(id)`` raced against a timer at
+  ``min(expires_at, now + 6 days)`` (one Durable timer cannot be longer), in a loop; when
+  the deadline passes, an activity expires it compare-and-set, and the store's answer wins
+  (a decision that raced the timer stands). The event only wakes the run: Act re-reads the
+  action and runs it only when the store says approved.
+- Act retries an action with exponential backoff (``retry_first_ms``, doubling, 6 attempts:
+  1, 2, 4, 8, 16 s by default); one still failing is parked as a dead letter and the policy's
+  ``on_action_failure`` continues with the next action or ends the run ``stopped``.
+  ``retry_failed_workflow`` starts the failed workflow again as a sub-orchestration named
+  by its result; that workflow failing again is the action's outcome, not its failure.
+- An iteration ends with Learn; the next one is a continue-as-new carrying the spend, the
+  waited time and the problem keys handled, so no problem is taken twice in one run.
+- A bug in the orchestration ends the run ``failed`` with the error, then re-raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from datetime import datetime, timedelta
+from typing import Any
+
+import azure.durable_functions as df
+
+from hartonomous.autonomy import messages as m
+from hartonomous.autonomy import names
+from hartonomous.autonomy.names import RunInput
+from hartonomous.autonomy.types import ApprovalStatus, Phase, RunStatus
+from hartonomous.metering.pricing import price
+from hartonomous.workflows.actions import BackoffRetryOptions
+
+# Activities (the orchestrations' names are in names.py: the API starts those).
+ANALYZE = "autonomy_analyze"
+HYPOTHESIZE = "autonomy_hypothesize"
+REQUEST_APPROVALS = "autonomy_request_approvals"
+SETTLE_APPROVAL = "autonomy_settle_approval"
+RECORD_PHASE = "autonomy_record_phase"
+BASELINE = "autonomy_baseline"
+ACT = "autonomy_act"
+DEAD_LETTER = "autonomy_dead_letter"
+LEARN = "autonomy_learn"
+FINISH = "autonomy_finish"
+SCHEDULE_POLICY = "autonomy_schedule_policy"
+START_SCHEDULED = "autonomy_start_scheduled"
+RESOLVE_DEAD_LETTER = "autonomy_resolve_dead_letter"
+
+MAX_PLAN_TOKENS = 200
+PROMPT_TOKENS_ESTIMATE = 1024  # the most of a plan's prompt (the planner trims evidence)
+ANALYZE_CREDITS = price({"search.queries": 3}).credits  # at most 3 candidate searches
+HYPOTHESIZE_CREDITS = price(
+    {
+        "generation.prompt_tokens": PROMPT_TOKENS_ESTIMATE,
+        "generation.completion_tokens": MAX_PLAN_TOKENS,
+    }
+).credits
+LEARN_CREDITS = 0.01
+ACT_ATTEMPTS = 6
+TIMER_CAP = timedelta(days=6)  # the Python SDK's longest single timer
+
+Orchestration = Generator[Any, Any, Any]
+
+
+def act_retry(retry_first_ms: int) -> BackoffRetryOptions:
+    return BackoffRetryOptions(retry_first_ms, ACT_ATTEMPTS, backoff_coefficient=2.0)
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat()
+
+
+class _Stop(Exception):
+    """Ends the run with a status (not an error)."""
+
+    def __init__(self, status: RunStatus) -> None:
+        super().__init__(status.value)
+        self.status = status
+
+
+class _Run:
+    """One execution (one iteration) of a run; state the orchestrator carries."""
+
+    def __init__(self, context: df.DurableOrchestrationContext, inp: RunInput) -> None:
+        self.context = context
+        self.inp = inp
+        self.spent = inp.spent_credits
+        self.waited = inp.waited_s
+        self.started = datetime.fromisoformat(inp.started_at)
+        self.summary: dict[str, Any] = {"iteration": inp.iteration}
+
+    @property
+    def now(self) -> datetime:
+        return self.context.current_utc_datetime  # type: ignore[no-any-return]
+
+    def gate(self, phase: Phase, estimate: float) -> None:
+        """Before a phase: would it pass the budget, or is the time up?"""
+        self.context.set_custom_status(
+            {"run_id": self.inp.run_id, "iteration": self.inp.iteration, "phase": phase.value,
+             "spent_credits": round(self.spent, 6)}
+        )  # fmt: skip
+        if self.spent + estimate > self.inp.budget_credits:
+            self.summary["stopped_before"] = phase.value
+            raise _Stop(RunStatus.BUDGET_EXHAUSTED)
+        elapsed = (self.now - self.started).total_seconds() - self.waited
+        if elapsed >= self.inp.max_duration_s:
+            self.summary["stopped_before"] = phase.value
+            raise _Stop(RunStatus.DURATION_EXHAUSTED)
+
+    def phase_row(
+        self, phase: Phase, started: datetime, outputs: dict[str, Any], *,
+        inputs: dict[str, Any] | None = None, decision: str | None = None,
+        decider: str | None = None, cost: float = 0.0, status: str = "completed",
+    ) -> Any:  # fmt: skip
+        row = m.PhaseIn(
+            self.inp.tenant_id, self.inp.run_id, self.inp.iteration, phase.value, status,
+            inputs or {}, outputs, decision, decider, cost, _iso(started), _iso(self.now),
+        )  # fmt: skip
+        return self.context.call_activity(RECORD_PHASE, row.to_json())
+
+    # -- the phases ------------------------------------------------------------------------
+
+    def iteration(self) -> Orchestration:
+        """Returns None when the next iteration should follow, or raises _Stop."""
+        ctx, inp = self.context, self.inp
+        self.gate(Phase.ANALYZE, ANALYZE_CREDITS)
+        analyzed = m.AnalyzeOut.from_json(
+            (yield ctx.call_activity(
+                ANALYZE, m.AnalyzeIn(inp.tenant_id, inp.run_id, inp.iteration,
+                                     list(inp.handled)).to_json()))
+        )  # fmt: skip
+        self.spent += analyzed.cost_credits
+        problem = analyzed.problem
+        if problem is None:
+            done = inp.iteration == 1
+            raise _Stop(RunStatus.NOTHING_TO_DO if done else RunStatus.COMPLETED)
+        self.summary["problem"] = {"kind": problem.kind, "key": problem.key}
+
+        self.gate(Phase.HYPOTHESIZE, HYPOTHESIZE_CREDITS)
+        plan = m.HypothesizeOut.from_json(
+            (yield ctx.call_activity(
+                HYPOTHESIZE, m.HypothesizeIn(inp.tenant_id, inp.run_id, inp.iteration,
+                                             problem).to_json()))
+        )  # fmt: skip
+        self.spent += plan.cost_credits
+        self.summary |= {"planned_by": plan.planned_by, "refused": len(plan.refused)}
+        if not plan.actions:
+            return problem.key
+
+        approved = yield from self.approval(plan.actions)
+        if approved:
+            applied = yield from self.act(approved)
+            if applied:
+                yield from self.learn(applied)
+        return problem.key
+
+    def approval(self, actions: list[m.PlannedAction]) -> Orchestration:
+        ctx, inp = self.context, self.inp
+        self.gate(Phase.APPROVAL, 0.0)
+        began = self.now
+        requested = m.ApprovalOut.from_json(
+            (yield ctx.call_activity(
+                REQUEST_APPROVALS, m.ApprovalIn(inp.tenant_id, inp.run_id, inp.iteration,
+                                                ctx.instance_id, [a.id for a in actions],
+                                                _iso(began)).to_json()))
+        )  # fmt: skip
+        decisions: list[dict[str, Any]] = []
+        for request in requested.requests:
+            status, by = request.status, request.decided_by
+            if status == ApprovalStatus.PENDING:
+                waiting_from = self.now
+                status, by = yield from self.wait(request)
+                self.waited += (self.now - waiting_from).total_seconds()
+            decisions.append(
+                {"approval_id": request.approval_id, "action_id": request.action_id,
+                 "status": status, "decided_by": by}
+            )  # fmt: skip
+        approved = [a for a, d in zip(actions, decisions, strict=True) if d["status"] == "approved"]
+        yield self.phase_row(
+            Phase.APPROVAL, began, {"decisions": decisions},
+            decision=f"{len(approved)} of {len(actions)} approved",
+            decider=",".join(sorted({str(d["decided_by"]) for d in decisions}))[:100],
+        )  # fmt: skip
+        self.summary["approved"] = len(approved)
+        return approved
+
+    def wait(self, request: m.ApprovalRequest) -> Orchestration:
+        """The admin's decision, or the expiry: timers of at most 6 days, in a loop. Either
+        way the store's answer is taken (an activity reads it; past the deadline it expires
+        a pending request first), so an event that decided nothing changes nothing."""
+        ctx = self.context
+        deadline = datetime.fromisoformat(request.expires_at)
+        event_name = names.approval_event(request.approval_id)
+        while True:
+            expire = self.now >= deadline
+            if not expire:
+                timer = ctx.create_timer(min(deadline, self.now + TIMER_CAP))
+                event = ctx.wait_for_external_event(event_name)
+                winner = yield ctx.task_any([event, timer])
+                if winner != event:
+                    continue  # a capped timer fired before the deadline: wait again
+                timer.cancel()
+            settle = m.SettleIn(self.inp.tenant_id, request.approval_id, expire)
+            decided = m.Decided.from_json(
+                (yield ctx.call_activity(SETTLE_APPROVAL, settle.to_json()))
+            )
+            if decided.status != ApprovalStatus.PENDING:
+                return decided.status, decided.decided_by
+
+    def act(self, approved: list[m.PlannedAction]) -> Orchestration:
+        ctx, inp = self.context, self.inp
+        self.gate(Phase.ACT, sum(a.cost_credits for a in approved))
+        began = self.now
+        results: list[dict[str, Any]] = []
+        applied: list[str] = []
+        stop = False
+        for action in approved:
+            act_in = m.ActIn(inp.tenant_id, action.id).to_json()
+            yield ctx.call_activity(BASELINE, act_in)
+            try:
+                out = m.ActOut.from_json(
+                    (yield ctx.call_activity_with_retry(ACT, act_retry(inp.retry_first_ms), act_in))
+                )
+            except Exception as exc:
+                parked = m.DeadLetterOut.from_json(
+                    (yield ctx.call_activity(
+                        DEAD_LETTER, m.DeadLetterIn(inp.tenant_id, action.id, str(exc)[:4000],
+                                                    ACT_ATTEMPTS).to_json()))
+                )  # fmt: skip
+                self.spent += action.cost_credits
+                results.append({"action_id": action.id, "name": action.name,
+                                "status": "dead_lettered",
+                                "dead_letter_id": parked.dead_letter_id})  # fmt: skip
+                if parked.on_action_failure == "stop":
+                    stop = True
+                    break
+                continue
+            self.spent += action.cost_credits
+            entry: dict[str, Any] = {"action_id": action.id, "name": action.name,
+                                     "status": "applied" if out.applied else "skipped"}  # fmt: skip
+            if out.applied:
+                applied.append(action.id)
+                workflow = (out.result or {}).get("instance_id")
+                if action.name == "retry_failed_workflow" and workflow:
+                    entry["workflow"] = yield from _rerun(ctx, out.result or {})
+            results.append(entry)
+        yield self.phase_row(
+            Phase.ACT, began, {"actions": results},
+            decision=f"{len(applied)} applied", decider="policy:on_action_failure=stop"
+            if stop else None, cost=sum(a.cost_credits for a in approved),
+            status="stopped" if stop else "completed",
+        )  # fmt: skip
+        self.summary["applied"] = len(applied)
+        if stop:
+            if applied:
+                yield from self.learn(applied)
+            raise _Stop(RunStatus.STOPPED)
+        return applied
+
+    def learn(self, applied: list[str]) -> Orchestration:
+        inp = self.inp
+        self.gate(Phase.LEARN, LEARN_CREDITS * len(applied))
+        learned = m.LearnOut.from_json(
+            (yield self.context.call_activity(
+                LEARN, m.LearnIn(inp.tenant_id, inp.run_id, inp.iteration, applied).to_json()))
+        )  # fmt: skip
+        self.spent += learned.cost_credits
+        self.summary["outcomes"] = {o.action_id: o.status for o in learned.outcomes}
+
+
+def _rerun(context: df.DurableOrchestrationContext, result: dict[str, Any]) -> Orchestration:
+    """The failed workflow again, as a sub-orchestration; its failure is an outcome."""
+    try:
+        yield context.call_sub_orchestrator(
+            result["name"], result.get("input"), result["instance_id"]
+        )
+        return {"instance_id": result["instance_id"], "status": "completed"}
+    except Exception as exc:
+        return {"instance_id": result["instance_id"], "status": "failed", "error": str(exc)[:500]}
+
+
+def run(context: df.DurableOrchestrationContext) -> Orchestration:
+    """``names.RUN``: one iteration per execution; continue-as-new for the next."""
+    inp = RunInput.from_json(context.get_input())
+    state = _Run(context, inp)
+    status: RunStatus | None = None
+    try:
+        try:
+            key = yield from state.iteration()
+        except _Stop as stop:
+            status, key = stop.status, None
+        if status is None:
+            if inp.iteration < inp.max_iterations:
+                handled = [*inp.handled, key] if key else list(inp.handled)
+                context.continue_as_new(
+                    RunInput(**{**inp.to_json(), "iteration": inp.iteration + 1,
+                                "spent_credits": round(state.spent, 6), "handled": handled,
+                                "waited_s": state.waited}).to_json()
+                )  # fmt: skip
+                return None
+            status = RunStatus.COMPLETED
+    except Exception as exc:
+        yield context.call_activity(FINISH, _finish(state, RunStatus.FAILED, str(exc)[:4000]))
+        raise
+    state.summary |= {"status": status.value, "spent_credits": round(state.spent, 6)}
+    yield context.call_activity(FINISH, _finish(state, status))
+    return state.summary
+
+
+def _finish(state: _Run, status: RunStatus, error: str | None = None) -> dict[str, Any]:
+    inp = state.inp
+    return m.FinishIn(
+        inp.tenant_id, inp.run_id, status.value, inp.iteration, round(state.spent, 6),
+        state.summary, error,
+    ).to_json()  # fmt: skip
+
+
+def schedule(context: df.DurableOrchestrationContext) -> Orchestration:
+    """``names.SCHEDULE``: eternal per tenant; each tick waits, then starts a run (a tick
+    while a run is active is skipped), then continues as new. A disabled schedule ends it."""
+    tenant = m.TenantIn.from_json(context.get_input())
+    policy = m.ScheduleOut.from_json(
+        (yield context.call_activity(SCHEDULE_POLICY, tenant.to_json()))
+    )
+    if not policy.enabled:
+        return {"enabled": False}
+    due = context.current_utc_datetime + timedelta(minutes=policy.every_minutes)
+    while context.current_utc_datetime < due:
+        yield context.create_timer(min(due, context.current_utc_datetime + TIMER_CAP))
+    started = m.Started.from_json((yield context.call_activity(START_SCHEDULED, tenant.to_json())))
+    if started.reason == "disabled":
+        return {"enabled": False}
+    last: dict[str, Any] = {"reason": started.reason}
+    if started.run_input is not None:
+        run_input = RunInput.from_json(started.run_input)
+        last["run_id"] = run_input.run_id
+        try:
+            yield context.call_sub_orchestrator(
+                names.RUN, run_input.to_json(), names.run_instance_id(run_input.run_id)
+            )
+        except Exception as exc:  # the run recorded its own failure; the schedule goes on
+            last["error"] = str(exc)[:500]
+    context.set_custom_status({"last_tick": last})
+    context.continue_as_new(tenant.to_json())
+    return None
+
+
+def retry_dead_letter(context: df.DurableOrchestrationContext) -> Orchestration:
+    """``names.RETRY_DEAD_LETTER``: Act again with the same retries; success resolves the
+    dead letter (the action is applied), failure parks it again with the attempts added."""
+    inp = m.RetryIn.from_json(context.get_input())
+    act_in = m.ActIn(inp.tenant_id, inp.action_id, retry=True).to_json()
+    try:
+        out = m.ActOut.from_json(
+            (yield context.call_activity_with_retry(ACT, act_retry(inp.retry_first_ms), act_in))
+        )
+    except Exception as exc:
+        dead = m.DeadLetterIn(inp.tenant_id, inp.action_id, str(exc)[:4000], ACT_ATTEMPTS)
+        yield context.call_activity(DEAD_LETTER, dead.to_json())
+        return {"status": "parked", "error": str(exc)[:500]}
+    summary: dict[str, Any] = {"status": "resolved", "applied": out.applied}
+    if (
+        out.applied
+        and out.name == "retry_failed_workflow"
+        and (out.result or {}).get("instance_id")
+    ):
+        summary["workflow"] = yield from _rerun(context, out.result or {})
+    resolve = m.ResolveIn(inp.tenant_id, inp.dead_letter_id)
+    yield context.call_activity(RESOLVE_DEAD_LETTER, resolve.to_json())
+    return summary

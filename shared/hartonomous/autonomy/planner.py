@@ -1,0 +1,356 @@
+"""Hypothesize: a plan of typed actions for the picked problem, validated before anything runs.
+
+The model plans under JSON-schema constrained decoding (llama.cpp turns the schema into a
+grammar): ``{"actions": [{"name", "parameters"}, ...]}`` where ``name`` ranges over the whole
+registry (so a policy refusal is a real outcome) and the parameters of the action that
+addresses the problem are narrowed to its evidence (the gap's query as a constant, the
+candidate atoms as an enum, the found pairs, the failed instance, the repeated prompt).
+Whatever comes back is then judged, in this order, each refusal recorded with its decider
+and never executed: the registry (``registry:unknown_action``, ``registry:schema``), the
+tenant's policy (the rule that disallows it), the executor's ``check`` against the tenant's
+data (``check:{action}``).
+
+When the model's plan yields no usable action (output that is not JSON, every action
+refused, the model unavailable), or the policy says ``planner: deterministic``, the
+documented rules propose the obvious action, recorded ``planned_by: deterministic``:
+
+- knowledge gap: ``learn_association`` of the query with the candidate that matched its words
+  best (highest keyword score), else the top hybrid result;
+- near-duplicates: ``mark_duplicates`` of the pairs found;
+- failed workflow: ``retry_failed_workflow`` of that instance;
+- repeated prompt: ``cache_answer`` of the prompt with its latest receipt.
+
+The model's tokens are metered to the usage ledger (key ``autonomy:{run}:{iteration}:
+hypothesize``) and priced like any generation. Action ids are derived from the run, the
+iteration and the plan's position, so a replayed activity adds nothing twice; a replay
+returns the phase row's result. Audit ``full`` keeps the prompt and the raw output.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from hartonomous.autonomy.actions.base import ActionContext, ActionExecutor
+from hartonomous.autonomy.loop import MAX_PLAN_TOKENS
+from hartonomous.autonomy.messages import HypothesizeIn, HypothesizeOut, PlannedAction, Problem
+from hartonomous.autonomy.policy import Policy
+from hartonomous.autonomy.records import ActionRecord, PhaseRecord
+from hartonomous.autonomy.registry import REGISTRY, parameter_errors
+from hartonomous.autonomy.types import ActionStatus, Phase, ProblemKind
+from hartonomous.errors import HartonomousError
+from hartonomous.inference.types import Completion, CompletionRequest, ModelRef
+from hartonomous.metering.ledger import Usage
+from hartonomous.metering.pricing import price
+from hartonomous.ports import Inference, UnitOfWorkFactory
+from hartonomous.services.clock import utcnow
+
+ACTION_IDS = uuid.UUID("6f1d2c4e-8a39-5b7e-9c0d-2e4f6a8b0c1d")  # uuid5 namespace of action ids
+MAX_ACTIONS = 3
+GRAMMAR_STRING_CHARS = 120  # free strings in the grammar: long enough, and a small grammar
+
+
+@dataclass(frozen=True)
+class Proposal:
+    name: str
+    parameters: Any
+
+
+def action_id(run_id: str, iteration: int, planned_by: str, index: int) -> str:
+    return str(uuid.uuid5(ACTION_IDS, f"{run_id}:{iteration}:{planned_by}:{index}"))
+
+
+# -- the schema the model decodes under ---------------------------------------------------------
+
+
+def _small(schema: Any) -> Any:
+    """The registry schema with free strings and arrays bounded, so the grammar stays small
+    (the registry's own schema still judges the result)."""
+    if isinstance(schema, dict):
+        out = {k: _small(v) for k, v in schema.items()}
+        if out.get("type") == "string" and "enum" not in out and "const" not in out:
+            out["maxLength"] = min(int(out.get("maxLength", GRAMMAR_STRING_CHARS)),
+                                   GRAMMAR_STRING_CHARS)  # fmt: skip
+        if out.get("type") == "array":
+            out["maxItems"] = min(int(out.get("maxItems", MAX_ACTIONS)), MAX_ACTIONS)
+        return out
+    if isinstance(schema, list):
+        return [_small(v) for v in schema]
+    return schema
+
+
+def narrowed(name: str, problem: Problem) -> dict[str, Any]:
+    """The action's parameter schema, narrowed to the problem's evidence when it is the
+    action that addresses the problem."""
+    spec = REGISTRY[name]
+    schema: dict[str, Any] = _small(copy.deepcopy(spec.parameters))
+    if spec.addresses != ProblemKind(problem.kind):
+        return schema
+    props, ev = schema["properties"], problem.evidence
+    if name == "learn_association":
+        props["query"] = {"const": ev["query"]}
+        props["atom_id"] = {"enum": [c["atom_id"] for c in ev["candidates"]]}
+    elif name == "mark_duplicates":
+        pairs = [{"duplicate_id": p["duplicate_id"], "canonical_id": p["canonical_id"]}
+                 for p in ev["pairs"]]  # fmt: skip
+        props["pairs"] = {"type": "array", "items": {"enum": pairs}, "minItems": 1,
+                          "maxItems": len(pairs)}  # fmt: skip
+    elif name == "retry_failed_workflow":
+        props["instance_id"] = {"const": ev["instance_id"]}
+    elif name == "cache_answer":
+        props["prompt"] = {"const": ev["prompt"]}
+        props["receipt_id"] = {"const": ev["receipt_id"]}
+    return schema
+
+
+def plan_schema(problem: Problem) -> dict[str, Any]:
+    """``{"actions": [...]}``, one branch per registered action, the problem's own first."""
+    first = {spec.name for spec in REGISTRY.values() if spec.addresses == ProblemKind(problem.kind)}
+    order = sorted(REGISTRY, key=lambda n: (n not in first, n))
+    branches = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": n}, "parameters": narrowed(n, problem)},
+            "required": ["name", "parameters"],
+            "additionalProperties": False,
+        }
+        for n in order
+    ]
+    plan: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "actions": {
+                "type": "array",
+                "items": {"anyOf": branches},
+                "minItems": 1,
+                "maxItems": MAX_ACTIONS,
+            }
+        },
+        "required": ["actions"],
+        "additionalProperties": False,
+    }
+    return plan
+
+
+def prompt_for(problem: Problem) -> str:
+    """A document whose natural continuation is the plan (the built-in model is a base
+    model): the actions, the problem, its evidence."""
+    lines = ["Maintenance plan for a knowledge base. The actions that exist:"]
+    for spec in REGISTRY.values():
+        params = ", ".join(spec.parameters["properties"])
+        lines.append(f"- {spec.name}({params}): {spec.description}")
+    ev = problem.evidence
+    lines += ["", f"Problem ({problem.kind}): {problem.summary}."]
+    if problem.kind == ProblemKind.KNOWLEDGE_GAP:
+        lines.append(f"Query: {ev['query']}")
+        lines.append("Candidate passages that may answer it:")
+        lines += [f"- atom_id {c['atom_id']}: {c['text']}" for c in ev["candidates"]]
+    elif problem.kind == ProblemKind.NEAR_DUPLICATES:
+        lines += [f"- {p['duplicate_id']} duplicates {p['canonical_id']} "
+                  f"(cosine {p['similarity']})" for p in ev["pairs"]]  # fmt: skip
+    elif problem.kind == ProblemKind.FAILED_WORKFLOW:
+        lines.append(f"Workflow {ev['name']} instance {ev['instance_id']}: {ev['error'][:200]}")
+    elif problem.kind == ProblemKind.REPEATED_PROMPT:
+        lines.append(f"Prompt: {ev['prompt'][:300]} (latest receipt {ev['receipt_id']})")
+    lines += ["", "The plan, as JSON, with the action that fixes the problem:", ""]
+    return "\n".join(lines)
+
+
+def parse_plan(text: str) -> list[Proposal]:
+    """The proposals of the model's output; ValueError when it is not a plan."""
+    data = json.loads(text)
+    actions = data.get("actions") if isinstance(data, dict) else None
+    if not isinstance(actions, list):
+        raise ValueError("the output has no list of actions")
+    return [
+        Proposal(str(a.get("name", ""))[:64], a.get("parameters"))
+        if isinstance(a, dict)
+        else Proposal("", a)
+        for a in actions[:MAX_ACTIONS]
+    ]
+
+
+def deterministic(problem: Problem) -> list[Proposal]:
+    ev = problem.evidence
+    kind = ProblemKind(problem.kind)
+    if kind == ProblemKind.KNOWLEDGE_GAP:
+        candidates = ev["candidates"]
+        if not candidates:
+            return []
+        worded = [c for c in candidates if c.get("keyword_score") is not None]
+        best = max(worded, key=lambda c: c["keyword_score"]) if worded else candidates[0]
+        return [Proposal("learn_association", {"query": ev["query"], "atom_id": best["atom_id"]})]
+    if kind == ProblemKind.NEAR_DUPLICATES:
+        pairs = [{"duplicate_id": p["duplicate_id"], "canonical_id": p["canonical_id"]}
+                 for p in ev["pairs"]]  # fmt: skip
+        return [Proposal("mark_duplicates", {"pairs": pairs})]
+    if kind == ProblemKind.FAILED_WORKFLOW:
+        return [Proposal("retry_failed_workflow", {"instance_id": ev["instance_id"]})]
+    return [Proposal("cache_answer", {"prompt": ev["prompt"], "receipt_id": ev["receipt_id"]})]
+
+
+# -- the planner -------------------------------------------------------------------------------
+
+
+@dataclass
+class Judged:
+    record: ActionRecord
+    usable: bool
+    needs_approval: bool
+
+
+@dataclass
+class Planner:
+    uow_factory: UnitOfWorkFactory
+    policy: Callable[[str], Policy]
+    executors: Callable[[], Mapping[str, ActionExecutor]]
+    inference: Callable[[], Inference]
+    model: Callable[[], ModelRef]
+    clock: Callable[[], datetime] = utcnow
+    max_tokens: int = MAX_PLAN_TOKENS
+
+    def hypothesize(self, inp: HypothesizeIn) -> HypothesizeOut:
+        started, began = self.clock(), time.perf_counter()
+        with self.uow_factory(write=False, tenant_id=inp.tenant_id) as uow:
+            done = uow.autonomy.phase(inp.tenant_id, inp.run_id, inp.iteration, Phase.HYPOTHESIZE)
+        if done is not None and "result" in done.outputs:
+            return HypothesizeOut.from_json(done.outputs["result"])
+        policy = self.policy(inp.tenant_id)
+        audit: dict[str, Any] = {}
+        completion: Completion | None = None
+        judged: list[Judged] = []
+        if policy.planner == "model":
+            completion, proposals = self._ask_model(inp.problem, audit)
+            judged = self._judge(inp, policy, proposals, "model")
+        planned_by = "model"
+        if not any(j.usable for j in judged):
+            planned_by = "deterministic"
+            judged += self._judge(inp, policy, deterministic(inp.problem), "deterministic")
+            if not any(j.usable for j in judged):
+                planned_by = "none"
+        usage: list[Usage] = []
+        cost = 0.0
+        if completion is not None:
+            usage = [
+                Usage("generation.prompt_tokens", completion.prompt_tokens, "tokens"),
+                Usage("generation.completion_tokens", completion.completion_tokens, "tokens"),
+            ]
+            cost = price({u.kind: u.quantity for u in usage}).credits
+        out = HypothesizeOut(
+            actions=[
+                PlannedAction(j.record.id, j.record.name, j.needs_approval,
+                              REGISTRY[j.record.name].cost_credits)
+                for j in judged if j.usable
+            ],
+            refused=[
+                {"id": j.record.id, "name": j.record.name, "decider": j.record.decided_by or "",
+                 "reason": j.record.error or ""}
+                for j in judged if not j.usable
+            ],
+            planned_by=planned_by,
+            cost_credits=cost,
+            model_ms=round(completion.generation_ms, 3) if completion else 0.0,
+        )  # fmt: skip
+        outputs: dict[str, Any] = {"result": out.to_json()}
+        if completion is not None:
+            outputs["model"] = {"prompt_tokens": completion.prompt_tokens,
+                                "completion_tokens": completion.completion_tokens,
+                                "finish_reason": completion.finish_reason,
+                                "model_ms": round(completion.generation_ms, 3)}  # fmt: skip
+        if "error" in audit:
+            outputs["model_error"] = audit["error"]
+        if policy.audit_level == "full":
+            outputs |= {k: v for k, v in audit.items() if k in ("prompt", "raw")}
+            outputs["parameters"] = {j.record.id: j.record.parameters for j in judged}
+        row = PhaseRecord(
+            tenant_id=inp.tenant_id, run_id=inp.run_id, iteration=inp.iteration,
+            phase=Phase.HYPOTHESIZE, status="completed",
+            inputs={"problem": {"kind": inp.problem.kind, "key": inp.problem.key}},
+            outputs=outputs, decision=f"{len(out.actions)} usable, {len(out.refused)} refused",
+            decider=f"planner:{planned_by}", cost_credits=cost,
+            duration_ms=(time.perf_counter() - began) * 1000, started_at=started,
+            ended_at=self.clock(),
+        )  # fmt: skip
+        with self.uow_factory(write=True, tenant_id=inp.tenant_id) as uow:
+            uow.autonomy.add_actions([j.record for j in judged])
+            if usage:
+                key = f"autonomy:{inp.run_id}:{inp.iteration}:hypothesize"
+                uow.usage.record(inp.tenant_id, key, usage, started)
+            uow.autonomy.record_phase(row)
+            uow.commit()
+        return out
+
+    def _ask_model(
+        self, problem: Problem, audit: dict[str, Any]
+    ) -> tuple[Completion | None, list[Proposal]]:
+        prompt = prompt_for(problem)
+        audit["prompt"] = prompt
+        request = CompletionRequest(
+            prompt, max_tokens=self.max_tokens, temperature=0.0, json_schema=plan_schema(problem)
+        )
+        try:
+            completion = self.inference().complete(self.model(), request)
+        except HartonomousError as exc:  # unavailable, a prompt too long, a bad grammar
+            audit["error"] = f"{type(exc).__name__}: {exc}"[:1000]
+            return None, []
+        audit["raw"] = completion.text
+        try:
+            return completion, parse_plan(completion.text)
+        except (ValueError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+            audit["error"] = f"unusable output: {exc}"[:1000]
+            return completion, []
+
+    def _judge(
+        self, inp: HypothesizeIn, policy: Policy, proposals: list[Proposal], planned_by: str
+    ) -> list[Judged]:
+        now = self.clock()
+        out: list[Judged] = []
+        seen: set[str] = set()
+        for index, p in enumerate(proposals):
+            fingerprint = json.dumps([p.name, p.parameters], sort_keys=True, default=str)
+            if fingerprint in seen:
+                continue
+            seen.add(fingerprint)
+            aid = action_id(inp.run_id, inp.iteration, planned_by, index)
+            decider, error, needs_approval = self._verdict(inp, policy, p, aid)
+            spec = REGISTRY.get(p.name)
+            params = p.parameters if isinstance(p.parameters, dict) else {"value": p.parameters}
+            record = ActionRecord(
+                id=aid,
+                tenant_id=inp.tenant_id, run_id=inp.run_id, iteration=inp.iteration,
+                name=p.name or "(none)", version=spec.version if spec else 0,
+                parameters=params, planned_by=planned_by,
+                status=ActionStatus.REFUSED if error else ActionStatus.PLANNED,
+                decided_by=decider, result=None, outcome=None, error=error, attempts=0,
+                created_at=now, updated_at=now, applied_at=None, reverted_at=None,
+            )  # fmt: skip
+            out.append(Judged(record, error is None, needs_approval))
+        return out
+
+    def _verdict(
+        self, inp: HypothesizeIn, policy: Policy, p: Proposal, aid: str
+    ) -> tuple[str | None, str | None, bool]:
+        """(decider, why refused or None, needs approval)."""
+        if p.name not in REGISTRY:
+            return "registry:unknown_action", f"unknown action {p.name!r}", False
+        errors = parameter_errors(p.name, p.parameters)
+        if errors:
+            return "registry:schema", "; ".join(errors)[:4000], False
+        decision = policy.decide(p.name)
+        if not decision.allowed:
+            return decision.rule, f"the policy disallows {p.name}", False
+        executor = self.executors().get(p.name)
+        if executor is None:
+            return "registry:no_executor", f"no executor for {p.name}", False
+        ctx = ActionContext(inp.tenant_id, inp.run_id, aid, dict(p.parameters))
+        try:
+            executor.check(ctx)
+        except HartonomousError as exc:
+            return f"check:{p.name}", str(exc)[:4000], False
+        return None, None, decision.needs_approval
