@@ -257,17 +257,19 @@ class AutonomyService:
             status, error = RunStatus.TERMINATED, f"its workflow was {runtime.lower()}"
         else:
             status, error = RunStatus.FAILED, f"its workflow ended ({runtime or 'no state'})"
-        log.warning("ending stale autonomy run %s of %s: %s", active.id, tenant_id, error)
-        await to_thread.run_sync(self._end, tenant_id, active.id, status, error)
+        # It may have ended itself between the two looks: then this changes nothing.
+        if await to_thread.run_sync(self._end, tenant_id, active.id, status, error):
+            log.warning("ended stale autonomy run %s of %s: %s", active.id, tenant_id, error)
 
     def _active_run(self, tenant_id: str) -> RunRecord | None:
         with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
             return uow.autonomy.active_run(tenant_id)
 
-    def _end(self, tenant_id: str, run_id: str, status: RunStatus, error: str) -> None:
+    def _end(self, tenant_id: str, run_id: str, status: RunStatus, error: str) -> bool:
         with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
-            uow.autonomy.end_run(tenant_id, run_id, status.value, utcnow(), error=error)
+            ended = uow.autonomy.end_run(tenant_id, run_id, status.value, utcnow(), error=error)
             uow.commit()
+        return ended
 
     def runs(self, tenant_id: str, limit: int, cursor: str | None = None) -> Page[RunRecord]:
         """Newest first."""
