@@ -478,3 +478,26 @@ def test_dead_letters_retry_and_discard(wf: tuple[TestClient, Platform]) -> None
     ]
     assert len(api.get(base, headers=read).json()["items"]) == 2
     assert api.get(base, headers=bob.auth("read")).json()["items"] == []
+
+
+def test_the_loop_runs_through_the_api(pipeline_platform: Platform) -> None:
+    """The real orchestration (functions/autonomy.py): a tenant with nothing to improve gets
+    a run that Analyze ends, and its audit shows why."""
+    alice = make_tenant(pipeline_platform, "alice")
+    with TestClient(create_app(pipeline_platform)) as api:
+        started = api.post("/v1/autonomy/runs", json={}, headers=alice.auth("admin"))
+        assert started.status_code == 202, started.text
+        url = started.json()["status_url"]
+        deadline = time.monotonic() + 60
+        while (run := api.get(url, headers=alice.auth("read")).json())["status"] == "running":
+            assert time.monotonic() < deadline, run
+            time.sleep(0.1)
+        assert run["status"] == "nothing_to_do", run
+        assert run["ended_at"] and run["error"] is None
+        assert [p["phase"] for p in run["phases"]] == ["analyze"]
+        assert run["actions"] == []
+        instance = started.json()["instance_id"]
+        workflow = wait_workflow(api, alice, instance, lambda b: b["runtimeStatus"] == "Completed")
+        assert workflow["name"] == names.RUN
+        # The run ended itself: the next one starts at once.
+        assert api.post("/v1/autonomy/runs", headers=alice.auth("admin")).status_code == 202
