@@ -60,6 +60,8 @@ FULL_FILTER = SearchFilter(
 def azure_sql(element: Any, rows: list[dict[str, Any]]) -> tuple[str, int]:
     """The statement as SQL Server would get it, and the parameters it binds."""
     keys = list(rows[0]) if rows and rows[0] else None
+    if keys and isinstance(element, sa.Select | sa.CompoundSelect):
+        element, keys = element.params(rows[0]), None  # a prepared statement's values
     compiled = element.compile(
         dialect=AZURE, column_keys=keys, compile_kwargs={"render_postcompile": True}
     )
