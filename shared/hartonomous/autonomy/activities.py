@@ -171,8 +171,10 @@ class LoopActivities:
 
     # -- Act ---------------------------------------------------------------------------------
 
-    def _context(self, action: ActionRecord) -> ActionContext:
-        return ActionContext(action.tenant_id, action.run_id, action.id, dict(action.parameters))
+    def _context(self, action: ActionRecord, purpose: str = "measure") -> ActionContext:
+        return ActionContext(
+            action.tenant_id, action.run_id, action.id, dict(action.parameters), purpose
+        )
 
     def _executor(self, name: str) -> ActionExecutor:
         executor = self.executors().get(name)
@@ -186,7 +188,7 @@ class LoopActivities:
         action = self._load(inp.tenant_id, inp.action_id)
         before = (action.outcome or {}).get("before")
         if before is None:
-            measured = self._executor(action.name).measure(self._context(action))
+            measured = self._executor(action.name).measure(self._context(action, "before"))
             before = measured.value
             with self.uow_factory(write=True, tenant_id=inp.tenant_id) as uow:
                 current = _action(uow.autonomy.action(inp.tenant_id, inp.action_id), inp.action_id)
@@ -290,7 +292,7 @@ class LoopActivities:
             return m.Outcome(action.id, action.name, outcome.get("before"), None, False, False,
                              action.status)  # fmt: skip
         executor = self._executor(action.name)
-        ctx = self._context(action)
+        ctx = self._context(action, "after")
         after = executor.measure(ctx)
         before = outcome.get("before")
         improved = before is not None and after.value > float(before)

@@ -115,6 +115,8 @@ class Analyzer:
                     continue
             picked = problem
             break
+        if searches:
+            self.search().writes.flush()  # the searches' usage rows, before the phase's
         cost = price({"search.queries": searches}).credits if searches else 0.0
         out = AnalyzeOut(picked, len(problems), skipped, cost)
         outputs: dict[str, Any] = {
