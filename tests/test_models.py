@@ -367,6 +367,10 @@ def test_a_failed_ingestion_marks_the_model_failed(mp, tenant_maker, base_file):
     assert row.runtime_status == "Failed"
     model = mp.models.get(alice.id, started.model.id)
     assert model.status == "failed" and model.error
+    with mp.uow_factory(write=False, tenant_id=alice.id) as uow:  # what the loop may retry
+        (failure,) = uow.workflow_failures.open(alice.id)
+    assert (failure.instance_id, failure.name) == (started.instance_id, "ingest_model")
+    assert failure.input["model_id"] == model.id and failure.error
     with pytest.raises(Exception, match="not ready"):
         mp.models.ready_parts(alice.id, model.id)
 
