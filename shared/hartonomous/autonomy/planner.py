@@ -52,8 +52,8 @@ from hartonomous.ports import Inference, UnitOfWorkFactory
 from hartonomous.services.clock import utcnow
 
 ACTION_IDS = uuid.UUID("6f1d2c4e-8a39-5b7e-9c0d-2e4f6a8b0c1d")  # uuid5 namespace of action ids
-MAX_ACTIONS = 3
-GRAMMAR_STRING_CHARS = 120  # free strings in the grammar: long enough, and a small grammar
+MAX_ACTIONS = 2  # a plan of more would not fit MAX_PLAN_TOKENS (a UUID is ~25 tokens)
+GRAMMAR_STRING_CHARS = 64  # free strings in the grammar: short, so a plan fits its tokens
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,9 @@ def prompt_for(problem: Problem) -> str:
         lines.append(f"Workflow {ev['name']} instance {ev['instance_id']}: {ev['error'][:200]}")
     elif problem.kind == ProblemKind.REPEATED_PROMPT:
         lines.append(f"Prompt: {ev['prompt'][:300]} (latest receipt {ev['receipt_id']})")
-    lines += ["", "The plan, as JSON, with the action that fixes the problem:", ""]
+    fixes = [s.name for s in REGISTRY.values() if s.addresses == ProblemKind(problem.kind)]
+    lines += ["", f"The action for a {problem.kind} is {', '.join(fixes)}.",
+              "The plan, as JSON, with the action that fixes the problem:", ""]  # fmt: skip
     return "\n".join(lines)
 
 
