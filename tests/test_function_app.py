@@ -39,6 +39,22 @@ EXPECTED = {
     "model_fail": ("activityTrigger", {"activityTrigger": "IN"}),
     "model_profile": ("activityTrigger", {"activityTrigger": "IN"}),
     "workflow_record_failure": ("activityTrigger", {"activityTrigger": "IN"}),
+    "autonomy_run": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
+    "autonomy_schedule": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
+    "autonomy_retry_dead_letter": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
+    "autonomy_analyze": ("activityTrigger", {"activityTrigger": "IN"}),
+    "autonomy_hypothesize": ("activityTrigger", {"activityTrigger": "IN"}),
+    "autonomy_request_approvals": ("activityTrigger", {"activityTrigger": "IN"}),
+    "autonomy_settle_approval": ("activityTrigger", {"activityTrigger": "IN"}),
+    "autonomy_record_phase": ("activityTrigger", {"activityTrigger": "IN"}),
+    "autonomy_baseline": ("activityTrigger", {"activityTrigger": "IN"}),
+    "autonomy_act": ("activityTrigger", {"activityTrigger": "IN"}),
+    "autonomy_dead_letter": ("activityTrigger", {"activityTrigger": "IN"}),
+    "autonomy_resolve_dead_letter": ("activityTrigger", {"activityTrigger": "IN"}),
+    "autonomy_learn": ("activityTrigger", {"activityTrigger": "IN"}),
+    "autonomy_finish": ("activityTrigger", {"activityTrigger": "IN"}),
+    "autonomy_schedule_policy": ("activityTrigger", {"activityTrigger": "IN"}),
+    "autonomy_start_scheduled": ("activityTrigger", {"activityTrigger": "IN"}),
 }
 
 
