@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import azure.durable_functions as df
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from conftest import TenantKeys, make_tenant
@@ -35,6 +36,8 @@ from hartonomous.bootstrap import Platform, bootstrap
 from hartonomous.errors import Conflict
 from hartonomous.services.clock import new_id, utcnow
 from hartonomous.settings import Settings
+from hartonomous.store.schema import autonomy_policies
+from hartonomous.store.upsert import SqliteInsertOrIgnore
 
 PROBLEM = "application/problem+json"
 bp = df.Blueprint()
@@ -213,6 +216,35 @@ def test_policy_defaults_round_trip_and_refusals(client: TestClient, alice: Tena
     scheduled = {**wanted, "schedule": {"enabled": True, "every_minutes": 60}}
     problem(client.put("/v1/policy", json=scheduled, headers=admin), 503)
     assert client.get("/v1/policy", headers=admin).json() == got
+
+
+def test_a_first_policy_put_by_two_writers_at_once_does_not_break_the_key(
+    platform: Platform, alice: TenantKeys
+) -> None:
+    """Another writer's first PUT lands between this writer's two statements (as a
+    concurrent commit would on Azure SQL): the second statement must not insert again."""
+    theirs = {"budget": {"credits": 1.0}}
+    ours = {"budget": {"credits": 2.0}}
+    with platform.uow_factory(write=True, tenant_id=alice.id) as uow:
+        conn = uow.autonomy._conn
+        landed: list[bool] = []
+
+        def other_writer(conn_: Any, element: Any, *_: Any) -> None:
+            if landed or getattr(element, "table", None) is not autonomy_policies:
+                return
+            landed.append(True)
+            row = {"tenant_id": alice.id, "body": theirs, "updated_at": utcnow(),
+                   "updated_by": "key:other"}  # fmt: skip
+            SqliteInsertOrIgnore()(conn_, autonomy_policies, [row], ("tenant_id",))
+
+        sa.event.listen(conn, "after_execute", other_writer)
+        try:
+            uow.autonomy.put_policy(alice.id, ours, "key:ours", utcnow())
+        finally:
+            sa.event.remove(conn, "after_execute", other_writer)
+        uow.commit()
+    assert landed
+    assert platform.autonomy.policy(alice.id).budget.credits == 2.0  # the last write wins
 
 
 def test_the_schedule_starts_and_stops_with_the_policy(

@@ -67,11 +67,13 @@ class AutonomyRepository:
     def put_policy(
         self, tenant_id: str, body: dict[str, Any], by: str | None, at: datetime
     ) -> None:
+        """Insert-or-ignore, then update: race-free on both dialects (two first PUTs of one
+        tenant cannot both insert; the second updates instead of breaking the key)."""
         t = autonomy_policies
         values = {"body": body, "updated_at": at, "updated_by": by}
-        done = self._conn.execute(t.update().where(t.c.tenant_id == tenant_id).values(**values))
-        if done.rowcount == 0:
-            self._conn.execute(t.insert().values(tenant_id=tenant_id, **values))
+        row = {"tenant_id": tenant_id, **values}
+        if not self._insert_new(self._conn, t, [row], ("tenant_id",)):
+            self._conn.execute(t.update().where(t.c.tenant_id == tenant_id).values(**values))
 
     # -- runs --------------------------------------------------------------------------------
 
