@@ -32,6 +32,7 @@ from hartonomous.autonomy.records import (
     RunRecord,
 )
 from hartonomous.autonomy.registry import REGISTRY
+from hartonomous.autonomy.types import RunStatus
 from hartonomous.bootstrap import Platform, bootstrap
 from hartonomous.errors import Conflict
 from hartonomous.services.clock import new_id, utcnow
@@ -132,11 +133,20 @@ def add_action(platform: Platform, run: RunRecord, status: str) -> ActionRecord:
     return action
 
 
+def running_run(platform: Platform, tenant_id: str) -> RunRecord:
+    """The tenant's active run (one at a time), added when there is none."""
+    with platform.uow_factory(write=False, tenant_id=tenant_id) as uow:
+        active = uow.autonomy.active_run(tenant_id)
+    return active or add_run(platform, tenant_id, "running")
+
+
 def add_approval(
-    platform: Platform, tenant_id: str, expires_in: timedelta = timedelta(hours=1)
-) -> ApprovalRecord:
-    run = add_run(platform, tenant_id)
-    action = add_action(platform, run, "awaiting_approval")
+    platform: Platform, tenant_id: str, expires_in: timedelta = timedelta(hours=1),
+    run: RunRecord | None = None, action_status: str = "awaiting_approval",
+) -> ApprovalRecord:  # fmt: skip
+    """A pending request of a running run (only a running run executes a decision)."""
+    run = run or running_run(platform, tenant_id)
+    action = add_action(platform, run, action_status)
     now = utcnow()
     approval = ApprovalRecord(new_id(), tenant_id, run.id, action.id, run.instance_id,
                               "pending", now, now + expires_in, None, None, None)  # fmt: skip
@@ -444,6 +454,54 @@ def test_a_rejection_and_a_decision_after_expiry(wf: tuple[TestClient, Platform]
     action = action_of(platform, alice.id, late.action_id)
     assert (action.status, action.decided_by) == ("expired", "timer")
     problem(api.post(f"/v1/approvals/{late.id}/reject", headers=admin), 409)
+
+
+def test_a_run_that_ends_expires_its_pending_approvals(wf: tuple[TestClient, Platform]) -> None:
+    """Once its run has ended nothing would execute a decision: the end expires the
+    pending requests in the same transaction, and a decision on one is refused."""
+    client, platform = wf
+    alice = make_tenant(platform, "alice")
+    approval = add_approval(platform, alice.id)
+    other_run = add_run(platform, alice.id)  # completed: not touched by the end
+    assert platform.autonomy._end(alice.id, approval.run_id, RunStatus.FAILED, "it died")
+    got = client.get(f"/v1/approvals/{approval.id}", headers=alice.auth("read")).json()
+    assert (got["status"], got["decided_by"]) == ("expired", "run-ended") and got["decided_at"]
+    action = action_of(platform, alice.id, approval.action_id)
+    assert (action.status, action.decided_by) == ("expired", "run-ended")
+    refused = problem(client.post(f"/v1/approvals/{approval.id}/approve",
+                                  headers=alice.auth("admin")), 409)  # fmt: skip
+    assert "is expired" in refused["detail"]
+    assert platform.autonomy.run(alice.id, other_run.id).run.status == "completed"
+
+
+def test_a_decision_whose_run_has_ended_is_refused(wf: tuple[TestClient, Platform]) -> None:
+    """A pending request of a run that ended without expiring it (rows from before the
+    end expired them): 409 naming the run's end, and the request expires."""
+    client, platform = wf
+    alice = make_tenant(platform, "alice")
+    ended = add_run(platform, alice.id, "terminated")
+    approval = add_approval(platform, alice.id, run=ended)
+    body = problem(client.post(f"/v1/approvals/{approval.id}/approve",
+                               headers=alice.auth("admin")), 409)  # fmt: skip
+    assert f"run {ended.id} has ended (terminated)" in body["detail"]
+    assert body["run_status"] == "terminated"
+    got = client.get(f"/v1/approvals/{approval.id}", headers=alice.auth("read")).json()
+    assert (got["status"], got["decided_by"]) == ("expired", "run-ended")
+    assert action_of(platform, alice.id, approval.action_id).status == "expired"
+
+
+def test_a_decision_whose_action_cannot_move_is_refused_and_not_recorded(
+    wf: tuple[TestClient, Platform],
+) -> None:
+    client, platform = wf
+    alice = make_tenant(platform, "alice")
+    approval = add_approval(platform, alice.id, action_status="refused")
+    body = problem(client.post(f"/v1/approvals/{approval.id}/approve",
+                               headers=alice.auth("admin")), 409)  # fmt: skip
+    assert "is refused, not awaiting approval" in body["detail"]
+    got = client.get(f"/v1/approvals/{approval.id}", headers=alice.auth("read")).json()
+    assert (got["status"], got["decided_by"]) == ("pending", None)  # rolled back
+    assert action_of(platform, alice.id, approval.action_id).status == "refused"
 
 
 def test_approvals_list_by_status(client: TestClient, platform: Platform, alice, bob) -> None:

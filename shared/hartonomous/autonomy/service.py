@@ -26,6 +26,7 @@ from hartonomous.autonomy.records import (
     RunRecord,
 )
 from hartonomous.autonomy.registry import REGISTRY
+from hartonomous.autonomy.store import RUN_ENDED
 from hartonomous.autonomy.types import (
     ActionStatus,
     ApprovalStatus,
@@ -33,7 +34,12 @@ from hartonomous.autonomy.types import (
     RunStatus,
 )
 from hartonomous.domain.workflows import FINISHED, WorkflowRun
-from hartonomous.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableContent
+from hartonomous.errors import (
+    Conflict,
+    NotFound,
+    ServiceUnavailable,
+    UnprocessableContent,
+)
 from hartonomous.ports import UnitOfWork, UnitOfWorkFactory, WorkflowClient
 from hartonomous.services.atoms import decode_cursor, encode_position
 from hartonomous.services.clock import new_id, utcnow
@@ -324,9 +330,10 @@ class AutonomyService:
         note: str | None = None,
     ) -> ApprovalDetail:
         """Record an admin's decision (the approver is the calling key), then tell the
-        waiting run. 409 unless pending and unexpired; a late decision expires it."""
+        waiting run. 409 unless pending, unexpired and its run still running (only a running
+        run executes an approved action); a late decision expires it."""
         decided = await to_thread.run_sync(
-            self._decide, tenant_id, approval_id, approve, f"key:{principal.key_id}", note
+            self._decide, tenant_id, approval_id, approve, principal, note
         )
         event = {"status": decided.approval.status}
         try:
@@ -343,40 +350,54 @@ class AutonomyService:
         return decided
 
     def _decide(
-        self, tenant_id: str, approval_id: str, approve: bool, by: str, note: str | None
-    ) -> ApprovalDetail:
-        now = utcnow()
+        self, tenant_id: str, approval_id: str, approve: bool, principal: Principal,
+        note: str | None,
+    ) -> ApprovalDetail:  # fmt: skip
+        now, by = utcnow(), f"key:{principal.key_id}"
         status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
         with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
             repo = uow.autonomy
-            approval = self._approval(uow, tenant_id, approval_id).approval
+            detail = self._approval(uow, tenant_id, approval_id)
+            approval = detail.approval
             if approval.status != ApprovalStatus.PENDING:
                 raise Conflict(
                     f"approval {approval_id} is {approval.status}; only a pending one is decided",
                     approval_status=approval.status,
                 )
-            if approval.expires_at <= now:
-                if repo.decide(tenant_id, approval_id, ApprovalStatus.EXPIRED, "timer", now):
-                    repo.transition(
-                        tenant_id, approval.action_id, [ActionStatus.AWAITING_APPROVAL],
-                        ActionStatus.EXPIRED, now, decided_by="timer",
-                    )  # fmt: skip
-                    uow.commit()
-                expired_at = approval.expires_at.isoformat()
-            elif repo.decide(tenant_id, approval_id, status, by, now, note):
-                repo.transition(
-                    tenant_id, approval.action_id, [ActionStatus.AWAITING_APPROVAL],
-                    ActionStatus(status.value), now, decided_by=by,
-                )  # fmt: skip
-                decided = self._approval(uow, tenant_id, approval_id)
-                uow.commit()
-                return decided
-            else:  # decided by someone else between the read and the write
+            run = repo.run(tenant_id, approval.run_id)
+            ended = run.status if run is not None else "gone"
+            if ended != RunStatus.RUNNING or approval.expires_at <= now:
+                # Nothing would execute it: expire it (unless decided meanwhile), then refuse.
+                by_rule = "timer" if ended == RunStatus.RUNNING else RUN_ENDED
+                _expire(uow, approval, by_rule, now)
+                if ended != RunStatus.RUNNING:
+                    raise Conflict(
+                        f"run {approval.run_id} has ended ({ended}); nothing would execute a "
+                        f"decision on approval {approval_id}",
+                        approval_status=ApprovalStatus.EXPIRED.value,
+                        run_status=ended,
+                    )
+                raise Conflict(
+                    f"approval {approval_id} expired at {approval.expires_at.isoformat()}; "
+                    "it can no longer be decided",
+                    approval_status=ApprovalStatus.EXPIRED.value,
+                )
+            if not repo.decide(tenant_id, approval_id, status, by, now, note):
                 raise Conflict(f"approval {approval_id} was decided meanwhile")
-        raise Conflict(
-            f"approval {approval_id} expired at {expired_at}; it can no longer be decided",
-            approval_status=ApprovalStatus.EXPIRED.value,
-        )
+            if not repo.transition(
+                tenant_id, approval.action_id, [ActionStatus.AWAITING_APPROVAL],
+                ActionStatus(status.value), now, decided_by=by,
+            ):  # fmt: skip
+                action = repo.action(tenant_id, approval.action_id)
+                state = action.status if action else "gone"
+                raise Conflict(  # rolled back: the approval stays as it was
+                    f"action {approval.action_id} is {state}, not awaiting approval; "
+                    f"approval {approval_id} was not decided",
+                    action_status=state,
+                )
+            decided = self._approval(uow, tenant_id, approval_id)
+            uow.commit()
+            return decided
 
     # -- dead letters ----------------------------------------------------------------------
 
@@ -455,6 +476,18 @@ class AutonomyService:
             discarded = self._letter(uow, tenant_id, letter_id)
             uow.commit()
         return discarded
+
+
+def _expire(uow: UnitOfWork, approval: ApprovalRecord, by: str, now: datetime) -> None:
+    """Pending to expired, with its action, committed (compare-and-set: a decision that
+    got there first stands)."""
+    repo = uow.autonomy
+    if repo.decide(approval.tenant_id, approval.id, ApprovalStatus.EXPIRED, by, now):
+        repo.transition(
+            approval.tenant_id, approval.action_id, [ActionStatus.AWAITING_APPROVAL],
+            ActionStatus.EXPIRED, now, decided_by=by,
+        )  # fmt: skip
+        uow.commit()
 
 
 def _live(status: Any) -> bool:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from hartonomous.ports import InsertOrIgnore
 
 R = TypeVar("R")
+RUN_ENDED = "run-ended"  # the decider of approvals a run's end expired
 
 
 def _record(cls: type[R], row: Any) -> R:
@@ -122,14 +123,35 @@ class AutonomyRepository:
         summary: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> bool:
-        """Active to ``status`` (frees the tenant's slot); False when it had ended already."""
+        """Active to ``status`` (frees the tenant's slot); False when it had ended already.
+        Its pending approvals expire with it (decided by ``RUN_ENDED``, their actions
+        expired), in the same transaction: an ended run executes nothing, so no decision on
+        them may be taken as if it would."""
         t = autonomy_runs
         done = self._conn.execute(
             t.update()
             .where(t.c.tenant_id == tenant_id, t.c.id == run_id, t.c.status == "running")
             .values(status=status, active_tenant=None, ended_at=at, summary=summary, error=error)
         )
-        return done.rowcount == 1
+        if done.rowcount != 1:
+            return False
+        a = autonomy_approvals
+        self._conn.execute(
+            a.update()
+            .where(a.c.tenant_id == tenant_id, a.c.run_id == run_id, a.c.status == "pending")
+            .values(status="expired", decided_by=RUN_ENDED, decided_at=at)
+        )
+        x = autonomy_actions
+        self._conn.execute(
+            x.update()
+            .where(
+                x.c.tenant_id == tenant_id,
+                x.c.run_id == run_id,
+                x.c.status == "awaiting_approval",
+            )
+            .values(status="expired", decided_by=RUN_ENDED, updated_at=at)
+        )
+        return True
 
     # -- the audit ---------------------------------------------------------------------------
 
