@@ -314,3 +314,22 @@ def test_repeated_prompts_lists_greedy_questions_not_yet_cached(ap, corpus, exec
         ctx(alice.id, {"prompt": found.prompt, "receipt_id": found.latest_receipt_id})
     )
     assert repeated_prompts(ap.uow_factory, alice.id, since) == []
+
+
+def test_chunk_ids_asks_for_the_tenants_chunks_only(ap, tenant_maker):
+    """The tenant is in the statement (its index and row-level security apply), not a filter
+    over every tenant's rows in Python."""
+    alice = tenant_maker(ap, "alice")
+    seen: list[str] = []
+
+    def listen(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement)
+
+    sa.event.listen(ap.engines.read, "before_cursor_execute", listen)
+    try:
+        with ap.uow_factory(write=False, tenant_id=alice.id) as uow:
+            assert uow.associations.chunk_ids(alice.id, ["a", "b"]) == set()
+    finally:
+        sa.event.remove(ap.engines.read, "before_cursor_execute", listen)
+    (select,) = [s for s in seen if "FROM chunks" in s]
+    assert "chunks.tenant_id = ?" in select

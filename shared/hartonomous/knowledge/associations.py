@@ -162,15 +162,13 @@ class AssociationRepository:
         """Those of ``atom_ids`` that are chunk atoms of the tenant."""
         found: set[str] = set()
         for batch in batched(sorted(atom_ids)):
-            found |= {
-                r.atom_id
-                for r in self._conn.execute(
-                    sa.select(chunks.c.atom_id, chunks.c.tenant_id).where(
-                        chunks.c.atom_id.in_(batch)
+            found |= set(
+                self._conn.execute(
+                    sa.select(chunks.c.atom_id).where(
+                        chunks.c.tenant_id == tenant_id, chunks.c.atom_id.in_(batch)
                     )
-                )
-                if r.tenant_id == tenant_id
-            }
+                ).scalars()
+            )
         return found
 
     def chunk_vectors(
