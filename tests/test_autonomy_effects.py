@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from hashlib import sha256
 
 import pytest
 import sqlalchemy as sa
@@ -15,6 +16,7 @@ from workflow_polling import finish
 from hartonomous.api.app import create_app
 from hartonomous.autonomy.actions import build_executors
 from hartonomous.autonomy.actions.base import ActionContext, ActionExecutor
+from hartonomous.autonomy.records import ActionRecord, RunRecord
 from hartonomous.bootstrap import Platform
 from hartonomous.errors import Conflict, NotFound, UnprocessableContent
 from hartonomous.generation.answer_cache import repeated_prompts
@@ -26,6 +28,8 @@ from hartonomous.knowledge.store import SearchFilter
 from hartonomous.services.clock import new_id, utcnow
 from hartonomous.store.schema import (
     answer_cache,
+    atoms,
+    blobs,
     edges,
     learned_associations,
     usage_ledger,
@@ -100,6 +104,32 @@ def ctx(tenant_id: str, parameters: dict, action_id: str | None = None, purpose=
     return ActionContext(tenant_id, "run-1", action_id or new_id(), parameters, purpose)
 
 
+def record_gap(ap: Platform, tenant_id: str, query: str, at=None) -> None:
+    """A knowledge gap as a search records it."""
+    with ap.uow_factory(write=True, tenant_id=tenant_id) as uow:
+        uow.knowledge.record_gap(tenant_id, query, "hybrid", 0.2, at or utcnow())
+        uow.commit()
+
+
+def add_action(ap: Platform, tenant_id: str, name: str, parameters: dict) -> ActionContext:
+    """The action's row, as Hypothesize records it (its created_at freezes what it measures)."""
+    now, run_id = utcnow(), new_id()
+    with ap.uow_factory(write=True, tenant_id=tenant_id) as uow:
+        uow.autonomy.add_run(RunRecord(run_id, tenant_id, f"run-{run_id}", "api", "running", 5.0,
+                                       3600, 3, 1, 0.0, None, None, now, None))  # fmt: skip
+        action = ActionRecord(new_id(), tenant_id, run_id, 1, name, 1, parameters,
+                              "deterministic", "approved", None, None, None, None, 0, now, now,
+                              None, None)  # fmt: skip
+        uow.autonomy.add_actions([action])
+        uow.commit()
+    return ActionContext(tenant_id, run_id, action.id, parameters, "before")
+
+
+def again(action: ActionContext, purpose: str = "after") -> ActionContext:
+    return ActionContext(action.tenant_id, action.run_id, action.action_id, action.parameters,
+                         purpose)  # fmt: skip
+
+
 @pytest.fixture
 def corpus(api: TestClient, ap: Platform, tenant_maker) -> dict:
     """alice and bob, each with the same one-chunk documents."""
@@ -119,6 +149,7 @@ def test_a_learned_association_lifts_its_atom_for_close_queries_only(ap, corpus,
     assert float(v[0] @ v[1]) >= LIFT_THRESHOLD  # the premise: a close paraphrase
     assert search(ap, alice.id, PARAPHRASE, k=3)[0].atom_id == chunks["venus"]
     learn = executors["learn_association"]
+    record_gap(ap, alice.id, GAP)
     action = ctx(alice.id, {"query": GAP, "atom_id": chunks["mars"]})
     before = learn.measure(ActionContext(alice.id, "run-1", action.action_id, action.parameters,
                                          "before"))  # fmt: skip
@@ -153,6 +184,64 @@ def test_a_learned_association_lifts_its_atom_for_close_queries_only(ap, corpus,
     assert count(ap, learned_associations) == 0
     assert count(ap, edges, edges.c.kind == LEARNED_ASSOCIATION) == 0
     assert search(ap, alice.id, PARAPHRASE, k=3)[0].atom_id == chunks["venus"]
+    # The query atom went with it (not listed, its bytes released); the chunk stays.
+    assert count(ap, atoms, atoms.c.id == result["query_atom_id"]) == 0
+    assert count(ap, atoms, atoms.c.id == chunks["mars"]) == 1
+    held = sa.select(blobs.c.refcount).where(
+        blobs.c.sha256 == sha256(GAP.encode()).hexdigest(), blobs.c.refcount > 0
+    )
+    with ap.engines.read.connect() as conn:
+        assert not conn.execute(held).first()
+
+
+def test_a_reverted_association_keeps_a_query_atom_something_else_names(ap, corpus, executors):
+    alice, chunks, _ = corpus["alice"]
+    record_gap(ap, alice.id, GAP)
+    learn = executors["learn_association"]
+    one = ctx(alice.id, {"query": GAP, "atom_id": chunks["mars"]})
+    two = ctx(alice.id, {"query": GAP, "atom_id": chunks["bread"]})
+    first, second = learn.apply(one), learn.apply(two)
+    assert first["query_atom_id"] == second["query_atom_id"]  # the same bytes: one atom
+    learn.revert(one, first)
+    assert count(ap, atoms, atoms.c.id == first["query_atom_id"]) == 1  # two still names it
+    learn.revert(two, second)
+    assert count(ap, atoms, atoms.c.id == first["query_atom_id"]) == 0
+
+
+def test_learn_association_refuses_a_query_that_is_not_a_recorded_gap(ap, corpus, executors):
+    """A plan cannot invent the query its association is measured on."""
+    alice, chunks, _ = corpus["alice"]
+    learn = executors["learn_association"]
+    planted = ctx(alice.id, {"query": "how long should I knead bread dough",
+                             "atom_id": chunks["mars"]})  # fmt: skip
+    with pytest.raises(UnprocessableContent, match="not a recorded knowledge gap"):
+        learn.check(planted)
+    record_gap(ap, alice.id, GAP)  # a gap on another topic does not make it one
+    with pytest.raises(UnprocessableContent, match="not a recorded knowledge gap"):
+        learn.apply(planted)
+    assert count(ap, learned_associations) == 0
+    learn.check(ctx(alice.id, {"query": "Which planet is the HOTTEST?",
+                               "atom_id": chunks["venus"]}))  # fmt: skip
+    learn.check(ctx(alice.id, {"query": PARAPHRASE, "atom_id": chunks["venus"]}))  # close
+
+
+def test_learn_association_measures_recorded_gaps_frozen_at_its_creation(ap, corpus, executors):
+    """Before and after replay the same recorded queries: not the plan's wording, not gaps
+    recorded after the action was planned."""
+    alice, chunks, _ = corpus["alice"]
+    learn = executors["learn_association"]
+    record_gap(ap, alice.id, GAP, utcnow() - timedelta(minutes=1))
+    record_gap(ap, alice.id, "zyzzyva quux", utcnow() - timedelta(minutes=1))  # unrelated
+    action = add_action(ap, alice.id, "learn_association",
+                        {"query": PARAPHRASE, "atom_id": chunks["mars"]})  # fmt: skip
+    before = learn.measure(action)
+    assert before.details["queries"] == [GAP]  # recorded, not the action's own wording
+    assert before.details["cost_credits"] == 0.01  # one search
+    record_gap(ap, alice.id, "what is the hottest planet", utcnow() + timedelta(seconds=1))
+    learn.apply(again(action, "act"))
+    after = learn.measure(again(action))
+    assert after.details["queries"] == before.details["queries"]
+    assert after.value == 1.0 > before.value
 
 
 def test_learn_association_refuses_another_tenants_atom(ap, corpus, executors):

@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from hartonomous.store.repositories import IN_BATCH, batched
-from hartonomous.store.schema import chunks, edges, embeddings, learned_associations
+from hartonomous.store.schema import (
+    chunks,
+    edges,
+    embeddings,
+    knowledge_gaps,
+    learned_associations,
+)
 
 if TYPE_CHECKING:
     from hartonomous.ports import InsertOrIgnore
@@ -170,6 +176,40 @@ class AssociationRepository:
                 ).scalars()
             )
         return found
+
+    def association_count(self, tenant_id: str) -> int:
+        """The tenant's learned associations, of every model (what the cap counts)."""
+        t = learned_associations
+        query = sa.select(sa.func.count()).select_from(t).where(t.c.tenant_id == tenant_id)
+        return int(self._conn.execute(query).scalar_one())
+
+    def gap_queries(self, tenant_id: str, until: datetime | None, limit: int) -> list[str]:
+        """The queries of the tenant's newest ``limit`` knowledge gaps recorded at or before
+        ``until`` (None: up to now), newest first."""
+        g = knowledge_gaps
+        query = sa.select(g.c.query).where(g.c.tenant_id == tenant_id)
+        if until is not None:
+            query = query.where(g.c.created_at <= until)
+        query = query.order_by(g.c.created_at.desc(), g.c.id.desc()).limit(limit)
+        return [str(q) for q in self._conn.execute(query).scalars()]
+
+    def atom_in_use(self, tenant_id: str, atom_id: str) -> bool:
+        """Whether an association, an edge or a chunk of the tenant names the atom (a
+        reverted association's query atom goes only when none does)."""
+        la = learned_associations
+        uses = [
+            sa.select(la.c.id).where(
+                la.c.tenant_id == tenant_id,
+                sa.or_(la.c.query_atom_id == atom_id, la.c.atom_id == atom_id),
+            ),
+            sa.select(edges.c.src_id).where(edges.c.tenant_id == tenant_id,
+                                            edges.c.src_id == atom_id),
+            sa.select(edges.c.dst_id).where(edges.c.tenant_id == tenant_id,
+                                            edges.c.dst_id == atom_id),
+            sa.select(chunks.c.atom_id).where(chunks.c.tenant_id == tenant_id,
+                                              chunks.c.atom_id == atom_id),
+        ]  # fmt: skip
+        return any(self._conn.execute(use.limit(1)).first() for use in uses)
 
     def chunk_vectors(
         self, tenant_id: str, atom_ids: Collection[str], model: str
