@@ -34,8 +34,10 @@ from hartonomous.autonomy.records import (
 from hartonomous.autonomy.registry import REGISTRY
 from hartonomous.autonomy.types import RunStatus
 from hartonomous.bootstrap import Platform, bootstrap
-from hartonomous.errors import Conflict
+from hartonomous.domain.tenants import Scope
+from hartonomous.errors import Conflict, Forbidden
 from hartonomous.services.clock import new_id, utcnow
+from hartonomous.services.tenants import Principal
 from hartonomous.settings import Settings
 from hartonomous.store.schema import autonomy_policies
 from hartonomous.store.upsert import SqliteInsertOrIgnore
@@ -502,6 +504,29 @@ def test_a_decision_whose_action_cannot_move_is_refused_and_not_recorded(
     got = client.get(f"/v1/approvals/{approval.id}", headers=alice.auth("read")).json()
     assert (got["status"], got["decided_by"]) == ("pending", None)  # rolled back
     assert action_of(platform, alice.id, approval.action_id).status == "refused"
+
+
+def test_an_approver_whose_scope_is_below_the_actions_is_refused(
+    wf: tuple[TestClient, Platform],
+) -> None:
+    """The route wants an admin key anyway; the service still checks the approving key
+    against the action's spec.scope, so no other caller can approve below it."""
+    _, platform = wf
+    alice = make_tenant(platform, "alice")
+    approval = add_approval(platform, alice.id)
+    assert platform.workflows is not None
+    client = platform.workflows.client
+    spec = REGISTRY["learn_association"]
+
+    async def decide(scope: Scope, approve: bool) -> Any:
+        who = Principal(alice.id, scope, "k1")
+        return await platform.autonomy.decide(client, alice.id, approval.id, approve, who)
+
+    with pytest.raises(Forbidden, match=f"approving learn_association needs '{spec.scope}'"):
+        anyio.run(decide, Scope.READ, True)
+    assert action_of(platform, alice.id, approval.action_id).status == "awaiting_approval"
+    decided = anyio.run(decide, spec.scope, True)
+    assert (decided.approval.status, decided.approval.decided_by) == ("approved", "key:k1")
 
 
 def test_approvals_list_by_status(client: TestClient, platform: Platform, alice, bob) -> None:

@@ -58,7 +58,10 @@ class ActionSpecOut(BaseModel):
     version: int
     description: str
     parameters: dict[str, Any] = Field(description="JSON schema (2020-12) of its parameters")
-    scope: str = Field(description="The scope a key needs to have it run")
+    scope: str = Field(
+        description="The scope a key needs to approve it; one the policy approves itself "
+        "runs under that policy, which only an admin key sets"
+    )
     reversible: bool
     reversal: str = Field(description="How it is undone, or why it cannot be")
     cost_estimate_credits: float = Field(description="What the budget reserves before Act")

@@ -31,6 +31,9 @@ class ActionSpec:
     version: int
     description: str
     parameters: dict[str, Any]  # JSON schema (draft 2020-12), additionalProperties false
+    # The scope a key needs to approve it (enforced where a human decides). An action the
+    # tenant's policy approves by itself runs under that policy, which only an admin key
+    # may set (PUT /v1/policy), so it is never run on a narrower key's say-so.
     scope: Scope
     reversible: bool
     reversal: str  # how it is undone, or why it cannot be

@@ -36,6 +36,7 @@ from hartonomous.autonomy.types import (
 from hartonomous.domain.workflows import FINISHED, WorkflowRun
 from hartonomous.errors import (
     Conflict,
+    Forbidden,
     NotFound,
     ServiceUnavailable,
     UnprocessableContent,
@@ -382,6 +383,8 @@ class AutonomyService:
                     "it can no longer be decided",
                     approval_status=ApprovalStatus.EXPIRED.value,
                 )
+            if approve:
+                _require_scope(principal, detail.action)
             if not repo.decide(tenant_id, approval_id, status, by, now, note):
                 raise Conflict(f"approval {approval_id} was decided meanwhile")
             if not repo.transition(
@@ -488,6 +491,19 @@ def _expire(uow: UnitOfWork, approval: ApprovalRecord, by: str, now: datetime) -
             ActionStatus.EXPIRED, now, decided_by=by,
         )  # fmt: skip
         uow.commit()
+
+
+def _require_scope(principal: Principal, action: ActionRecord | None) -> None:
+    """The approving key's scope must allow what the action's spec needs (403)."""
+    spec = REGISTRY.get(action.name) if action is not None else None
+    if spec is None:
+        raise Conflict("the approval's action is not a registered action; it cannot be approved")
+    if not principal.scope.allows(spec.scope):
+        raise Forbidden(
+            f"this API key has scope '{principal.scope}'; approving {spec.name} needs "
+            f"'{spec.scope}'",
+            required_scope=spec.scope.value,
+        )
 
 
 def _live(status: Any) -> bool:
