@@ -355,6 +355,47 @@ def test_a_run_whose_workflow_cannot_start_is_not_left_active(tmp_path: Path) ->
         platform.close()
 
 
+class StartsThenLosesTheAnswer:
+    """A Durable client whose start goes through but whose answer is lost (a timeout)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def start_new(self, *args: Any) -> str:
+        await self.inner.start_new(*args)
+        raise TimeoutError("the answer to the start was lost")
+
+
+def test_a_start_whose_answer_is_lost_is_not_undone(wf: tuple[TestClient, Platform]) -> None:
+    """start_new raised, but the instance has state: it started, so the run stays active
+    and the dead letter stays retrying (ending them would orphan a live workflow)."""
+    api, platform = wf
+    alice = make_tenant(platform, "alice")
+    assert platform.workflows is not None
+    client = StartsThenLosesTheAnswer(platform.workflows.client)
+
+    async def start() -> RunRecord:
+        return await platform.autonomy.start_run(client, alice.id)
+
+    run = anyio.run(start)
+    wait_workflow(api, alice, run.instance_id, lambda b: b["runtimeStatus"] == "Running")
+    assert platform.autonomy.run(alice.id, run.id).run.status == "running"
+
+    letter = add_dead_letter(platform, alice.id)
+
+    async def retry() -> str:
+        return await platform.autonomy.retry_dead_letter(client, alice.id, letter.id, "key:k")
+
+    iid = anyio.run(retry)
+    wait_workflow(api, alice, iid, lambda b: b["runtimeStatus"] == "Completed")
+    assert platform.autonomy.dead_letter(alice.id, letter.id).status == "retrying"
+    with platform.uow_factory(write=False, tenant_id=alice.id) as uow:
+        assert uow.workflow_runs.get(alice.id, iid) is not None  # still the tenant's
+
+
 def test_runs_list_and_show_their_audit(client: TestClient, platform: Platform, alice, bob) -> None:
     runs = [add_run(platform, alice.id) for _ in range(3)]
     add_run(platform, bob.id)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from anyio import to_thread
+from anyio import CancelScope, to_thread
 from pydantic import ValidationError
 
 from hartonomous.autonomy import names
@@ -246,8 +246,13 @@ class AutonomyService:
         try:
             await client.start_new(names.RUN, run.instance_id, run_input.to_json())
         except BaseException as exc:
-            error = f"its workflow did not start: {exc}"[:2000]
-            await to_thread.run_sync(self._end, tenant_id, run.id, RunStatus.FAILED, error)
+            with CancelScope(shield=True):
+                started = await _started_anyway(client, run.instance_id, exc)
+                if started and isinstance(exc, Exception):  # a cancellation goes on up
+                    return run
+                if started is False:
+                    error = f"its workflow did not start: {exc}"[:2000]
+                    await to_thread.run_sync(self._end, tenant_id, run.id, RunStatus.FAILED, error)
             raise
         return run
 
@@ -437,8 +442,13 @@ class AutonomyService:
         }
         try:
             return await client.start_new(names.RETRY_DEAD_LETTER, instance_id, retry_input)
-        except BaseException:
-            await to_thread.run_sync(self._unclaim_retry, tenant_id, letter_id, instance_id)
+        except BaseException as exc:
+            with CancelScope(shield=True):
+                started = await _started_anyway(client, instance_id, exc)
+                if started and isinstance(exc, Exception):  # a cancellation goes on up
+                    return instance_id
+                if started is False:
+                    await to_thread.run_sync(self._unclaim_retry, tenant_id, letter_id, instance_id)
             raise
 
     def _claim_retry(self, tenant_id: str, letter_id: str, by: str) -> tuple[DeadLetterRecord, str]:
@@ -504,6 +514,24 @@ def _require_scope(principal: Principal, action: ActionRecord | None) -> None:
             f"'{spec.scope}'",
             required_scope=spec.scope.value,
         )
+
+
+async def _started_anyway(
+    client: WorkflowClient, instance_id: str, error: BaseException
+) -> bool | None:
+    """After ``start_new`` raised: did the instance start all the same (the request went
+    through, its answer was lost)? False only when it has no state: then it did not start.
+    None when even the look fails: unknown, so nothing is undone (a run left active is
+    ended by the stale-run rule, a letter left retrying is parked again after the grace)."""
+    try:
+        runtime = _runtime(await client.get_status(instance_id))
+    except Exception:
+        log.warning("could not tell whether %s started", instance_id, exc_info=True)
+        return None
+    if runtime is None:
+        return False
+    log.warning("starting %s raised (%s), but it has started (%s)", instance_id, error, runtime)
+    return True
 
 
 def _live(status: Any) -> bool:
