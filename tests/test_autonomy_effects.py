@@ -31,7 +31,10 @@ from hartonomous.store.schema import (
     atoms,
     blobs,
     edges,
+    knowledge_gaps,
     learned_associations,
+    outbox,
+    receipts,
     usage_ledger,
     workflow_failures,
     workflow_runs,
@@ -390,14 +393,47 @@ def test_a_cached_answer_costs_nothing_and_is_the_same_text(ap, corpus, executor
     assert "cache" not in generate(ap, alice.id).receipt
 
 
+def test_measuring_a_cached_answer_records_nothing_but_the_runs_usage(ap, corpus, executors):
+    """A replay is no generation of the customer's: no receipt, event, gap or repeat."""
+    alice = corpus["alice"][0]
+    since = utcnow() - timedelta(minutes=5)
+    first = generate(ap, alice.id, prompt="zxqv blorp frobnicate?")  # a knowledge gap
+    writes = ap.knowledge.get().search.writes
+    writes.flush()
+    cache = executors["cache_answer"]
+    action = ctx(alice.id, {"prompt": first.receipt["question"],
+                            "receipt_id": first.receipt["id"]})  # fmt: skip
+    held = [count(ap, t) for t in (receipts, outbox, knowledge_gaps, atoms)]
+    measured = [cache.measure(action), cache.measure(action)]
+    writes.flush()
+    assert [count(ap, t) for t in (receipts, outbox, knowledge_gaps, atoms)] == held
+    assert repeated_prompts(ap.uow_factory, alice.id, since, min_count=1)[0].count == 1
+    key = f"autonomy:run-1:{action.action_id}:after:0"
+    with ap.engines.read.connect() as conn:
+        used = conn.execute(
+            sa.select(usage_ledger.c.key, usage_ledger.c.kind, usage_ledger.c.quantity).where(
+                usage_ledger.c.key.in_([key, f"search:{key}"])
+            )
+        ).all()
+    tokens = first.receipt["tokens"]  # measured twice, counted once: the same key
+    assert sorted(used) == sorted(
+        [(key, "generation.prompt_tokens", tokens["prompt"]),
+         (key, "generation.completion_tokens", tokens["completion"]),
+         (f"search:{key}", "search.queries", 1)]
+    )  # fmt: skip
+    credits = first.receipt["cost"]["credits"]
+    assert measured[0].value == -credits and measured[0].details["credits"] == credits
+    assert measured[0].details["cost_credits"] == round(credits + 0.01, 6)
+
+
 def test_repeated_prompts_lists_greedy_questions_not_yet_cached(ap, corpus, executors):
     alice = corpus["alice"][0]
     since = utcnow() - timedelta(minutes=5)
-    receipts = [generate(ap, alice.id, k=0, max_tokens=4).receipt for _ in range(3)]
+    made = [generate(ap, alice.id, k=0, max_tokens=4).receipt for _ in range(3)]
     generate(ap, alice.id, prompt="Asked once", k=0, max_tokens=4)
     (found,) = repeated_prompts(ap.uow_factory, alice.id, since)
     assert (found.prompt, found.count) == ("Which planet is the hottest?", 3)
-    assert found.latest_receipt_id == receipts[-1]["id"] and found.mean_credits > 0
+    assert found.latest_receipt_id == made[-1]["id"] and found.mean_credits > 0
     assert repeated_prompts(ap.uow_factory, corpus["bob"][0].id, since) == []
     executors["cache_answer"].apply(
         ctx(alice.id, {"prompt": found.prompt, "receipt_id": found.latest_receipt_id})

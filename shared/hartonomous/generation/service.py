@@ -75,6 +75,19 @@ class Generated:
     receipt: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Replayed:
+    """A measurement's generation (``GenerationService.replay``): recorded nowhere but in
+    the usage ledger."""
+
+    text: str
+    hit: bool  # served from the answer cache
+    credits: float  # of its tokens, as a receipt prices them (0 on a hit)
+    cost_credits: float  # everything it metered: its tokens and its search
+    total_ms: float
+    atom_ids: list[str]  # the retrieved atoms its prompt used
+
+
 @dataclass
 class GenerationService:
     uow_factory: UnitOfWorkFactory
@@ -107,28 +120,10 @@ class GenerationService:
     ) -> Generator[str | Generated, None, None]:
         """Text pieces as they come (``live``), then the ``Generated`` (text and persisted
         receipt)."""
-        if request.max_tokens > self.max_tokens:
-            raise InvalidInput(f"max_tokens is at most {self.max_tokens}", limit=self.max_tokens)
         started = time.perf_counter()
         receipt_id = new_id()  # known up front: it keys this generation's usage rows
-        model = self.resolve(tenant_id, request.model_id)
-        hits: list[SearchResult] = []
-        if request.k:
-            hits = self.search().search(
-                tenant_id=tenant_id, query=request.prompt, k=request.k, mode=Mode.HYBRID,
-                flt=request.filters, request_id=receipt_id,
-            )  # fmt: skip
+        model, assembled, asked = self._prepare(tenant_id, request, receipt_id, record_gaps=True)
         searched = time.perf_counter()
-        assembled = assemble(
-            request.prompt, hits, context_tokens=self.context_tokens, max_tokens=request.max_tokens
-        )
-        asked = CompletionRequest(
-            prompt=assembled.text,
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            stop=DEFAULT_STOP if request.stop is None else request.stop,
-            seed=request.seed,
-        )
         completion, cached_from = self._cached(tenant_id, request, model, assembled, asked)
         if completion is not None:
             if live:
@@ -154,6 +149,64 @@ class GenerationService:
             )
         )
         yield Generated(completion.text, receipt)
+
+    def replay(self, tenant_id: str, request: GenerateRequest, key: str) -> Replayed:
+        """Generate as ``generate`` would, for a measurement (the loop's ``cache_answer``):
+        the answer cache serves it where it would, and nothing is recorded but its usage. No
+        receipt, atoms or outbox event (a customer sees no generation that nobody asked
+        for), no knowledge gap, and so no repeated prompt either. Its usage is keyed by
+        ``key`` (the search's ``search:{key}``, the tokens' ``{key}``): a replayed activity
+        counts once, and the run pays for it."""
+        started = time.perf_counter()
+        model, assembled, asked = self._prepare(tenant_id, request, key, record_gaps=False)
+        completion, cached_from = self._cached(tenant_id, request, model, assembled, asked)
+        if completion is None:
+            completion = self.inference().complete(model, asked)
+        quantities = {
+            "generation.prompt_tokens": completion.prompt_tokens,
+            "generation.completion_tokens": completion.completion_tokens,
+        }
+        with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
+            uow.usage.record(
+                tenant_id, key, [Usage(kind, n, "tokens") for kind, n in quantities.items()],
+                utcnow(),
+            )  # fmt: skip
+            uow.commit()
+        searches = {"search.queries": 1} if request.k else {}
+        return Replayed(
+            text=completion.text,
+            hit=cached_from is not None,
+            credits=price(quantities).credits,
+            cost_credits=price({**quantities, **searches}).credits,
+            total_ms=round((time.perf_counter() - started) * 1000, 3),
+            atom_ids=[hit.atom_id for hit in assembled.used],
+        )
+
+    def _prepare(
+        self, tenant_id: str, request: GenerateRequest, request_id: str, *, record_gaps: bool
+    ) -> tuple[ModelRef, Assembled, CompletionRequest]:
+        """The model, the prompt assembled from what retrieval found, and the completion
+        request."""
+        if request.max_tokens > self.max_tokens:
+            raise InvalidInput(f"max_tokens is at most {self.max_tokens}", limit=self.max_tokens)
+        model = self.resolve(tenant_id, request.model_id)
+        hits: list[SearchResult] = []
+        if request.k:
+            hits = self.search().search(
+                tenant_id=tenant_id, query=request.prompt, k=request.k, mode=Mode.HYBRID,
+                flt=request.filters, request_id=request_id, record_gaps=record_gaps,
+            )  # fmt: skip
+        assembled = assemble(
+            request.prompt, hits, context_tokens=self.context_tokens, max_tokens=request.max_tokens
+        )
+        asked = CompletionRequest(
+            prompt=assembled.text,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            stop=DEFAULT_STOP if request.stop is None else request.stop,
+            seed=request.seed,
+        )
+        return model, assembled, asked
 
     def _cached(
         self,

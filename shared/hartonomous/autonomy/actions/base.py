@@ -15,8 +15,11 @@ class ActionContext:
     run_id: str
     action_id: str  # the idempotency key: applying twice has the effect of once
     parameters: dict[str, Any]
-    # Which measurement this is ("before", "after"): it keys the usage of the searches and
-    # generations a measurement replays, so the one before and the one after both count.
+    # What the call is for: "before" (the loop's baseline, measured before apply), "after"
+    # (Learn's measurement, and the revert it may decide), "measure" otherwise (Act's check
+    # and apply). Only measure reads it: it keys the usage of the searches and generations a
+    # measurement replays (``request_key``), so the baseline and Learn are metered apart,
+    # each once however often its activity is replayed.
     purpose: str = "measure"
 
 

@@ -5,7 +5,8 @@ atoms its prompt used, its max_tokens and stop strings form the key
 (``generation/answer_cache.py``), its output atom is the answer. Only a greedy receipt
 (temperature 0) may be cached: a sampled answer is one of many. Generation serves the entry
 while retrieval gives the same atoms. Measure replays the prompt once with the receipt's
-parameters: the credits it cost (0 on a hit), negated.
+parameters (``GenerationService.replay``: no receipt, outbox event or knowledge
+gap; usage keyed by the run, action and purpose): the credits it cost (0 on a hit), negated.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hartonomous.autonomy.actions.base import ActionContext, ActionExecutor, Measurement
+from hartonomous.autonomy.actions.learn_association import request_key
 from hartonomous.autonomy.registry import REGISTRY
 from hartonomous.errors import NotFound, UnprocessableContent
 from hartonomous.generation.answer_cache import receipt_key, retrieved_ids
@@ -75,10 +77,11 @@ class CacheAnswer(ActionExecutor):
             uow.commit()
 
     def measure(self, ctx: ActionContext) -> Measurement:
-        """-(credits of one replay of the prompt with the receipt's parameters)."""
+        """-(credits of one replay of the prompt with the receipt's parameters).
+        A replay records no receipt, event or gap; its usage is the run's."""
         receipt = self._receipt(ctx)
         parameters = receipt.body.get("parameters", {})
-        generated = self.generation().generate(
+        replayed = self.generation().replay(
             ctx.tenant_id,
             GenerateRequest(
                 prompt=str(ctx.parameters["prompt"]),
@@ -88,11 +91,11 @@ class CacheAnswer(ActionExecutor):
                 temperature=0.0,
                 stop=tuple(parameters.get("stop") or ()),
             ),
+            request_key(ctx, 0),
         )
-        body = generated.receipt
-        credits = float(body["cost"]["credits"])
         return Measurement(
-            value=-credits,
-            details={"credits": credits, "total_ms": body["timings_ms"]["total_ms"],
-                     "hit": bool(body.get("cache", {}).get("hit")), "receipt_id": body["id"]},
+            value=-replayed.credits,
+            details={"credits": replayed.credits, "total_ms": replayed.total_ms,
+                     "hit": replayed.hit, "atom_ids": replayed.atom_ids,
+                     "cost_credits": replayed.cost_credits},
         )  # fmt: skip
