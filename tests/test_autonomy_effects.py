@@ -426,6 +426,42 @@ def test_measuring_a_cached_answer_records_nothing_but_the_runs_usage(ap, corpus
     assert measured[0].details["cost_credits"] == round(credits + 0.01, 6)
 
 
+def test_receipts_record_their_filters_and_a_replay_uses_them(ap, corpus, executors):
+    alice, chunks, docs = corpus["alice"]
+    only_venus = SearchFilter(document_id=docs["venus"], created_after=utcnow() - timedelta(1))
+    first = generate(ap, alice.id, filters=only_venus)
+    filters = first.receipt["parameters"]["filters"]
+    assert filters == {"document_id": docs["venus"],
+                       "created_after": only_venus.created_after.isoformat()}  # fmt: skip
+    assert [c["atom_id"] for c in first.receipt["components"] if c["role"] == "retrieved"] == [
+        chunks["venus"]
+    ]
+    assert generate(ap, alice.id).receipt["parameters"]["filters"] == {}
+    cache = executors["cache_answer"]
+    action = ctx(alice.id, {"prompt": first.receipt["question"],
+                            "receipt_id": first.receipt["id"]})  # fmt: skip
+    before = cache.measure(again(action, "before"))
+    assert before.details["atom_ids"] == [chunks["venus"]] and not before.details["hit"]
+    cache.apply(action)
+    after = cache.measure(action)
+    assert after.details["hit"] and after.value == 0.0 > before.value
+
+
+def test_repeated_prompts_groups_by_the_whole_request(ap, corpus):
+    """The same question with another token limit or filter is another request: one cache
+    entry would not serve them all."""
+    alice, _, docs = corpus["alice"]
+    since = utcnow() - timedelta(minutes=5)
+    for _ in range(3):
+        latest = generate(ap, alice.id, k=0, max_tokens=4).receipt
+    for _ in range(2):
+        generate(ap, alice.id, k=0, max_tokens=5)
+    generate(ap, alice.id, k=0, max_tokens=4, filters=SearchFilter(document_id=docs["mars"]))
+    (found,) = repeated_prompts(ap.uow_factory, alice.id, since)
+    assert (found.count, found.latest_receipt_id) == (3, latest["id"])
+    assert len(repeated_prompts(ap.uow_factory, alice.id, since, min_count=1)) == 3
+
+
 def test_repeated_prompts_lists_greedy_questions_not_yet_cached(ap, corpus, executors):
     alice = corpus["alice"][0]
     since = utcnow() - timedelta(minutes=5)

@@ -295,7 +295,7 @@ def drive_effects(uow: UnitOfWork, tenant: str, ids: list[str]) -> None:
         c.add(entry)
     c.lookup(tenant, "0" * 64)
     c.for_action(tenant, ids[12])
-    c.prompts(tenant)
+    c.keys(tenant)
     c.receipts_since(tenant, AT - timedelta(1))
     c.remove(tenant, ids[12])
     f = uow.workflow_failures

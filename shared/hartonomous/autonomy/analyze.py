@@ -13,7 +13,8 @@ Signals and the scoring rule (higher first; ties by kind, then key, so a run is 
   iteration finds the rest.
 - **Failed workflow** (``workflow_failures`` not retried yet): ``2`` each. A failed ingestion
   is missing data: worth more than a single bad answer, not more than a recurring gap.
-- **Repeated prompt** (the same temperature-0 question ``>= 3`` times in 7 days, not cached):
+- **Repeated prompt** (the same temperature-0 request ``>= 3`` times in 7 days, not cached: the
+  question with its model, k, max_tokens, stop and filters, ``answer_cache.request_material``):
   ``(count - 1) x mean credits x 100``: the credits a cache would have saved, on the scale of
   the others (0.01 credits of generation saved = 1).
 - **Cost by operation** (priced usage of the last 7 days): context for the audit, no problem.
@@ -231,7 +232,7 @@ class Analyzer:
         return [
             Problem(
                 ProblemKind.REPEATED_PROMPT.value,
-                f"repeated_prompt:{_digest(r.prompt)}",
+                f"repeated_prompt:{r.key[:16]}",
                 round((r.count - 1) * r.mean_credits * 100, 6),
                 f"{r.prompt[:80]!r} asked {r.count} times",
                 {

@@ -93,10 +93,11 @@ class AnswerCacheRepository:
         )
         return int(done.rowcount)
 
-    def prompts(self, tenant_id: str) -> set[str]:
+    def keys(self, tenant_id: str) -> set[str]:
+        """The tenant's cached keys."""
         t = answer_cache
         return set(
-            self._conn.execute(sa.select(t.c.prompt).where(t.c.tenant_id == tenant_id)).scalars()
+            self._conn.execute(sa.select(t.c.cache_key).where(t.c.tenant_id == tenant_id)).scalars()
         )
 
     def receipts_since(
@@ -116,44 +117,72 @@ class AnswerCacheRepository:
 @dataclass(frozen=True)
 class RepeatedPrompt:
     prompt: str
+    key: str  # of the group's request material (``request_material``), hex
     count: int
     latest_receipt_id: str
     mean_credits: float
     mean_total_ms: float
 
 
+def request_material(body: dict[str, Any], model_sha256: str) -> str:
+    """What makes two receipts the same request for the answer cache: the question, the
+    model's SHA-256, k, max_tokens, stop strings and the search filters (temperature 0
+    only), as sha256 hex. A repeat of this is served by one cache entry while retrieval
+    gives the same atoms."""
+    p = body.get("parameters", {})
+    canonical = json.dumps(
+        [body.get("question"), model_sha256, p.get("k"), p.get("max_tokens"),
+         list(p.get("stop") or []), p.get("filters") or {}],
+        ensure_ascii=False, separators=(",", ":"), sort_keys=True,
+    )  # fmt: skip
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def repeated_prompts(
     uow_factory: UnitOfWorkFactory, tenant_id: str, since: datetime, min_count: int = 3,
     limit: int = 10,
 ) -> list[RepeatedPrompt]:  # fmt: skip
-    """Questions asked at least ``min_count`` times at temperature 0 since ``since`` (of the
-    newest 5,000 receipts), not cached yet: most asked first, then the costliest."""
+    """Requests (``request_material``) made at least ``min_count`` times at temperature 0
+    since ``since`` (of the newest 5,000 receipts) whose latest answer is not cached yet:
+    most asked first, then the costliest. The same question with another token limit, stop
+    or filter is another request."""
     with uow_factory(write=False, tenant_id=tenant_id) as uow:
-        cached = uow.answer_cache.prompts(tenant_id)
+        cached = uow.answer_cache.keys(tenant_id)
         rows = uow.answer_cache.receipts_since(tenant_id, since)
-    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    groups: dict[str, list[tuple[str, dict[str, Any], str]]] = {}
     for receipt_id, body, _ in rows:  # newest first: the first of a group is its latest
         question = body.get("question")
-        if not isinstance(question, str) or question in cached:
+        if not isinstance(question, str):
             continue
         if float(body.get("parameters", {}).get("temperature", 1.0)) != 0.0:
             continue
-        groups.setdefault(question, []).append((receipt_id, body))
+        sha = _model_sha256(body)
+        groups.setdefault(request_material(body, sha), []).append((receipt_id, body, sha))
     found = [
         RepeatedPrompt(
-            prompt=question,
+            prompt=str(items[0][1]["question"]),
+            key=key,
             count=len(items),
             latest_receipt_id=items[0][0],
-            mean_credits=sum(float(b.get("cost", {}).get("credits", 0.0)) for _, b in items)
+            mean_credits=sum(float(b.get("cost", {}).get("credits", 0.0)) for _, b, _ in items)
             / len(items),
-            mean_total_ms=sum(float(b.get("timings_ms", {}).get("total_ms", 0.0)) for _, b in items)
+            mean_total_ms=sum(
+                float(b.get("timings_ms", {}).get("total_ms", 0.0)) for _, b, _ in items
+            )
             / len(items),
         )
-        for question, items in groups.items()
-        if len(items) >= min_count
+        for key, items in groups.items()
+        if len(items) >= min_count and receipt_key(items[0][1], items[0][2]) not in cached
     ]
-    found.sort(key=lambda r: (-r.count, -r.mean_credits, r.prompt))
+    found.sort(key=lambda r: (-r.count, -r.mean_credits, r.prompt, r.key))
     return found[:limit]
+
+
+def _model_sha256(body: dict[str, Any]) -> str:
+    for component in body.get("components", []):
+        if component.get("role") == "model":
+            return str(component.get("sha256"))
+    return ""
 
 
 def _cached(row: Any) -> CachedAnswer:

@@ -9,6 +9,7 @@ nothing behind).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Generator
@@ -338,6 +339,7 @@ def receipt_body(
             "temperature": request.temperature,
             "stop": list(DEFAULT_STOP if request.stop is None else request.stop),
             "seed": request.seed, "context_left_out": o.assembled.left_out,
+            "filters": filters_json(request.filters),
         },
         "tokens": {"prompt": c.prompt_tokens, "completion": c.completion_tokens,
                    "total": c.prompt_tokens + c.completion_tokens},
@@ -345,3 +347,21 @@ def receipt_body(
         "cost": {"credits": cost.credits, "lines": cost.lines},
         **({"cache": {"hit": True, "source_receipt_id": o.cached_from}} if o.cached_from else {}),
     }  # fmt: skip
+
+
+def filters_json(flt: SearchFilter) -> dict[str, Any]:
+    """A search filter as a receipt records it: the fields set, datetimes in ISO 8601."""
+    out: dict[str, Any] = {}
+    for name, value in dataclasses.asdict(flt).items():
+        if value is not None:
+            out[name] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
+def filters_from_json(data: dict[str, Any] | None) -> SearchFilter:
+    """The filter a receipt recorded (none recorded: no filter), to replay its search."""
+    values = dict(data or {})
+    for name in ("created_after", "created_before"):
+        if values.get(name) is not None:
+            values[name] = datetime.fromisoformat(values[name])
+    return SearchFilter(**values)

@@ -5,7 +5,7 @@ atoms its prompt used, its max_tokens and stop strings form the key
 (``generation/answer_cache.py``), its output atom is the answer. Only a greedy receipt
 (temperature 0) may be cached: a sampled answer is one of many. Generation serves the entry
 while retrieval gives the same atoms. Measure replays the prompt once with the receipt's
-parameters (``GenerationService.replay``: no receipt, outbox event or knowledge
+parameters and filters (``GenerationService.replay``: no receipt, outbox event or knowledge
 gap; usage keyed by the run, action and purpose): the credits it cost (0 on a hit), negated.
 """
 
@@ -20,7 +20,11 @@ from hartonomous.autonomy.actions.learn_association import request_key
 from hartonomous.autonomy.registry import REGISTRY
 from hartonomous.errors import NotFound, UnprocessableContent
 from hartonomous.generation.answer_cache import receipt_key, retrieved_ids
-from hartonomous.generation.service import GenerateRequest, GenerationService
+from hartonomous.generation.service import (
+    GenerateRequest,
+    GenerationService,
+    filters_from_json,
+)
 from hartonomous.generation.store import ReceiptRow
 from hartonomous.ports import UnitOfWorkFactory
 from hartonomous.services.clock import new_id, utcnow
@@ -77,7 +81,7 @@ class CacheAnswer(ActionExecutor):
             uow.commit()
 
     def measure(self, ctx: ActionContext) -> Measurement:
-        """-(credits of one replay of the prompt with the receipt's parameters).
+        """-(credits of one replay of the prompt with the receipt's parameters and filters).
         A replay records no receipt, event or gap; its usage is the run's."""
         receipt = self._receipt(ctx)
         parameters = receipt.body.get("parameters", {})
@@ -87,6 +91,7 @@ class CacheAnswer(ActionExecutor):
                 prompt=str(ctx.parameters["prompt"]),
                 model_id=receipt.model_id,
                 k=int(parameters.get("k", 5)),
+                filters=filters_from_json(parameters.get("filters")),
                 max_tokens=int(parameters["max_tokens"]),
                 temperature=0.0,
                 stop=tuple(parameters.get("stop") or ()),
