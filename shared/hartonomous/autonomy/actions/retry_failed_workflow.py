@@ -63,13 +63,18 @@ class RetryFailedWorkflow(ActionExecutor):
         return {"instance_id": new_id, "name": failure.name, "input": failure.input}
 
     def measure(self, ctx: ActionContext) -> Measurement:
-        """-(failures not retried) - (retries that failed in turn), over the tenant's recorded
-        failures. A retry that has not failed counts as recovered: the loop measures after
-        the retry's sub-orchestration ended, so one still running is not measured."""
+        """This action's own retry: 1 when it ran and did not fail in turn (no failure row
+        of its own), 0 before it ran (the baseline: the workflow had failed) or when it
+        failed. The loop measures after the retry's sub-orchestration ended, so a retry still
+        running is never measured; other failures of the tenant do not count."""
+        instance_id = str(ctx.parameters["instance_id"])
+        retry_id = retry_instance_id(instance_id, ctx.action_id)
         with self.uow_factory(write=False, tenant_id=ctx.tenant_id) as uow:
-            open_ = uow.workflow_failures.open_count(ctx.tenant_id)
-            failed_retries = uow.workflow_failures.failed_retries(ctx.tenant_id)
+            failure = uow.workflow_failures.get(ctx.tenant_id, instance_id)
+            ran = failure is not None and failure.retried_by == retry_id
+            failed = ran and uow.workflow_failures.get(ctx.tenant_id, retry_id) is not None
         return Measurement(
-            value=float(-(open_ + failed_retries)),
-            details={"open_failures": open_, "failed_retries": failed_retries},
-        )
+            value=1.0 if ran and not failed else 0.0,
+            details={"retry_instance_id": retry_id, "retried": ran, "failed": failed,
+                     "cost_credits": 0.0},
+        )  # fmt: skip
