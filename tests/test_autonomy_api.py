@@ -32,6 +32,7 @@ from hartonomous.autonomy.records import (
     RunRecord,
 )
 from hartonomous.autonomy.registry import REGISTRY
+from hartonomous.autonomy.service import START_GRACE
 from hartonomous.autonomy.types import RunStatus
 from hartonomous.bootstrap import Platform, bootstrap
 from hartonomous.domain.tenants import Scope
@@ -65,8 +66,9 @@ def autonomy_schedule(context: df.DurableOrchestrationContext):
 
 @bp.orchestration_trigger(context_name="context")
 def autonomy_retry_dead_letter(context: df.DurableOrchestrationContext):
+    """Stands in for a retry: runs until told to settle, then returns its input."""
+    yield context.wait_for_external_event("settle")
     return context.get_input()
-    yield  # a generator, as orchestrators are
 
 
 def stub_functions() -> list[Any]:
@@ -158,13 +160,16 @@ def add_approval(
     return approval
 
 
-def add_dead_letter(platform: Platform, tenant_id: str) -> DeadLetterRecord:
+def add_dead_letter(
+    platform: Platform, tenant_id: str, status: str = "parked", touched: timedelta = timedelta()
+) -> DeadLetterRecord:
+    """A parked action (or one claimed for a retry ``touched`` ago)."""
     run = add_run(platform, tenant_id)
     action = add_action(platform, run, "dead_lettered")
     now = utcnow()
     letter = DeadLetterRecord(new_id(), tenant_id, run.id, action.id, action.name,
-                              action.parameters, "RuntimeError: boom", 5, "parked", now, now,
-                              None)  # fmt: skip
+                              action.parameters, "RuntimeError: boom", 5, status, now,
+                              now - touched, None)  # fmt: skip
     with platform.uow_factory(write=True, tenant_id=tenant_id) as uow:
         uow.autonomy.park(letter)
         uow.commit()
@@ -390,8 +395,9 @@ def test_a_start_whose_answer_is_lost_is_not_undone(wf: tuple[TestClient, Platfo
         return await platform.autonomy.retry_dead_letter(client, alice.id, letter.id, "key:k")
 
     iid = anyio.run(retry)
-    wait_workflow(api, alice, iid, lambda b: b["runtimeStatus"] == "Completed")
-    assert platform.autonomy.dead_letter(alice.id, letter.id).status == "retrying"
+    wait_workflow(api, alice, iid, lambda b: b["runtimeStatus"] == "Running")
+    got = api.get(f"/v1/autonomy/dead-letters/{letter.id}", headers=alice.auth("read"))
+    assert got.json()["status"] == "retrying"
     with platform.uow_factory(write=False, tenant_id=alice.id) as uow:
         assert uow.workflow_runs.get(alice.id, iid) is not None  # still the tenant's
 
@@ -604,13 +610,11 @@ def test_dead_letters_retry_and_discard(wf: tuple[TestClient, Platform]) -> None
     started = api.post(f"{base}/{retried.id}/retry", headers=admin)
     assert started.status_code == 202, started.text
     iid = started.json()["instance_id"]
-    assert (
-        iid == f"autonomy-retry-{retried.id}-5"
-        and started.headers["location"] == f"/v1/workflows/{iid}"
-    )
-    done = wait_workflow(api, alice, iid, lambda b: b["runtimeStatus"] == "Completed")
-    assert done["output"] == {"tenant_id": alice.id, "dead_letter_id": retried.id,
-                              "action_id": retried.action_id, "retry_first_ms": 7}  # fmt: skip
+    assert iid.startswith(f"autonomy-retry-{retried.id}-5-")  # the attempts, the claim
+    assert started.headers["location"] == f"/v1/workflows/{iid}"
+    running = wait_workflow(api, alice, iid, lambda b: b["runtimeStatus"] == "Running")
+    assert running["input"] == {"tenant_id": alice.id, "dead_letter_id": retried.id,
+                                "action_id": retried.action_id, "retry_first_ms": 7}  # fmt: skip
     letter = api.get(f"{base}/{retried.id}", headers=alice.auth("read")).json()
     assert letter["status"] == "retrying" and letter["error"] == "RuntimeError: boom"
     assert (
@@ -618,6 +622,16 @@ def test_dead_letters_retry_and_discard(wf: tuple[TestClient, Platform]) -> None
         in problem(api.post(f"{base}/{retried.id}/retry", headers=admin), 409)["detail"]
     )
     problem(api.post(f"{base}/{retried.id}/discard", headers=admin), 409)
+    # The retry is terminated before it settles the letter: the letter is parked again
+    # (it would otherwise stay retrying for ever), and a new retry is a new instance.
+    terminate = api.post(f"/v1/workflows/{iid}/terminate", headers=alice.auth())
+    assert terminate.status_code == 202
+    wait_workflow(api, alice, iid, lambda b: b["runtimeStatus"] == "Terminated")
+    letter = api.get(f"{base}/{retried.id}", headers=alice.auth("read")).json()
+    assert (letter["status"], letter["attempts"]) == ("parked", 5)
+    again = api.post(f"{base}/{retried.id}/retry", headers=admin)
+    assert again.status_code == 202, again.text
+    assert again.json()["instance_id"] != iid
 
     problem(api.post(f"{base}/{discarded.id}/discard", headers=alice.auth("read")), 403)
     gone = api.post(f"{base}/{discarded.id}/discard", headers=admin)
@@ -634,6 +648,24 @@ def test_dead_letters_retry_and_discard(wf: tuple[TestClient, Platform]) -> None
     ]
     assert len(api.get(base, headers=read).json()["items"]) == 2
     assert api.get(base, headers=bob.auth("read")).json()["items"] == []
+
+
+def test_a_retry_that_never_started_parks_its_letter_again(
+    wf: tuple[TestClient, Platform],
+) -> None:
+    """Claimed, then the process died before the start: no state. Within the start's
+    grace it may be starting; past it the letter is parked again, on reads and writes."""
+    api, platform = wf
+    alice = make_tenant(platform, "alice")
+    base, read = "/v1/autonomy/dead-letters", alice.auth("read")
+    starting = add_dead_letter(platform, alice.id, "retrying")
+    lost = add_dead_letter(platform, alice.id, "retrying", touched=START_GRACE * 2)
+    listed = {d["id"]: d["status"] for d in api.get(base, headers=read).json()["items"]}
+    assert listed == {starting.id: "retrying", lost.id: "parked"}
+    problem(api.post(f"{base}/{starting.id}/discard", headers=alice.auth("admin")), 409)
+    other = add_dead_letter(platform, alice.id, "retrying", touched=START_GRACE * 2)
+    discarded = api.post(f"{base}/{other.id}/discard", headers=alice.auth("admin"))
+    assert discarded.status_code == 200 and discarded.json()["status"] == "discarded"
 
 
 def test_the_loop_runs_through_the_api(pipeline_platform: Platform) -> None:

@@ -356,6 +356,7 @@ def drive_autonomy(a: AutonomyRepository, tenant: str, ids: list[str]) -> None:
     a.dead_letters(tenant, "parked", 20, (AT, ids[0]))
     for _ in range(2):
         a.transition_dead_letter(tenant, letter.id, ["parked"], "retrying", AT, "key:k")
+    a.transition_dead_letter(tenant, letter.id, ["retrying"], "parked", AT, updated_at=AT)
     for _ in range(2):
         a.end_run(tenant, run.id, "completed", AT, summary={"iterations": 1}, error=None)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+from anyio import to_thread
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,6 +49,9 @@ def _workflows_if_any(platform: PlatformDep) -> WorkflowClient | None:
         return get_workflow_client(platform)
     except ServiceUnavailable:
         return None
+
+
+WorkflowsIfAny = Annotated[WorkflowClient | None, Depends(_workflows_if_any)]
 
 
 # -- models -----------------------------------------------------------------------------------
@@ -270,7 +274,7 @@ async def put_policy(
     body: Policy,
     principal: Admin,
     platform: PlatformDep,
-    client: Annotated[WorkflowClient | None, Depends(_workflows_if_any)],
+    client: WorkflowsIfAny,
 ) -> Policy:
     """Replace the policy; the tenant's schedule starts or stops at once (503 to turn it
     on where no workflows run)."""
@@ -402,16 +406,23 @@ async def _decide(
 
 
 @router.get("/v1/autonomy/dead-letters", response_model=DeadLetterPage)
-def list_dead_letters(
+async def list_dead_letters(
     principal: Reader,
     platform: PlatformDep,
+    client: WorkflowsIfAny,
     status: DeadLetterStatus | None = None,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> DeadLetterPage:
-    """Actions that still failed after their retries: input, error, attempts."""
-    page = platform.autonomy.dead_letters(
-        principal.tenant_id, status.value if status else None, limit, cursor
+    """Actions that still failed after their retries: input, error, attempts. A letter
+    whose retry ended without settling it shows parked again."""
+    await platform.autonomy.park_stale_retries(client, principal.tenant_id)
+    page = await to_thread.run_sync(
+        platform.autonomy.dead_letters,
+        principal.tenant_id,
+        status.value if status else None,
+        limit,
+        cursor,
     )
     return DeadLetterPage(
         items=[DeadLetterOut.of(d) for d in page.items], next_cursor=page.next_cursor
@@ -419,8 +430,12 @@ def list_dead_letters(
 
 
 @router.get("/v1/autonomy/dead-letters/{letter_id}", response_model=DeadLetterOut)
-def get_dead_letter(letter_id: Id, principal: Reader, platform: PlatformDep) -> DeadLetterOut:
-    return DeadLetterOut.of(platform.autonomy.dead_letter(principal.tenant_id, letter_id))
+async def get_dead_letter(
+    letter_id: Id, principal: Reader, platform: PlatformDep, client: WorkflowsIfAny
+) -> DeadLetterOut:
+    await platform.autonomy.park_stale_retries(client, principal.tenant_id, letter_id)
+    letter = await to_thread.run_sync(platform.autonomy.dead_letter, principal.tenant_id, letter_id)
+    return DeadLetterOut.of(letter)
 
 
 @router.post(
@@ -445,9 +460,11 @@ async def retry_dead_letter(
     response_model=DeadLetterOut,
     responses=_problem(409, "Not parked"),
 )
-def discard_dead_letter(letter_id: Id, principal: Admin, platform: PlatformDep) -> DeadLetterOut:
+async def discard_dead_letter(
+    letter_id: Id, principal: Admin, platform: PlatformDep, client: WorkflowsIfAny
+) -> DeadLetterOut:
     """Give the parked action up for good."""
-    letter = platform.autonomy.discard_dead_letter(
-        principal.tenant_id, letter_id, by=f"key:{principal.key_id}"
+    letter = await platform.autonomy.discard_dead_letter(
+        client, principal.tenant_id, letter_id, by=f"key:{principal.key_id}"
     )
     return DeadLetterOut.of(letter)

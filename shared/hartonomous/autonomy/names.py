@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 RUN = "autonomy_run"  # one run: Analyze, Hypothesize, Approval, Act, Learn; continue-as-new
@@ -16,6 +17,12 @@ def run_instance_id(run_id: str) -> str:
 
 def schedule_instance_id(tenant_id: str) -> str:
     return f"autonomy-schedule-{tenant_id}"
+
+
+def retry_instance_id(letter_id: str, attempts: int, claimed_at: datetime) -> str:
+    """A dead letter's retry: one instance per claim (the claim's time is the letter's
+    ``updated_at`` while it is retrying, so the instance can be found again from the row)."""
+    return f"autonomy-retry-{letter_id}-{attempts}-{claimed_at:%Y%m%d%H%M%S%f}"
 
 
 def approval_event(approval_id: str) -> str:

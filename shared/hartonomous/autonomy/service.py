@@ -428,12 +428,58 @@ class AutonomyService:
             raise NotFound(f"no dead letter {letter_id!r}")
         return letter
 
+    async def park_stale_retries(
+        self, client: WorkflowClient | None, tenant_id: str, letter_id: str | None = None
+    ) -> None:
+        """A letter ``retrying`` whose retry instance is not live (it ended without settling
+        the letter: terminated, failed; or it never started: a crash between the claim and
+        the start, no state after ``START_GRACE``) is parked again, so it cannot stay
+        retrying forever. Run before the letters are read or changed; without workflows
+        nothing can be told, and nothing changes."""
+        if client is None:
+            return
+        with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
+            if letter_id is None:
+                retrying = uow.autonomy.dead_letters(tenant_id, DeadLetterStatus.RETRYING, 100)
+            else:
+                one = uow.autonomy.dead_letter(tenant_id, letter_id)
+                retrying = [one] if one and one.status == DeadLetterStatus.RETRYING else []
+        for letter in retrying:
+            instance_id = names.retry_instance_id(letter.id, letter.attempts, letter.updated_at)
+            try:
+                runtime = _runtime(await client.get_status(instance_id))
+            except Exception:  # unknown: leave it for the next look
+                log.warning("could not look at retry %s", instance_id, exc_info=True)
+                continue
+            if runtime is None and utcnow() - letter.updated_at < START_GRACE:
+                continue  # maybe being started right now
+            if runtime is not None and runtime not in FINISHED:
+                continue
+            if await to_thread.run_sync(self._repark, letter):
+                log.warning(
+                    "dead letter %s of %s parked again: its retry %s ended (%s) without "
+                    "settling it",
+                    letter.id, tenant_id, instance_id, runtime or "no state",
+                )  # fmt: skip
+
+    def _repark(self, letter: DeadLetterRecord) -> bool:
+        with self.uow_factory(write=True, tenant_id=letter.tenant_id) as uow:
+            done = uow.autonomy.transition_dead_letter(
+                letter.tenant_id, letter.id, [DeadLetterStatus.RETRYING],
+                DeadLetterStatus.PARKED, utcnow(), updated_at=letter.updated_at,
+            )  # fmt: skip
+            uow.commit()
+        return done
+
     async def retry_dead_letter(
         self, client: WorkflowClient, tenant_id: str, letter_id: str, by: str
     ) -> str:
-        """Parked to retrying, and a new workflow that runs the action again (its instance
-        id counts the attempts, so each retry is a new instance); answers the instance id."""
-        letter, instance_id = await to_thread.run_sync(self._claim_retry, tenant_id, letter_id, by)
+        """Parked to retrying, and a new workflow that runs the action again (one instance
+        per claim, named by the attempts and the claim's time); answers the instance id."""
+        await self.park_stale_retries(client, tenant_id, letter_id)
+        letter, instance_id, claimed_at = await to_thread.run_sync(
+            self._claim_retry, tenant_id, letter_id, by
+        )
         retry_input = {
             "tenant_id": tenant_id,
             "dead_letter_id": letter_id,
@@ -448,14 +494,18 @@ class AutonomyService:
                 if started and isinstance(exc, Exception):  # a cancellation goes on up
                     return instance_id
                 if started is False:
-                    await to_thread.run_sync(self._unclaim_retry, tenant_id, letter_id, instance_id)
+                    await to_thread.run_sync(
+                        self._unclaim_retry, tenant_id, letter_id, instance_id, claimed_at
+                    )
             raise
 
-    def _claim_retry(self, tenant_id: str, letter_id: str, by: str) -> tuple[DeadLetterRecord, str]:
+    def _claim_retry(
+        self, tenant_id: str, letter_id: str, by: str
+    ) -> tuple[DeadLetterRecord, str, datetime]:
         now = utcnow()
         with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
             letter = self._letter(uow, tenant_id, letter_id)
-            instance_id = f"autonomy-retry-{letter_id}-{letter.attempts}"
+            instance_id = names.retry_instance_id(letter_id, letter.attempts, now)
             parked = [DeadLetterStatus.PARKED]
             if not uow.autonomy.transition_dead_letter(
                 tenant_id, letter_id, parked, DeadLetterStatus.RETRYING, now, by
@@ -465,19 +515,29 @@ class AutonomyService:
                 raise Conflict(f"retry {instance_id} of dead letter {letter_id} exists already")
             uow.workflow_runs.add(WorkflowRun(instance_id, tenant_id, names.RETRY_DEAD_LETTER, now))
             uow.commit()
-        return letter, instance_id
+        return letter, instance_id, now
 
-    def _unclaim_retry(self, tenant_id: str, letter_id: str, instance_id: str) -> None:
+    def _unclaim_retry(
+        self, tenant_id: str, letter_id: str, instance_id: str, claimed_at: datetime
+    ) -> None:
         with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
             retrying = [DeadLetterStatus.RETRYING]
             uow.autonomy.transition_dead_letter(
-                tenant_id, letter_id, retrying, DeadLetterStatus.PARKED, utcnow()
-            )
+                tenant_id, letter_id, retrying, DeadLetterStatus.PARKED, utcnow(),
+                updated_at=claimed_at,
+            )  # fmt: skip
             uow.workflow_runs.delete(tenant_id, instance_id)
             uow.commit()
 
-    def discard_dead_letter(self, tenant_id: str, letter_id: str, by: str) -> DeadLetterRecord:
-        """Parked to discarded: the action is given up for good."""
+    async def discard_dead_letter(
+        self, client: WorkflowClient | None, tenant_id: str, letter_id: str, by: str
+    ) -> DeadLetterRecord:
+        """Parked to discarded: the action is given up for good (a letter whose retry is
+        no longer live counts as parked)."""
+        await self.park_stale_retries(client, tenant_id, letter_id)
+        return await to_thread.run_sync(self._discard, tenant_id, letter_id, by)
+
+    def _discard(self, tenant_id: str, letter_id: str, by: str) -> DeadLetterRecord:
         now = utcnow()
         with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
             self._letter(uow, tenant_id, letter_id)

@@ -327,16 +327,17 @@ class AutonomyRepository:
 
     def transition_dead_letter(
         self, tenant_id: str, letter_id: str, from_statuses: Collection[str], to_status: str,
-        at: datetime, by: str | None = None,
+        at: datetime, by: str | None = None, *, updated_at: datetime | None = None,
     ) -> bool:  # fmt: skip
+        """Compare-and-set the status (and, given ``updated_at``, that the row was not
+        touched since: a retry claimed again meanwhile is a different claim)."""
         t = autonomy_dead_letters
-        done = self._conn.execute(
-            t.update()
-            .where(
-                t.c.tenant_id == tenant_id,
-                t.c.id == letter_id,
-                t.c.status.in_(list(from_statuses)),
-            )
-            .values(status=to_status, updated_at=at, resolved_by=by)
+        query = t.update().where(
+            t.c.tenant_id == tenant_id,
+            t.c.id == letter_id,
+            t.c.status.in_(list(from_statuses)),
         )
+        if updated_at is not None:
+            query = query.where(t.c.updated_at == updated_at)
+        done = self._conn.execute(query.values(status=to_status, updated_at=at, resolved_by=by))
         return done.rowcount == 1
