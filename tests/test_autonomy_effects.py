@@ -481,19 +481,22 @@ def test_repeated_prompts_lists_greedy_questions_not_yet_cached(ap, corpus, exec
 
 
 def test_chunk_ids_asks_for_the_tenants_chunks_only(ap, tenant_maker):
-    """The tenant is in the statement (its index and row-level security apply), not a filter
-    over every tenant's rows in Python."""
+    """The tenant is in the statement (another tenant's rows are never read), not a filter
+    in Python, and the atom ids' unique index still leads (not the tenant's whole index)."""
     alice = tenant_maker(ap, "alice")
-    seen: list[str] = []
+    seen: list[tuple[str, tuple]] = []
 
     def listen(conn, cursor, statement, parameters, context, executemany):
-        seen.append(statement)
+        seen.append((statement, parameters))
 
     sa.event.listen(ap.engines.read, "before_cursor_execute", listen)
     try:
         with ap.uow_factory(write=False, tenant_id=alice.id) as uow:
-            assert uow.associations.chunk_ids(alice.id, ["a", "b"]) == set()
+            assert uow.associations.chunk_ids(alice.id, [f"a{i}" for i in range(60)]) == set()
     finally:
         sa.event.remove(ap.engines.read, "before_cursor_execute", listen)
-    (select,) = [s for s in seen if "FROM chunks" in s]
-    assert "chunks.tenant_id = ?" in select
+    ((select, parameters),) = [(s, p) for s, p in seen if "FROM chunks" in s]
+    assert "chunks.tenant_id" in select.split("WHERE")[1] and alice.id in parameters
+    with ap.engines.read.connect() as conn:
+        plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {select}", parameters).all()
+    assert "(atom_id=?)" in str(plan), plan
