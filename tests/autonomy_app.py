@@ -33,6 +33,9 @@ class Script:
     actions_per_plan: int = 1
     action_name: str = "learn_association"
     improved: bool = True
+    refuse: str | None = None  # Baseline refuses every action with this reason
+    baseline_cost: float = 0.0
+    deciders: dict[str, str] = field(default_factory=dict)  # approval id -> who decided
     schedule_enabled: bool = True
     every_minutes: int = 15
     run_input: dict[str, Any] | None = None
@@ -108,7 +111,8 @@ def s_settle(data: dict[str, Any]) -> dict[str, Any]:
         status = SCRIPT.approvals[inp.approval_id]
         if inp.expire and status == "pending":
             status = SCRIPT.approvals[inp.approval_id] = "expired"
-    return m.Decided(inp.approval_id, status, "timer" if status == "expired" else "key:x").to_json()
+        by = "timer" if status == "expired" else SCRIPT.deciders.get(inp.approval_id, "key:x")
+    return m.Decided(inp.approval_id, status, by).to_json()
 
 
 @bp.activity_trigger(input_name="data", activity=loop.RECORD_PHASE)
@@ -121,7 +125,9 @@ def s_record_phase(data: dict[str, Any]) -> bool:
 def s_baseline(data: dict[str, Any]) -> dict[str, Any]:
     inp = m.ActIn.from_json(data)
     SCRIPT.log(loop.BASELINE, inp)
-    return m.Baseline(inp.action_id, 0.5).to_json()
+    if SCRIPT.refuse is not None:
+        return m.Baseline(inp.action_id, None, 0.0, SCRIPT.refuse).to_json()
+    return m.Baseline(inp.action_id, 0.5, SCRIPT.baseline_cost).to_json()
 
 
 @bp.activity_trigger(input_name="data", activity=loop.ACT)

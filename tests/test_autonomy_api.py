@@ -614,7 +614,9 @@ def test_dead_letters_retry_and_discard(wf: tuple[TestClient, Platform]) -> None
     assert started.headers["location"] == f"/v1/workflows/{iid}"
     running = wait_workflow(api, alice, iid, lambda b: b["runtimeStatus"] == "Running")
     assert running["input"] == {"tenant_id": alice.id, "dead_letter_id": retried.id,
-                                "action_id": retried.action_id, "retry_first_ms": 7}  # fmt: skip
+                                "action_id": retried.action_id, "retry_first_ms": 7,
+                                "run_id": retried.run_id,
+                                "key": f"retry-5-{iid.split('-5-')[-1]}"}  # fmt: skip
     letter = api.get(f"{base}/{retried.id}", headers=alice.auth("read")).json()
     assert letter["status"] == "retrying" and letter["error"] == "RuntimeError: boom"
     assert (
@@ -648,6 +650,29 @@ def test_dead_letters_retry_and_discard(wf: tuple[TestClient, Platform]) -> None
     ]
     assert len(api.get(base, headers=read).json()["items"]) == 2
     assert api.get(base, headers=bob.auth("read")).json()["items"] == []
+
+
+def test_a_dead_letter_is_retried_only_while_the_policy_allows_its_action(
+    wf: tuple[TestClient, Platform],
+) -> None:
+    api, platform = wf
+    alice = make_tenant(platform, "alice")
+    admin, base = alice.auth("admin"), "/v1/autonomy/dead-letters"
+    letter = add_dead_letter(platform, alice.id)
+    off = {"actions": {"learn_association": {"allowed": False}}}
+    assert api.put("/v1/policy", json=off, headers=admin).status_code == 200
+    body = problem(api.post(f"{base}/{letter.id}/retry", headers=admin), 409)
+    assert "disallows learn_association now" in body["detail"]
+    assert body["rule"] == "policy:learn_association.allowed=false"
+    assert api.get(f"{base}/{letter.id}", headers=alice.auth("read")).json()["status"] == "parked"
+    assert api.put("/v1/policy", json={}, headers=admin).status_code == 200
+    started = api.post(f"{base}/{letter.id}/retry", headers=admin)
+    assert started.status_code == 202, started.text
+    running = wait_workflow(
+        api, alice, started.json()["instance_id"], lambda b: b["runtimeStatus"] == "Running"
+    )
+    assert running["input"]["run_id"] == letter.run_id
+    assert running["input"]["key"].startswith("retry-5-")  # keys the retry's usage
 
 
 def test_a_retry_that_never_started_parks_its_letter_again(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,11 +25,14 @@ from workflow_polling import finish
 from hartonomous.api.app import create_app
 from hartonomous.autonomy import loop, names
 from hartonomous.autonomy import messages as m
+from hartonomous.autonomy.actions.base import ActionContext, ActionExecutor, Measurement
 from hartonomous.autonomy.activities import LoopActivities
 from hartonomous.autonomy.names import RunInput
 from hartonomous.autonomy.planner import plan_schema
 from hartonomous.autonomy.policy import Policy
+from hartonomous.autonomy.records import ActionRecord
 from hartonomous.autonomy.registry import REGISTRY
+from hartonomous.autonomy.types import RunStatus
 from hartonomous.bootstrap import Platform
 from hartonomous.inference.model_files import builtin_model
 from hartonomous.inference.types import Completion, CompletionRequest, ModelRef
@@ -269,6 +273,9 @@ def test_an_action_failing_after_its_retries_is_dead_lettered(client, host, cloc
     assert script.count(loop.LEARN) == 0  # nothing applied, nothing to learn
     (act_row,) = [p for p in script.calls[loop.RECORD_PHASE] if p.phase == "act"]
     assert act_row.status == ("stopped" if on_failure == "stop" else "completed")
+    # Charged for the actions it reached, as the run's spend is (not for the one skipped).
+    assert act_row.cost_credits == pytest.approx(0.02 * len(letters))
+    assert finished(out["status"]).spent_credits == pytest.approx(0.06 + 0.02 * len(letters))
     waits = [
         round((datetime.fromisoformat(e["FireAt"]) - datetime.fromisoformat(e["Timestamp"]))
               .total_seconds(), 3)
@@ -282,6 +289,30 @@ def test_an_action_that_succeeds_on_a_retry_is_applied(client, host, clock):
     script.problems, script.needs_approval, script.act_failures = [problem("q1")], False, 2
     _, out = wait(host, start(client, run_input(clock)))
     assert (out["applied"], script.count(loop.ACT), script.count(loop.DEAD_LETTER)) == (1, 3, 0)
+
+
+def test_an_action_refused_at_the_point_of_execution_is_never_applied(client, host, clock):
+    script = autonomy_app.SCRIPT
+    script.problems, script.needs_approval = [problem("q1")], False
+    script.refuse = "the policy disallows learn_association now (policy:x)"
+    status, out = wait(host, start(client, run_input(clock)))
+    assert (status, out["status"], out["applied"]) == ("Completed", "completed", 0)
+    assert script.count(loop.BASELINE) == 1
+    assert script.count(loop.ACT) == script.count(loop.LEARN) == 0
+    (act_row,) = [p for p in script.calls[loop.RECORD_PHASE] if p.phase == "act"]
+    (entry,) = act_row.outputs["actions"]
+    assert (entry["status"], entry["reason"]) == ("refused", script.refuse)
+    assert act_row.cost_credits == 0  # the action's cost is not charged: it never ran
+    assert finished("completed").spent_credits == pytest.approx(0.06)
+
+
+def test_a_baseline_is_charged_what_it_cost(client, host, clock):
+    script = autonomy_app.SCRIPT
+    script.problems, script.needs_approval, script.baseline_cost = [problem("q1")], False, 0.004
+    wait(host, start(client, run_input(clock)))
+    (act_row,) = [p for p in script.calls[loop.RECORD_PHASE] if p.phase == "act"]
+    assert act_row.cost_credits == pytest.approx(0.02 + 0.004)
+    assert finished("completed").spent_credits == pytest.approx(0.06 + 0.024 + 0.01)
 
 
 def test_a_failed_workflow_rerun_failing_again_is_an_outcome_not_an_action_failure(
@@ -359,19 +390,184 @@ def test_the_schedule_waits_then_starts_a_run_and_goes_on(client, host, clock):
 
 @pytest.mark.parametrize("failures", [0, 99])
 def test_a_dead_letters_retry_resolves_or_parks_again(client, host, clock, failures):
+    """Measured before, acted with the same retries, then Learn (as a run would), all
+    under the retry's key."""
     script = autonomy_app.SCRIPT
-    script.act_failures = failures
-    retry = {"tenant_id": "t1", "dead_letter_id": "d1", "action_id": "a1", "retry_first_ms": 10}
+    script.act_failures, script.baseline_cost = failures, 0.004
+    retry = {"tenant_id": "t1", "dead_letter_id": "d1", "action_id": "a1", "retry_first_ms": 10,
+             "run_id": "r0", "key": "retry-5-x"}  # fmt: skip
     iid = client.start_new_sync(names.RETRY_DEAD_LETTER, "retry-d1", retry)
     status, out = wait(host, iid)
     assert status == "Completed"
-    assert all(c.retry for c in script.calls[loop.ACT])
+    ((baseline,), acts) = script.calls[loop.BASELINE], script.calls[loop.ACT]
+    assert (baseline.retry, baseline.key) == (True, "retry-5-x")
+    assert all(c.retry and c.key == "retry-5-x" for c in acts)
     if failures:
         assert out["status"] == "parked" and script.count(loop.ACT) == 6
         assert script.calls[loop.DEAD_LETTER][0].attempts == 6
-        assert script.count(loop.RESOLVE_DEAD_LETTER) == 0
+        assert script.count(loop.RESOLVE_DEAD_LETTER) == script.count(loop.LEARN) == 0
+        assert out["cost_credits"] == pytest.approx(0.004)
     else:
         assert out["status"] == "resolved" and script.count(loop.RESOLVE_DEAD_LETTER) == 1
+        (learn,) = script.calls[loop.LEARN]
+        assert (learn.action_ids, learn.retry, learn.run_id) == (["a1"], "retry-5-x", "r0")
+        assert out["outcomes"] == {"a1": "kept"}
+        cost = 0.004 + REGISTRY["learn_association"].cost_credits + 0.01
+        assert out["cost_credits"] == pytest.approx(cost)
+
+
+def test_a_dead_letters_retry_refused_before_acting_parks_it_again(client, host, clock):
+    script = autonomy_app.SCRIPT
+    script.refuse = "its check refused it: no chunk atom 'x'"
+    retry = {"tenant_id": "t1", "dead_letter_id": "d1", "action_id": "a1", "key": "retry-5-x"}
+    status, out = wait(host, client.start_new_sync(names.RETRY_DEAD_LETTER, "retry-d1", retry))
+    assert (status, out["status"], out["refused"]) == ("Completed", "parked", script.refuse)
+    assert script.count(loop.ACT) == script.count(loop.LEARN) == 0
+    (parked,) = script.calls[loop.DEAD_LETTER]
+    assert parked.attempts == 0 and parked.error == f"refused before acting: {script.refuse}"
+    assert script.count(loop.RESOLVE_DEAD_LETTER) == 0
+
+
+# -- the activities of Act and Learn on the real store (SQLite) -------------------------------
+
+
+class Metered(ActionExecutor):
+    """An executor whose measurement reports what its replay cost (as cache_answer's does),
+    or nothing (then the flat estimate is charged); it records each context it is given."""
+
+    spec = REGISTRY["learn_association"]
+
+    def __init__(self, cost: float | None, values: tuple[float, ...] = (0.2, 0.7)) -> None:
+        self.cost, self.values = cost, list(values)
+        self.seen: list[tuple[str, str]] = []
+
+    def check(self, ctx: ActionContext) -> None:
+        self.seen.append(("check", ctx.purpose))
+
+    def apply(self, ctx: ActionContext) -> dict[str, Any]:
+        self.seen.append(("apply", ctx.purpose))
+        return {"done": ctx.action_id}
+
+    def revert(self, ctx: ActionContext, result: dict[str, Any]) -> None:
+        self.seen.append(("revert", ctx.purpose))
+
+    def measure(self, ctx: ActionContext) -> Measurement:
+        self.seen.append(("measure", ctx.purpose))
+        details = {} if self.cost is None else {"cost_credits": self.cost}
+        return Measurement(self.values.pop(0), details)
+
+
+def loop_activities(platform: Platform, executor: ActionExecutor | None = None) -> LoopActivities:
+    real = platform.autonomy_loop().executors
+    return LoopActivities(
+        uow_factory=platform.uow_factory, policy=platform.autonomy.policy,
+        create_run=platform.autonomy.create_run,
+        executors=(lambda: {**real(), "learn_association": executor}) if executor else real,
+        search=lambda: platform.knowledge.get().search, inference=platform.inference.get,
+        model=builtin_model,
+    )  # fmt: skip
+
+
+def planned_action(platform: Platform, tenant_id: str, status: str = "approved") -> ActionRecord:
+    """An action of the tenant's running run (one is started when there is none)."""
+    with platform.uow_factory(write=False, tenant_id=tenant_id) as uow:
+        run = uow.autonomy.active_run(tenant_id)
+    run = run or platform.autonomy.create_run(tenant_id, origin="api")[0]
+    now = utcnow()
+    action = ActionRecord(str(uuid.uuid4()), tenant_id, run.id, 1, "learn_association", 1,
+                          {"query": "what is a quasar", "atom_id": str(uuid.uuid4())},
+                          "deterministic", status, None, None, None, None, 0, now, now, None,
+                          None)  # fmt: skip
+    with platform.uow_factory(write=True, tenant_id=tenant_id) as uow:
+        uow.autonomy.add_actions([action])
+        uow.commit()
+    return action
+
+
+def stored(platform: Platform, action: ActionRecord) -> ActionRecord:
+    with platform.uow_factory(write=False, tenant_id=action.tenant_id) as uow:
+        found = uow.autonomy.action(action.tenant_id, action.id)
+    assert found is not None
+    return found
+
+
+def baseline(acts: LoopActivities, action: ActionRecord, **values: Any) -> m.Baseline:
+    inp = m.ActIn(action.tenant_id, action.id, **values)
+    return m.Baseline.from_json(acts.baseline(inp.to_json()))
+
+
+def test_act_refuses_an_action_at_the_point_of_execution(platform, alice):
+    """Approved at plan time, but by Act: the policy disallows it, its check fails (the
+    atom is not the tenant's), or its run has ended. Refused, recorded, never measured."""
+    acts = loop_activities(platform)  # the real executors (their checks read the store)
+    gone = planned_action(platform, alice.id)
+    refused = baseline(acts, gone)
+    assert refused.before is None and refused.cost_credits == 0
+    assert refused.refused is not None and "its check refused it: no chunk atom" in refused.refused
+    got = stored(platform, gone)
+    assert (got.status, got.decided_by) == ("refused", "check:learn_association")
+
+    put_policy(platform, alice.id, actions={"learn_association": {"allowed": False}})
+    disallowed = planned_action(platform, alice.id)
+    assert "policy:learn_association.allowed=false" in (baseline(acts, disallowed).refused or "")
+    assert stored(platform, disallowed).decided_by == "policy:learn_association.allowed=false"
+    out = m.ActOut.from_json(acts.act(m.ActIn(alice.id, disallowed.id).to_json()))
+    assert out.applied is False  # refused: Act runs nothing
+
+    put_policy(platform, alice.id)
+    ended = planned_action(platform, alice.id)
+    assert platform.autonomy._end(alice.id, ended.run_id, RunStatus.FAILED, "gone")
+    assert "has ended (failed)" in (baseline(acts, ended).refused or "")
+    assert (stored(platform, ended).status, stored(platform, ended).decided_by) == (
+        "refused",
+        "run-ended",
+    )
+
+
+@pytest.mark.parametrize("reported", [0.123, None])
+def test_baseline_and_learn_charge_what_the_measurement_cost(platform, alice, reported):
+    executor = Metered(reported)
+    acts = loop_activities(platform, executor)
+    action = planned_action(platform, alice.id)
+    each = reported if reported is not None else loop.MEASURE_CREDITS
+    before = baseline(acts, action)
+    assert (before.before, before.cost_credits, before.refused) == (0.2, each, None)
+    assert baseline(acts, action) == before  # a replay measures nothing again
+    assert m.ActOut.from_json(acts.act(m.ActIn(alice.id, action.id).to_json())).applied
+    learn = m.LearnIn(alice.id, action.run_id, 1, [action.id])
+    learned = m.LearnOut.from_json(acts.learn(learn.to_json()))
+    assert learned.cost_credits == pytest.approx(each)
+    assert [o.status for o in learned.outcomes] == ["kept"]
+    assert m.LearnOut.from_json(acts.learn(learn.to_json())) == learned  # replayed
+    with platform.uow_factory(write=False, tenant_id=alice.id) as uow:
+        row = uow.autonomy.phase(alice.id, action.run_id, 1, "learn")
+    assert row is not None and row.cost_credits == pytest.approx(each)
+    assert [s for s in executor.seen if s[0] == "measure"] == [
+        ("measure", "before"),
+        ("measure", "after"),
+    ]
+
+
+def test_a_retry_measures_again_under_its_key_and_writes_no_run_audit(platform, alice):
+    executor = Metered(0.05, values=(0.2, 0.3, 0.25))
+    acts = loop_activities(platform, executor)
+    action = planned_action(platform, alice.id)
+    baseline(acts, action)  # the run's baseline, then its Act failed: dead-lettered
+    with platform.uow_factory(write=True, tenant_id=alice.id) as uow:
+        uow.autonomy.transition(alice.id, action.id, ["approved"], "dead_lettered", utcnow())
+        uow.commit()
+    again = baseline(acts, action, retry=True, key="retry-6-x")
+    assert (again.before, again.cost_credits) == (0.3, 0.05)  # measured anew
+    assert stored(platform, action).outcome["before_key"] == "retry-6-x"  # type: ignore[index]
+    assert m.ActOut.from_json(acts.act(m.ActIn(alice.id, action.id, True, "retry-6-x").to_json()))
+    learn = m.LearnIn(alice.id, action.run_id, 0, [action.id], retry="retry-6-x")
+    (outcome,) = m.LearnOut.from_json(acts.learn(learn.to_json())).outcomes
+    assert (outcome.before, outcome.after, outcome.status) == (0.3, 0.25, "reverted")
+    assert ("revert", "retry-6-x:after") in executor.seen
+    measured = [purpose for kind, purpose in executor.seen if kind == "measure"]
+    assert measured == ["before", "retry-6-x:before", "retry-6-x:after"]  # usage keys
+    with platform.uow_factory(write=False, tenant_id=alice.id) as uow:
+        assert uow.autonomy.phases(alice.id, action.run_id) == []  # the run's audit is closed
 
 
 # -- the real activities: MiniLM, Gemma 3 270M under a grammar, SQLite ---------------------------

@@ -18,9 +18,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from hartonomous.autonomy import messages as m
-from hartonomous.autonomy.actions.base import ActionContext, ActionExecutor
+from hartonomous.autonomy.actions.base import ActionContext, ActionExecutor, Measurement
 from hartonomous.autonomy.analyze import Analyzer
-from hartonomous.autonomy.loop import LEARN_CREDITS
+from hartonomous.autonomy.loop import MEASURE_CREDITS
 from hartonomous.autonomy.names import RunInput
 from hartonomous.autonomy.planner import Planner
 from hartonomous.autonomy.policy import Policy
@@ -32,13 +32,15 @@ from hartonomous.autonomy.records import (
     RunRecord,
 )
 from hartonomous.autonomy.registry import REGISTRY
+from hartonomous.autonomy.store import RUN_ENDED
 from hartonomous.autonomy.types import (
     ActionStatus,
     ApprovalStatus,
     DeadLetterStatus,
     Phase,
+    RunStatus,
 )
-from hartonomous.errors import Conflict, NotFound
+from hartonomous.errors import Conflict, HartonomousError, NotFound
 from hartonomous.inference.types import ModelRef
 from hartonomous.knowledge.search import SearchService
 from hartonomous.ports import Inference, UnitOfWorkFactory
@@ -183,24 +185,61 @@ class LoopActivities:
         return executor
 
     def baseline(self, data: dict[str, Any]) -> dict[str, Any]:
-        """The metric before the action, measured once and kept on the action."""
+        """Just before Act: refuse the action if its run has ended, the policy disallows it
+        now or its executor's check fails (the data moved since the plan): a run's action
+        becomes refused, a retry's stays dead-lettered. Otherwise the metric before, kept on
+        the action: a run measures once; each retry measures again under its key (what was
+        true when the run planned may not be now)."""
         inp = m.ActIn.from_json(data)
         action = self._load(inp.tenant_id, inp.action_id)
-        before = (action.outcome or {}).get("before")
-        if before is None:
-            measured = self._executor(action.name).measure(self._context(action, "before"))
-            before = measured.value
-            with self.uow_factory(write=True, tenant_id=inp.tenant_id) as uow:
-                current = _action(uow.autonomy.action(inp.tenant_id, inp.action_id), inp.action_id)
-                if (current.outcome or {}).get("before") is None:
-                    outcome = {**(current.outcome or {}), "before": before,
-                               "before_details": measured.details}  # fmt: skip
-                    uow.autonomy.update_action(inp.tenant_id, inp.action_id, self.clock(),
-                                               outcome=outcome)  # fmt: skip
+        outcome = dict(action.outcome or {})
+        key = inp.key if inp.retry else ""
+        if action.status in DONE or (
+            outcome.get("before") is not None and outcome.get("before_key", "") == key
+        ):  # applied already, or measured by an earlier try of this activity
+            return m.Baseline(action.id, outcome.get("before"), outcome.get("before_cost", 0.0),
+                              None).to_json()  # fmt: skip
+        refused = self._refusal(action, inp.retry)
+        if refused is not None:
+            rule, reason = refused
+            if not inp.retry:
+                with self.uow_factory(write=True, tenant_id=inp.tenant_id) as uow:
+                    uow.autonomy.transition(inp.tenant_id, action.id, [ActionStatus.APPROVED],
+                                            ActionStatus.REFUSED, self.clock(), decided_by=rule,
+                                            error=reason)  # fmt: skip
                     uow.commit()
-                else:
-                    before = current.outcome["before"]  # type: ignore[index]
-        return m.Baseline(inp.action_id, float(before)).to_json()
+            return m.Baseline(action.id, None, 0.0, reason).to_json()
+        purpose = f"{key}:before" if key else "before"
+        measured = self._executor(action.name).measure(self._context(action, purpose))
+        cost = measured_cost(measured)
+        with self.uow_factory(write=True, tenant_id=inp.tenant_id) as uow:
+            current = _action(uow.autonomy.action(inp.tenant_id, inp.action_id), inp.action_id)
+            stored = dict(current.outcome or {})
+            if stored.get("before") is None or stored.get("before_key", "") != key:
+                stored |= {"before": measured.value, "before_details": measured.details,
+                           "before_cost": cost, "before_key": key}  # fmt: skip
+                uow.autonomy.update_action(inp.tenant_id, inp.action_id, self.clock(),
+                                           outcome=stored)  # fmt: skip
+                uow.commit()
+        return m.Baseline(inp.action_id, float(stored["before"]), float(stored["before_cost"]),
+                          None).to_json()  # fmt: skip
+
+    def _refusal(self, action: ActionRecord, retry: bool) -> tuple[str, str] | None:
+        """(the rule, why) when the action must not run now; None when it may."""
+        if not retry:
+            with self.uow_factory(write=False, tenant_id=action.tenant_id) as uow:
+                run = uow.autonomy.run(action.tenant_id, action.run_id)
+            if run is None or run.status != RunStatus.RUNNING:
+                state = run.status if run else "gone"
+                return RUN_ENDED, f"its run {action.run_id} has ended ({state})"
+        decision = self.policy(action.tenant_id).decide(action.name)
+        if not decision.allowed:
+            return decision.rule, f"the policy disallows {action.name} now ({decision.rule})"
+        try:
+            self._executor(action.name).check(self._context(action, "check"))
+        except HartonomousError as exc:
+            return f"check:{action.name}", f"its check refused it: {exc.detail}"
+        return None
 
     def act(self, data: dict[str, Any]) -> dict[str, Any]:
         """Apply an approved action (a dead letter's retry: a dead-lettered one); an action
@@ -263,12 +302,17 @@ class LoopActivities:
 
     def learn(self, data: dict[str, Any]) -> dict[str, Any]:
         """Measure again; an improvement (strictly higher) keeps the action, none reverts a
-        reversible one and leaves the others unchanged. Recorded on the action and in the
-        learn phase row."""
+        reversible one and leaves the others unchanged. Recorded on the action and, for a
+        run, in its learn phase row (a dead letter's retry has no run to audit: its outcome
+        is on the action and in the retry's output). Charged what each measurement cost."""
         inp = m.LearnIn.from_json(data)
         started, began = self.clock(), time.perf_counter()
-        outcomes = [self._judge(inp.tenant_id, action_id) for action_id in inp.action_ids]
-        cost = round(LEARN_CREDITS * len(outcomes), 6)
+        purpose = f"{inp.retry}:after" if inp.retry else "after"
+        judged = [self._judge(inp.tenant_id, action_id, purpose) for action_id in inp.action_ids]
+        outcomes = [o for o, _ in judged]
+        cost = round(sum(c for _, c in judged), 6)
+        if inp.retry:
+            return m.LearnOut(outcomes, cost).to_json()
         kept = sum(o.status == ActionStatus.KEPT for o in outcomes)
         row = PhaseRecord(
             tenant_id=inp.tenant_id, run_id=inp.run_id, iteration=inp.iteration,
@@ -283,17 +327,19 @@ class LoopActivities:
             uow.commit()
         return m.LearnOut(outcomes, cost).to_json()
 
-    def _judge(self, tenant_id: str, action_id: str) -> m.Outcome:
+    def _judge(self, tenant_id: str, action_id: str, purpose: str) -> tuple[m.Outcome, float]:
+        """The outcome and what measuring it cost (nothing when it was not measured now)."""
         action = self._load(tenant_id, action_id)
         outcome = dict(action.outcome or {})
-        if action.status in JUDGED:
-            return _outcome(action, outcome)
+        if action.status in JUDGED:  # judged by an earlier try: charged what it cost then
+            return _outcome(action, outcome), float(outcome.get("after_cost", 0.0))
         if action.status != ActionStatus.APPLIED:  # not applied: nothing to judge
             return m.Outcome(action.id, action.name, outcome.get("before"), None, False, False,
-                             action.status)  # fmt: skip
+                             action.status), 0.0  # fmt: skip
         executor = self._executor(action.name)
-        ctx = self._context(action, "after")
+        ctx = self._context(action, purpose)
         after = executor.measure(ctx)
+        cost = measured_cost(after)
         before = outcome.get("before")
         improved = before is not None and after.value > float(before)
         reversible = REGISTRY[action.name].reversible
@@ -302,7 +348,7 @@ class LoopActivities:
             status = ActionStatus.REVERTED if reversible else ActionStatus.UNCHANGED
             if reversible:
                 executor.revert(ctx, action.result or {})
-        outcome |= {"after": after.value, "after_details": after.details,
+        outcome |= {"after": after.value, "after_details": after.details, "after_cost": cost,
                     "improved": improved, "reverted": status == ActionStatus.REVERTED}  # fmt: skip
         now = self.clock()
         with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
@@ -311,7 +357,7 @@ class LoopActivities:
                 **({"reverted_at": now} if status == ActionStatus.REVERTED else {}),
             )  # fmt: skip
             uow.commit()
-        return _outcome(self._load(tenant_id, action_id), outcome)
+        return _outcome(self._load(tenant_id, action_id), outcome), cost
 
     def _load(self, tenant_id: str, action_id: str) -> ActionRecord:
         with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
@@ -347,6 +393,15 @@ class LoopActivities:
         except Conflict:
             return m.Started(None, "active_run").to_json()
         return m.Started(run_input.to_json(), "started").to_json()
+
+
+def measured_cost(measured: Measurement) -> float:
+    """What a measurement cost: the credits its replay reported (``details["cost_credits"]``,
+    e.g. cache_answer's model calls), else the flat estimate ``MEASURE_CREDITS``."""
+    reported = measured.details.get("cost_credits")
+    if isinstance(reported, int | float) and not isinstance(reported, bool):
+        return round(float(reported), 6)
+    return MEASURE_CREDITS
 
 
 def _action(action: ActionRecord | None, action_id: str) -> ActionRecord:

@@ -10,7 +10,9 @@ Rules the code below keeps (docs/autonomy.md states them for users):
   once started, runs each approved action to its end. Estimates: Analyze ``ANALYZE_CREDITS``
   (its searches), Hypothesize ``HYPOTHESIZE_CREDITS`` (a full prompt and ``MAX_PLAN_TOKENS``),
   Approval nothing, Act the registry's cost of each approved action (also what it is
-  charged), Learn ``LEARN_CREDITS`` per action (a flat charge for the re-measurement).
+  charged) plus ``MEASURE_CREDITS`` for its baseline, Learn ``MEASURE_CREDITS`` per action.
+  A measurement (baseline or Learn) is charged what its replay cost when the executor
+  reports it (``Measurement.details["cost_credits"]``), else ``MEASURE_CREDITS``.
 - Each activity reports what it cost; the orchestrator adds it up and carries ``spent``
   through continue-as-new. The run row's ``spent_credits`` is the sum of its phase rows.
 - Approval: a pending request waits for ``names.approval_event(id)`` raced against a timer at
@@ -18,7 +20,10 @@ Rules the code below keeps (docs/autonomy.md states them for users):
   the deadline passes, an activity expires it compare-and-set, and the store's answer wins
   (a decision that raced the timer stands). The event only wakes the run: Act re-reads the
   action and runs it only when the store says approved.
-- Act retries an action with exponential backoff (``retry_first_ms``, doubling, 6 attempts:
+- Act first takes the action's baseline, which refuses it at the point of execution when
+  its run has ended, the policy disallows it now or its executor's check fails (recorded,
+  never applied, not charged the action's cost); then it retries the action with
+  exponential backoff (``retry_first_ms``, doubling, 6 attempts:
   1, 2, 4, 8, 16 s by default); one still failing is parked as a dead letter and the policy's
   ``on_action_failure`` continues with the next action or ends the run ``stopped``.
   ``retry_failed_workflow`` starts the failed workflow again as a sub-orchestration named
@@ -26,6 +31,11 @@ Rules the code below keeps (docs/autonomy.md states them for users):
 - An iteration ends with Learn; the next one is a continue-as-new carrying the spend, the
   waited time and the problem keys handled, so no problem is taken twice in one run.
 - A bug in the orchestration ends the run ``failed`` with the error, then re-raises.
+- A dead letter's retry (``retry_dead_letter``) runs the action as a run would: baseline
+  (with the same refusals: the letter is parked again, its attempts unchanged), Act with
+  the same retries, then Learn keeps or reverts it. Its measurements' usage is keyed by the
+  action (one letter per action) and the retry's key (attempts and claim time); what it
+  cost is in its output (there is no run to charge).
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ import azure.durable_functions as df
 from hartonomous.autonomy import messages as m
 from hartonomous.autonomy import names
 from hartonomous.autonomy.names import RunInput
+from hartonomous.autonomy.registry import REGISTRY
 from hartonomous.autonomy.types import ApprovalStatus, Phase, RunStatus
 from hartonomous.metering.pricing import price
 from hartonomous.workflows.actions import BackoffRetryOptions
@@ -67,7 +78,7 @@ HYPOTHESIZE_CREDITS = price(
         "generation.completion_tokens": MAX_PLAN_TOKENS,
     }
 ).credits
-LEARN_CREDITS = 0.01
+MEASURE_CREDITS = 0.01  # a measurement's estimate (baseline, Learn) when it reports none
 ACT_ATTEMPTS = 6
 TIMER_CAP = timedelta(days=6)  # the Python SDK's longest single timer
 
@@ -221,14 +232,22 @@ class _Run:
 
     def act(self, approved: list[m.PlannedAction]) -> Orchestration:
         ctx, inp = self.context, self.inp
-        self.gate(Phase.ACT, sum(a.cost_credits for a in approved))
+        self.gate(Phase.ACT, sum(a.cost_credits + MEASURE_CREDITS for a in approved))
         began = self.now
         results: list[dict[str, Any]] = []
         applied: list[str] = []
         stop = False
+        cost = 0.0
         for action in approved:
             act_in = m.ActIn(inp.tenant_id, action.id).to_json()
-            yield ctx.call_activity(BASELINE, act_in)
+            base = m.Baseline.from_json((yield ctx.call_activity(BASELINE, act_in)))
+            cost += base.cost_credits
+            self.spent += base.cost_credits
+            if base.refused is not None:
+                results.append({"action_id": action.id, "name": action.name,
+                                "status": "refused", "reason": base.refused})  # fmt: skip
+                continue
+            cost += action.cost_credits
             try:
                 out = m.ActOut.from_json(
                     (yield ctx.call_activity_with_retry(ACT, act_retry(inp.retry_first_ms), act_in))
@@ -259,7 +278,7 @@ class _Run:
         yield self.phase_row(
             Phase.ACT, began, {"actions": results},
             decision=f"{len(applied)} applied", decider="policy:on_action_failure=stop"
-            if stop else None, cost=sum(a.cost_credits for a in approved),
+            if stop else None, cost=round(cost, 6),
             status="stopped" if stop else "completed",
         )  # fmt: skip
         self.summary["applied"] = len(applied)
@@ -271,7 +290,7 @@ class _Run:
 
     def learn(self, applied: list[str]) -> Orchestration:
         inp = self.inp
-        self.gate(Phase.LEARN, LEARN_CREDITS * len(applied))
+        self.gate(Phase.LEARN, MEASURE_CREDITS * len(applied))
         learned = m.LearnOut.from_json(
             (yield self.context.call_activity(
                 LEARN, m.LearnIn(inp.tenant_id, inp.run_id, inp.iteration, applied).to_json()))
@@ -358,10 +377,20 @@ def schedule(context: df.DurableOrchestrationContext) -> Orchestration:
 
 
 def retry_dead_letter(context: df.DurableOrchestrationContext) -> Orchestration:
-    """``names.RETRY_DEAD_LETTER``: Act again with the same retries; success resolves the
-    dead letter (the action is applied), failure parks it again with the attempts added."""
+    """``names.RETRY_DEAD_LETTER``: the action again as a run would (baseline and its
+    refusals, Act with the same retries, then Learn). Success resolves the dead letter; a
+    refusal parks it again (attempts unchanged: nothing ran), a failure too with the
+    attempts added."""
     inp = m.RetryIn.from_json(context.get_input())
-    act_in = m.ActIn(inp.tenant_id, inp.action_id, retry=True).to_json()
+    key = inp.key or context.instance_id  # the API always names one
+    act_in = m.ActIn(inp.tenant_id, inp.action_id, retry=True, key=key).to_json()
+    base = m.Baseline.from_json((yield context.call_activity(BASELINE, act_in)))
+    cost = base.cost_credits
+    if base.refused is not None:
+        refused = m.DeadLetterIn(inp.tenant_id, inp.action_id,
+                                 f"refused before acting: {base.refused}", 0)  # fmt: skip
+        yield context.call_activity(DEAD_LETTER, refused.to_json())
+        return {"status": "parked", "refused": base.refused, "cost_credits": round(cost, 6)}
     try:
         out = m.ActOut.from_json(
             (yield context.call_activity_with_retry(ACT, act_retry(inp.retry_first_ms), act_in))
@@ -369,14 +398,17 @@ def retry_dead_letter(context: df.DurableOrchestrationContext) -> Orchestration:
     except Exception as exc:
         dead = m.DeadLetterIn(inp.tenant_id, inp.action_id, str(exc)[:4000], ACT_ATTEMPTS)
         yield context.call_activity(DEAD_LETTER, dead.to_json())
-        return {"status": "parked", "error": str(exc)[:500]}
+        return {"status": "parked", "error": str(exc)[:500], "cost_credits": round(cost, 6)}
+    spec = REGISTRY.get(out.name)
+    cost += spec.cost_credits if spec is not None else 0.0
     summary: dict[str, Any] = {"status": "resolved", "applied": out.applied}
-    if (
-        out.applied
-        and out.name == "retry_failed_workflow"
-        and (out.result or {}).get("instance_id")
-    ):
-        summary["workflow"] = yield from _rerun(context, out.result or {})
+    if out.applied:
+        if out.name == "retry_failed_workflow" and (out.result or {}).get("instance_id"):
+            summary["workflow"] = yield from _rerun(context, out.result or {})
+        learn_in = m.LearnIn(inp.tenant_id, inp.run_id, 0, [inp.action_id], retry=key)
+        learned = m.LearnOut.from_json((yield context.call_activity(LEARN, learn_in.to_json())))
+        cost += learned.cost_credits
+        summary["outcomes"] = {o.action_id: o.status for o in learned.outcomes}
     resolve = m.ResolveIn(inp.tenant_id, inp.dead_letter_id)
     yield context.call_activity(RESOLVE_DEAD_LETTER, resolve.to_json())
-    return summary
+    return summary | {"cost_credits": round(cost, 6)}

@@ -162,12 +162,19 @@ class ActIn(Message):
     tenant_id: str
     action_id: str
     retry: bool = False  # a dead letter's retry: the action is dead_lettered, not approved
+    key: str = ""  # a retry's key (names.retry_key): it keys its measurements' usage
 
 
 @dataclass(frozen=True)
 class Baseline(Message):
+    """The metric before the action, or why the action is refused at the point of
+    execution (its run ended, the policy disallows it now, its check fails): then nothing
+    was measured and Act skips it."""
+
     action_id: str
-    before: float
+    before: float | None
+    cost_credits: float = 0.0  # the measurement's (its replayed usage, else the estimate)
+    refused: str | None = None
 
 
 @dataclass(frozen=True)
@@ -201,6 +208,7 @@ class LearnIn(Message):
     run_id: str
     iteration: int
     action_ids: list[str]
+    retry: str | None = None  # a dead letter's retry key: measured under it, no phase row
 
 
 @dataclass(frozen=True)
@@ -260,6 +268,8 @@ class RetryIn(Message):
     dead_letter_id: str
     action_id: str
     retry_first_ms: int = 1000
+    run_id: str = ""  # the run that parked it
+    key: str = ""  # names.retry_key: the claim's attempts and time
 
 
 @dataclass(frozen=True)

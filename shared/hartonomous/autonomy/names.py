@@ -19,10 +19,15 @@ def schedule_instance_id(tenant_id: str) -> str:
     return f"autonomy-schedule-{tenant_id}"
 
 
+def retry_key(attempts: int, claimed_at: datetime) -> str:
+    """One claim of a dead letter for a retry: its attempts so far and the claim's time
+    (the letter's ``updated_at`` while it is retrying, so it can be found from the row)."""
+    return f"retry-{attempts}-{claimed_at:%Y%m%d%H%M%S%f}"
+
+
 def retry_instance_id(letter_id: str, attempts: int, claimed_at: datetime) -> str:
-    """A dead letter's retry: one instance per claim (the claim's time is the letter's
-    ``updated_at`` while it is retrying, so the instance can be found again from the row)."""
-    return f"autonomy-retry-{letter_id}-{attempts}-{claimed_at:%Y%m%d%H%M%S%f}"
+    """A dead letter's retry: one instance per claim."""
+    return f"autonomy-retry-{letter_id}-{retry_key(attempts, claimed_at)[6:]}"
 
 
 def approval_event(approval_id: str) -> str:

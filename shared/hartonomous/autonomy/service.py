@@ -474,8 +474,11 @@ class AutonomyService:
     async def retry_dead_letter(
         self, client: WorkflowClient, tenant_id: str, letter_id: str, by: str
     ) -> str:
-        """Parked to retrying, and a new workflow that runs the action again (one instance
-        per claim, named by the attempts and the claim's time); answers the instance id."""
+        """Parked to retrying, and a new workflow that runs the action again as a run
+        would (measured before, checked, applied with retries, then Learn keeps or reverts
+        it); one instance per claim, named by the attempts and the claim's time. 409 unless
+        the tenant's policy allows the action now (the admin's retry is its approval).
+        Answers the instance id."""
         await self.park_stale_retries(client, tenant_id, letter_id)
         letter, instance_id, claimed_at = await to_thread.run_sync(
             self._claim_retry, tenant_id, letter_id, by
@@ -485,6 +488,8 @@ class AutonomyService:
             "dead_letter_id": letter_id,
             "action_id": letter.action_id,
             "retry_first_ms": self.retry_first_ms,
+            "run_id": letter.run_id,
+            "key": names.retry_key(letter.attempts, claimed_at),
         }
         try:
             return await client.start_new(names.RETRY_DEAD_LETTER, instance_id, retry_input)
@@ -505,6 +510,13 @@ class AutonomyService:
         now = utcnow()
         with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
             letter = self._letter(uow, tenant_id, letter_id)
+            decision = self._policy(uow, tenant_id).decide(letter.name)
+            if not decision.allowed:
+                raise Conflict(
+                    f"the tenant's policy disallows {letter.name} now ({decision.rule}); "
+                    f"dead letter {letter_id} is retried only while its action is allowed",
+                    rule=decision.rule,
+                )
             instance_id = names.retry_instance_id(letter_id, letter.attempts, now)
             parked = [DeadLetterStatus.PARKED]
             if not uow.autonomy.transition_dead_letter(
