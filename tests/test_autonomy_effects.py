@@ -301,6 +301,28 @@ def test_duplicates_are_found_marked_collapsed_and_restored(api, ap, corpus, exe
     assert bob  # bob's search is untouched by alice's links (edges are per tenant)
 
 
+def test_collapsing_duplicates_still_shows_k_results(api, ap, corpus):
+    """15 chunks, 10 of them duplicates of one: k=5 still shows 5 (the indexes are asked
+    deeper, the groups span everything retrieved), in every mode."""
+    alice = corpus["alice"][0]
+    for i in range(12):
+        ingest(api, alice, f"Planet fact {i}: the planet Venus is very hot, note {i * 7919}.")
+    ids = [r.atom_id for r in search(ap, alice.id, "Venus is very hot", k=15, mode=Mode.VECTOR)]
+    assert len(ids) == 15
+    words = search(ap, alice.id, "Venus is very hot", k=15, mode=Mode.KEYWORD)
+    with ap.uow_factory(write=True, tenant_id=alice.id) as uow:
+        uow.associations.add_duplicates(alice.id, [(d, ids[0]) for d in ids[1:11]], "x", utcnow())
+        uow.commit()
+    # Keyword matches are fewer (every word must appear): as many as their groups.
+    groups = {ids[0] if r.atom_id in ids[:11] else r.atom_id for r in words}
+    for mode, expected in [(Mode.VECTOR, 5), (Mode.HYBRID, 5), (Mode.KEYWORD, len(groups))]:
+        shown = search(ap, alice.id, "Venus is very hot", k=5, mode=mode)
+        assert [r.rank for r in shown] == list(range(1, min(expected, 5) + 1)), mode
+        assert len(set(ids[:11]) & {r.atom_id for r in shown}) == 1, mode
+    assert {r.atom_id for r in search(ap, alice.id, "Venus is very hot", k=5,
+                                      mode=Mode.VECTOR)} == {ids[0], *ids[11:]}  # fmt: skip
+
+
 def test_a_failed_ingestion_is_recorded_and_retried_once(api, ap, tenant_maker, executors):
     alice, bob = tenant_maker(ap, "alice"), tenant_maker(ap, "bob")
     started = ingest(api, alice, " \n\t\n")  # no text: the ingestion fails

@@ -27,6 +27,9 @@ RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al.)
 # "reset my password" / "... username", 8 pairs): at most 0.742; unrelated questions: at
 # most 0.385. 0.80 lifts the closer paraphrases and no same-topic different question.
 LIFT_THRESHOLD = 0.80
+# Deeper fetches from the indexes when collapsing duplicates leaves fewer than k: each asks
+# for as many more hits as collapsing removed (a chain of duplicates may need a second).
+REFETCHES = 2
 
 
 class Mode(StrEnum):
@@ -84,34 +87,10 @@ class SearchService:
         only the best ranked is shown."""
         flt = flt or SearchFilter()
         depth = k if mode != Mode.HYBRID else max(4 * k, 40)
-        vector_hits: list[tuple[str, float]] = []
-        keyword_hits: list[ChunkHit] = []
-        keywords: Future[list[ChunkHit]] | None = None
-        query_vector: Vectors | None = None
-        if mode in (Mode.KEYWORD, Mode.HYBRID):
-            # The filter goes inside each query (candidates restricted before ranking), so
-            # nothing is over-fetched for it. In hybrid mode SQLite runs the keyword query on
-            # another thread while torch embeds the query (both release the GIL).
-            keywords = self._pool.submit(self._keyword_hits, tenant_id, query, depth + 8, flt)
-        if mode in (Mode.VECTOR, Mode.HYBRID):
-            query_vector = self.embedder.embed([query], spare_core=keywords is not None)[0]
-            vector_hits = self.index.search(tenant_id, query_vector, depth + 8, flt)
-        if keywords is not None:
-            keyword_hits = keywords.result()
-
-        vec = {a: s for a, s in vector_hits}
-        kw = {h.atom_id: h for h in keyword_hits}
-        if mode == Mode.VECTOR:
-            ranked = [(a, s) for a, s in vector_hits]
-        elif mode == Mode.KEYWORD:
-            ranked = [(h.atom_id, h.score) for h in keyword_hits]
-        else:
-            fused: dict[str, float] = {}
-            for hits in ([a for a, _ in vector_hits], [h.atom_id for h in keyword_hits]):
-                for rank, atom_id in enumerate(hits[:depth], start=1):
-                    fused[atom_id] = fused.get(atom_id, 0.0) + 1.0 / (RRF_K + rank)
-            ranked = sorted(fused.items(), key=lambda item: -item[1])
-
+        query_vector, vector_hits, keyword_hits = self._retrieve(
+            tenant_id, query, mode, depth + 8, flt, None
+        )
+        ranked = _rank(mode, vector_hits, keyword_hits, depth)
         candidates = [a for a, _ in ranked[: k + 8]]
         with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
             allowed = None if flt.empty else allowed_chunks_query(tenant_id, flt)
@@ -119,9 +98,25 @@ class SearchService:
                 tenant_id, self.embedder.model_name, candidates, allowed
             )
             lifted = self._lifts(signals, query, query_vector)
+            links = set(signals.duplicate_links)
+            if links:  # only then: the groups over all of ranked, not only the candidates
+                links |= uow.associations.duplicate_links(tenant_id, [a for a, _ in ranked])
             info = uow.knowledge.describe(
                 tenant_id, list(dict.fromkeys([*lifted, *candidates])), self._documents(flt)
             )
+        for _ in range(REFETCHES if links else 0):
+            # Collapsing removes results: ask the indexes for as many more as it removed.
+            removed = _collapsed([a for a, _ in ranked], links)
+            full = len(vector_hits) >= depth + 8 or len(keyword_hits) >= depth + 8
+            if not removed or not full or len(ranked) - removed >= k + 8:
+                break
+            depth += removed
+            _, vector_hits, keyword_hits = self._retrieve(
+                tenant_id, query, mode, depth + 8, flt, query_vector
+            )
+            ranked = _rank(mode, vector_hits, keyword_hits, depth)
+            with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
+                links |= uow.associations.duplicate_links(tenant_id, [a for a, _ in ranked])
         lifted = {a: by for a, by in lifted.items() if a in info}
         if lifted:
             top = ranked[0][1] if ranked else 0.0
@@ -129,10 +124,18 @@ class SearchService:
             ranked = [(a, max(scores.get(a, top), top)) for a in lifted] + [
                 (a, s) for a, s in ranked if a not in lifted
             ]
-        group = _duplicate_groups(signals.duplicate_links)
+        group = _duplicate_groups(sorted(links))
+        vec = dict(vector_hits)
+        kw = {h.atom_id: h for h in keyword_hits}
+        described = set(info) | set(candidates) | set(lifted)
         shown: set[str] = set()
         results: list[SearchResult] = []
-        for atom_id, score in ranked:
+        for n, (atom_id, score) in enumerate(ranked):
+            if atom_id not in described:  # past the window described: the next window
+                window = [a for a, _ in ranked[n : n + k - len(results) + 8]]
+                with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
+                    info |= uow.knowledge.describe(tenant_id, window, self._documents(flt))
+                described |= set(window)
             chunk = info.get(atom_id)
             if chunk is None:  # deleted since it was indexed
                 continue
@@ -169,6 +172,30 @@ class SearchService:
             ),
         )
         return results
+
+    def _retrieve(
+        self,
+        tenant_id: str,
+        query: str,
+        mode: Mode,
+        limit: int,
+        flt: SearchFilter,
+        query_vector: Vectors | None,
+    ) -> tuple[Vectors | None, list[tuple[str, float]], list[ChunkHit]]:
+        """(query vector, vector hits, keyword hits), ``limit`` of each the mode asks for; a
+        query vector given (a second, deeper fetch) is not embedded again."""
+        vector_hits: list[tuple[str, float]] = []
+        keywords: Future[list[ChunkHit]] | None = None
+        if mode in (Mode.KEYWORD, Mode.HYBRID):
+            # The filter goes inside each query (candidates restricted before ranking), so
+            # nothing is over-fetched for it. In hybrid mode SQLite runs the keyword query on
+            # another thread while torch embeds the query (both release the GIL).
+            keywords = self._pool.submit(self._keyword_hits, tenant_id, query, limit, flt)
+        if mode in (Mode.VECTOR, Mode.HYBRID):
+            if query_vector is None:
+                query_vector = self.embedder.embed([query], spare_core=keywords is not None)[0]
+            vector_hits = self.index.search(tenant_id, query_vector, limit, flt)
+        return query_vector, vector_hits, keywords.result() if keywords is not None else []
 
     def _keyword_hits(
         self, tenant_id: str, query: str, limit: int, flt: SearchFilter
@@ -223,6 +250,28 @@ class SearchService:
                 tenant_id,
                 lambda uow: uow.knowledge.record_gap(tenant_id, query, mode.value, best, at),
             )
+
+
+def _rank(
+    mode: Mode, vector_hits: list[tuple[str, float]], keyword_hits: list[ChunkHit], depth: int
+) -> list[tuple[str, float]]:
+    """(atom id, score), best first: the mode's own hits, or both fused by RRF."""
+    if mode == Mode.VECTOR:
+        return list(vector_hits)
+    if mode == Mode.KEYWORD:
+        return [(h.atom_id, h.score) for h in keyword_hits]
+    fused: dict[str, float] = {}
+    for hits in ([a for a, _ in vector_hits], [h.atom_id for h in keyword_hits]):
+        for rank, atom_id in enumerate(hits[:depth], start=1):
+            fused[atom_id] = fused.get(atom_id, 0.0) + 1.0 / (RRF_K + rank)
+    return sorted(fused.items(), key=lambda item: -item[1])
+
+
+def _collapsed(ranked: list[str], links: set[tuple[str, str]]) -> int:
+    """How many of ``ranked`` a better-ranked duplicate hides."""
+    group = _duplicate_groups(sorted(links))
+    keys = [group.get(a, a) for a in ranked]
+    return len(keys) - len(set(keys))
 
 
 def _duplicate_groups(links: list[tuple[str, str]]) -> dict[str, str]:
