@@ -497,20 +497,17 @@ def baseline(acts: LoopActivities, action: ActionRecord, **values: Any) -> m.Bas
 
 
 def test_act_refuses_an_action_at_the_point_of_execution(platform, alice):
-    """Approved at plan time, but by Act: the policy disallows it, its check fails (the
-    atom is not the tenant's), or its run has ended. Refused, recorded, never measured."""
+    """Approved at plan time, but by Act the policy disallows it or its run has ended; a
+    dead letter's retry also re-runs the executor's check (the atom is gone). Refused,
+    recorded, never measured nor applied."""
     acts = loop_activities(platform)  # the real executors (their checks read the store)
-    gone = planned_action(platform, alice.id)
-    refused = baseline(acts, gone)
-    assert refused.before is None and refused.cost_credits == 0
-    assert refused.refused is not None and "its check refused it: no chunk atom" in refused.refused
-    got = stored(platform, gone)
-    assert (got.status, got.decided_by) == ("refused", "check:learn_association")
-
     put_policy(platform, alice.id, actions={"learn_association": {"allowed": False}})
     disallowed = planned_action(platform, alice.id)
-    assert "policy:learn_association.allowed=false" in (baseline(acts, disallowed).refused or "")
-    assert stored(platform, disallowed).decided_by == "policy:learn_association.allowed=false"
+    refused = baseline(acts, disallowed)
+    assert refused.before is None and refused.cost_credits == 0
+    assert "policy:learn_association.allowed=false" in (refused.refused or "")
+    got = stored(platform, disallowed)
+    assert (got.status, got.decided_by) == ("refused", "policy:learn_association.allowed=false")
     out = m.ActOut.from_json(acts.act(m.ActIn(alice.id, disallowed.id).to_json()))
     assert out.applied is False  # refused: Act runs nothing
 
@@ -518,10 +515,13 @@ def test_act_refuses_an_action_at_the_point_of_execution(platform, alice):
     ended = planned_action(platform, alice.id)
     assert platform.autonomy._end(alice.id, ended.run_id, RunStatus.FAILED, "gone")
     assert "has ended (failed)" in (baseline(acts, ended).refused or "")
-    assert (stored(platform, ended).status, stored(platform, ended).decided_by) == (
-        "refused",
-        "run-ended",
-    )
+    got = stored(platform, ended)
+    assert (got.status, got.decided_by) == ("refused", "run-ended")
+
+    parked = planned_action(platform, alice.id, "dead_lettered")  # its atom is not there
+    retried = baseline(acts, parked, retry=True, key="retry-6-x")
+    assert "its check refused it: no chunk atom" in (retried.refused or "")
+    assert stored(platform, parked).status == "dead_lettered"  # the retry parks it again
 
 
 @pytest.mark.parametrize("reported", [0.123, None])

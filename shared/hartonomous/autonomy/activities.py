@@ -185,9 +185,11 @@ class LoopActivities:
         return executor
 
     def baseline(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Just before Act: refuse the action if its run has ended, the policy disallows it
-        now or its executor's check fails (the data moved since the plan): a run's action
-        becomes refused, a retry's stays dead-lettered. Otherwise the metric before, kept on
+        """Just before Act: refuse a run's action if its run has ended or the policy
+        disallows it now (it becomes refused), a dead letter's retry if the policy disallows
+        it or its executor's check fails now (it stays dead-lettered: the data may have moved
+        since it was parked; a run's plan was checked by Hypothesize, and an apply that
+        fails on data moved since is retried and parked). Otherwise the metric before, kept on
         the action: a run measures once; each retry measures again under its key (what was
         true when the run planned may not be now)."""
         inp = m.ActIn.from_json(data)
@@ -235,10 +237,11 @@ class LoopActivities:
         decision = self.policy(action.tenant_id).decide(action.name)
         if not decision.allowed:
             return decision.rule, f"the policy disallows {action.name} now ({decision.rule})"
-        try:
-            self._executor(action.name).check(self._context(action, "check"))
-        except HartonomousError as exc:
-            return f"check:{action.name}", f"its check refused it: {exc.detail}"
+        if retry:  # a run's plan was checked by Hypothesize; a parked one may be stale
+            try:
+                self._executor(action.name).check(self._context(action, "check"))
+            except HartonomousError as exc:
+                return f"check:{action.name}", f"its check refused it: {exc.detail}"
         return None
 
     def act(self, data: dict[str, Any]) -> dict[str, Any]:

@@ -21,21 +21,22 @@ Rules the code below keeps (docs/autonomy.md states them for users):
   (a decision that raced the timer stands). The event only wakes the run: Act re-reads the
   action and runs it only when the store says approved.
 - Act first takes the action's baseline, which refuses it at the point of execution when
-  its run has ended, the policy disallows it now or its executor's check fails (recorded,
-  never applied, not charged the action's cost); then it retries the action with
-  exponential backoff (``retry_first_ms``, doubling, 6 attempts:
-  1, 2, 4, 8, 16 s by default); one still failing is parked as a dead letter and the policy's
-  ``on_action_failure`` continues with the next action or ends the run ``stopped``.
+  its run has ended or the policy disallows it now (recorded, never applied, not charged
+  the action's cost); then it retries the action with exponential backoff
+  (``retry_first_ms``, doubling, 6 attempts: 1, 2, 4, 8, 16 s by default); one still
+  failing is parked as a dead letter and the policy's ``on_action_failure`` continues with
+  the next action or ends the run ``stopped``.
   ``retry_failed_workflow`` starts the failed workflow again as a sub-orchestration named
   by its result; that workflow failing again is the action's outcome, not its failure.
 - An iteration ends with Learn; the next one is a continue-as-new carrying the spend, the
   waited time and the problem keys handled, so no problem is taken twice in one run.
 - A bug in the orchestration ends the run ``failed`` with the error, then re-raises.
 - A dead letter's retry (``retry_dead_letter``) runs the action as a run would: baseline
-  (with the same refusals: the letter is parked again, its attempts unchanged), Act with
-  the same retries, then Learn keeps or reverts it. Its measurements' usage is keyed by the
-  action (one letter per action) and the retry's key (attempts and claim time); what it
-  cost is in its output (there is no run to charge).
+  (refused when the policy disallows it or its executor's check fails now: the letter is
+  parked again, its attempts unchanged), Act with the same retries, then Learn keeps or
+  reverts it. Its measurements' usage is keyed by the action (one letter per action) and
+  the retry's key (attempts and claim time); what it cost is in its output (there is no
+  run to charge).
 """
 
 from __future__ import annotations
