@@ -30,8 +30,9 @@ from hartonomous.autonomy.activities import LoopActivities
 from hartonomous.autonomy.names import RunInput
 from hartonomous.autonomy.planner import plan_schema
 from hartonomous.autonomy.policy import Policy
-from hartonomous.autonomy.records import ActionRecord
+from hartonomous.autonomy.records import ActionRecord, ApprovalRecord, RunRecord
 from hartonomous.autonomy.registry import REGISTRY
+from hartonomous.autonomy.service import OVERDUE_MARGIN
 from hartonomous.autonomy.types import RunStatus
 from hartonomous.bootstrap import Platform
 from hartonomous.inference.model_files import builtin_model
@@ -568,6 +569,53 @@ def test_a_retry_measures_again_under_its_key_and_writes_no_run_audit(platform, 
     assert measured == ["before", "retry-6-x:before", "retry-6-x:after"]  # usage keys
     with platform.uow_factory(write=False, tenant_id=alice.id) as uow:
         assert uow.autonomy.phases(alice.id, action.run_id) == []  # the run's audit is closed
+
+
+def old_run(platform: Platform, tenant_id: str, age: timedelta) -> RunRecord:
+    """An active run started ``age`` ago (1 h, 3 iterations: the policy's defaults)."""
+    run_id = str(uuid.uuid4())
+    run = RunRecord(run_id, tenant_id, names.run_instance_id(run_id), "schedule", "running",
+                    5.0, 3600, 3, 0, 0.0, None, None, utcnow() - age, None)  # fmt: skip
+    with platform.uow_factory(write=True, tenant_id=tenant_id) as uow:
+        uow.autonomy.add_run(run)
+        uow.commit()
+    return run
+
+
+def test_a_scheduled_tick_ends_an_overdue_run_instead_of_skipping_for_ever(platform, alice):
+    """The tick's activity cannot ask the Durable client whether the active run's workflow
+    lives: a run past 1 h + 3 x 24 h of approvals + the margin is presumed gone."""
+    put_policy(platform, alice.id, schedule={"enabled": True})
+    acts = loop_activities(platform)
+    bound = timedelta(seconds=3600 + 3 * 86400) + OVERDUE_MARGIN
+    young = old_run(platform, alice.id, bound - timedelta(minutes=5))
+    tick = m.Started.from_json(acts.start_scheduled(m.TenantIn(alice.id).to_json()))
+    assert (tick.reason, tick.run_input) == ("active_run", None)
+    assert platform.autonomy.run(alice.id, young.id).run.status == "running"
+    platform.autonomy._end(alice.id, young.id, RunStatus.TERMINATED, "by hand")
+
+    # Past the bound, but still waiting for an approval that expires later: alive.
+    waiting = old_run(platform, alice.id, bound + timedelta(minutes=5))
+    action = planned_action(platform, alice.id, "awaiting_approval")
+    now = utcnow()
+    request = ApprovalRecord(str(uuid.uuid4()), alice.id, waiting.id, action.id,
+                             waiting.instance_id, "pending", now, now + timedelta(days=1),
+                             None, None, None)  # fmt: skip
+    with platform.uow_factory(write=True, tenant_id=alice.id) as uow:
+        uow.autonomy.add_approval(request)
+        uow.commit()
+    tick = m.Started.from_json(acts.start_scheduled(m.TenantIn(alice.id).to_json()))
+    assert tick.reason == "active_run"
+    platform.autonomy._end(alice.id, waiting.id, RunStatus.TERMINATED, "by hand")
+
+    dead = old_run(platform, alice.id, bound + timedelta(minutes=5))
+    tick = m.Started.from_json(acts.start_scheduled(m.TenantIn(alice.id).to_json()))
+    assert tick.reason == "started" and tick.run_input is not None
+    ended = platform.autonomy.run(alice.id, dead.id).run
+    assert ended.status == "failed" and "overdue" in (ended.error or "")
+    assert "presumed gone" in (ended.error or "")
+    new = platform.autonomy.run(alice.id, tick.run_input["run_id"]).run
+    assert (new.status, new.origin) == ("running", "schedule")
 
 
 # -- the real activities: MiniLM, Gemma 3 270M under a grammar, SQLite ---------------------------

@@ -345,6 +345,7 @@ def drive_autonomy(a: AutonomyRepository, tenant: str, ids: list[str]) -> None:
     a.approval(tenant, approval.id)
     a.approval_for_action(tenant, action.id)
     a.approvals(tenant, "pending", 20, (AT, ids[0]))
+    a.pending_until(tenant, run.id)
     for _ in range(2):
         a.decide(tenant, approval.id, "approved", "key:k", AT, "note")
         a.transition(tenant, action.id, ["awaiting_approval"], "approved", AT, decided_by="k")

@@ -387,12 +387,13 @@ class LoopActivities:
 
     def start_scheduled(self, data: dict[str, Any]) -> dict[str, Any]:
         """A run for the schedule's tick; none while another is active (that tick is
-        skipped) or when the schedule was turned off meanwhile."""
+        skipped) or when the schedule was turned off meanwhile. An active run that is
+        overdue (``service.overdue``: its workflow is presumed gone) is ended first."""
         tenant_id = m.TenantIn.from_json(data).tenant_id
         if not self.policy(tenant_id).schedule.enabled:
             return m.Started(None, "disabled").to_json()
         try:
-            _, run_input = self.create_run(tenant_id, origin="schedule")
+            _, run_input = self.create_run(tenant_id, origin="schedule", end_overdue=True)
         except Conflict:
             return m.Started(None, "active_run").to_json()
         return m.Started(run_input.to_json(), "started").to_json()

@@ -349,7 +349,9 @@ def _finish(state: _Run, status: RunStatus, error: str | None = None) -> dict[st
 
 def schedule(context: df.DurableOrchestrationContext) -> Orchestration:
     """``names.SCHEDULE``: eternal per tenant; each tick waits, then starts a run (a tick
-    while a run is active is skipped), then continues as new. A disabled schedule ends it."""
+    while a run is active is skipped; an active run overdue past all its limits is ended
+    ``failed`` first, see ``service.overdue``), then continues as new. A disabled schedule
+    ends it."""
     tenant = m.TenantIn.from_json(context.get_input())
     policy = m.ScheduleOut.from_json(
         (yield context.call_activity(SCHEDULE_POLICY, tenant.to_json()))

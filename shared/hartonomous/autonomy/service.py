@@ -52,6 +52,10 @@ T = TypeVar("T")
 # A run whose workflow has no state yet may be between its row and its start: left alone
 # this long before it counts as stale.
 START_GRACE = timedelta(minutes=2)
+# Past its limits by this much (see ``overdue``), a run is presumed dead where its workflow
+# cannot be asked (a scheduled tick): a phase that started in time may run over (a model's
+# plan, an action's retries, a re-run workflow), but not by an hour.
+OVERDUE_MARGIN = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -173,15 +177,20 @@ class AutonomyService:
         max_duration_s: int | None = None,
         max_iterations: int | None = None,
         retry_first_ms: int | None = None,
+        end_overdue: bool = False,
     ) -> tuple[RunRecord, names.RunInput]:
         """The run's row (active) and its workflow's input; 409 while another is active.
         Unset limits come from the tenant's policy; a set one may be anything the policy's
-        budget bounds allow. Its workflow is not started here (the caller starts it)."""
+        budget bounds allow. Its workflow is not started here (the caller starts it).
+
+        ``end_overdue`` (the schedule's ticks, which cannot ask the Durable client whether
+        the active run's workflow lives): an active run past every limit it could still be
+        within (``overdue``) is ended ``failed`` first, in the same transaction, so a run
+        whose workflow died cannot make every tick skip."""
         now = utcnow()
         with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
-            budget = _budget(
-                self._policy(uow, tenant_id).budget, budget_credits, max_duration_s, max_iterations
-            )
+            policy = self._policy(uow, tenant_id)
+            budget = _budget(policy.budget, budget_credits, max_duration_s, max_iterations)
             run_id = new_id()
             run = RunRecord(
                 id=run_id,
@@ -199,15 +208,13 @@ class AutonomyService:
                 started_at=now,
                 ended_at=None,
             )
-            try:
-                uow.autonomy.add_run(run)
-            except WriteConflict as exc:
+            if not self._add_run(uow, run, policy, now, end_overdue):
                 active = uow.autonomy.active_run(tenant_id)
                 active_id = active.id if active else "unknown"
                 raise Conflict(
                     f"run {active_id} is active for this tenant; one run at a time",
                     active_run_id=active_id,
-                ) from exc
+                )
             uow.workflow_runs.add(WorkflowRun(run.instance_id, tenant_id, names.RUN, now))
             uow.commit()
         run_input = names.RunInput(
@@ -220,6 +227,28 @@ class AutonomyService:
             retry_first_ms=retry_first_ms if retry_first_ms is not None else self.retry_first_ms,
         )
         return run, run_input
+
+    @staticmethod
+    def _add_run(
+        uow: UnitOfWork, run: RunRecord, policy: Policy, now: datetime, end_overdue: bool
+    ) -> bool:
+        """Insert the active run; False while another is active (and, asked to, not
+        overdue: an overdue one is ended first)."""
+        try:
+            uow.autonomy.add_run(run)
+            return True
+        except WriteConflict:
+            active = uow.autonomy.active_run(run.tenant_id)
+            late = overdue(uow, active, policy, now) if active and end_overdue else None
+            if active is None or late is None:
+                return False
+        uow.autonomy.end_run(run.tenant_id, active.id, RunStatus.FAILED, now, error=late)
+        log.warning("ended overdue autonomy run %s of %s: %s", active.id, run.tenant_id, late)
+        try:
+            uow.autonomy.add_run(run)
+        except WriteConflict:  # another start took the slot meanwhile
+            return False
+        return True
 
     async def start_run(
         self,
@@ -604,6 +633,25 @@ async def _started_anyway(
         return False
     log.warning("starting %s raised (%s), but it has started (%s)", instance_id, error, runtime)
     return True
+
+
+def overdue(uow: UnitOfWork, run: RunRecord, policy: Policy, now: datetime) -> str | None:
+    """Why an active run is presumed dead, or None while it may still be working: its
+    phases may take ``max_duration_s`` (waiting for a human is not counted), each of its
+    ``max_iterations`` may wait ``approval_timeout_s`` for its approvals (the policy's now,
+    and at least until its last pending request expires), plus ``OVERDUE_MARGIN``."""
+    limit = run.started_at + timedelta(
+        seconds=run.max_duration_s + run.max_iterations * policy.approval_timeout_s
+    )
+    pending = uow.autonomy.pending_until(run.tenant_id, run.id)
+    deadline = max(limit, pending or limit) + OVERDUE_MARGIN
+    if now <= deadline:
+        return None
+    return (
+        f"ended as overdue by a scheduled tick: active since {run.started_at.isoformat()}, "
+        f"past {deadline.isoformat()} (max_duration_s + max_iterations x approval_timeout_s "
+        f"+ {OVERDUE_MARGIN}); its workflow is presumed gone"
+    )
 
 
 def _live(status: Any) -> bool:

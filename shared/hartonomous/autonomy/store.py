@@ -261,6 +261,15 @@ class AutonomyRepository:
         ).first()
         return _record(ApprovalRecord, row) if row else None
 
+    def pending_until(self, tenant_id: str, run_id: str) -> datetime | None:
+        """When the run's last pending approval expires (None: it waits for none)."""
+        t = autonomy_approvals
+        return self._conn.execute(  # type: ignore[no-any-return]
+            sa.select(sa.func.max(t.c.expires_at)).where(
+                t.c.tenant_id == tenant_id, t.c.run_id == run_id, t.c.status == "pending"
+            )
+        ).scalar_one()
+
     def approvals(
         self, tenant_id: str, status: str | None, limit: int,
         after: tuple[datetime, str] | None = None,
