@@ -205,6 +205,25 @@ def test_an_approved_action_is_acted_on_and_learned_from(client, host, clock):
     assert not host.store.next_visible_at()  # the approval's timer was cancelled
 
 
+@pytest.mark.parametrize("actions", [2, 3])
+def test_the_approval_row_names_the_decider_of_each_decision(client, host, clock, actions):
+    script = autonomy_app.SCRIPT
+    script.problems, script.actions_per_plan = [problem("q1")], actions
+    iid = start(client, run_input(clock))
+    until(lambda: len(script.approvals) == actions)
+    keys = {a: f"key:{uuid.uuid4()}" for a in script.approvals}  # 40 characters each
+    for approval_id, key in keys.items():
+        script.deciders[approval_id] = key
+        decide(client, iid, approval_id, "approved")
+    assert wait(host, iid)[1]["approved"] == actions
+    (row,) = [p for p in script.calls[loop.RECORD_PHASE] if p.phase == "approval"]
+    assert {d["approval_id"]: d["decided_by"] for d in row.outputs["decisions"]} == keys
+    if actions == 2:
+        assert row.decider == ",".join(sorted(keys.values()))
+    else:  # 3 x 40 characters do not fit the column: counted, none cut in half
+        assert row.decider == "3 deciders: see outputs.decisions"
+
+
 def test_a_rejected_action_is_never_acted_on(client, host, clock):
     script = autonomy_app.SCRIPT
     script.problems = [problem("q1")]

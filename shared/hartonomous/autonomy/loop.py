@@ -203,7 +203,7 @@ class _Run:
         yield self.phase_row(
             Phase.APPROVAL, began, {"decisions": decisions},
             decision=f"{len(approved)} of {len(actions)} approved",
-            decider=",".join(sorted({str(d["decided_by"]) for d in decisions}))[:100],
+            decider=_deciders(decisions),
         )  # fmt: skip
         self.summary["approved"] = len(approved)
         return approved
@@ -298,6 +298,14 @@ class _Run:
         )  # fmt: skip
         self.spent += learned.cost_credits
         self.summary["outcomes"] = {o.action_id: o.status for o in learned.outcomes}
+
+
+def _deciders(decisions: list[dict[str, Any]]) -> str:
+    """Who decided, for the row's 100-character ``decider``: every decider when they fit,
+    else how many (never one cut in half); each decision's own is in the row's outputs."""
+    deciders = sorted({str(d["decided_by"]) for d in decisions})
+    joined = ",".join(deciders)
+    return joined if len(joined) <= 100 else f"{len(deciders)} deciders: see outputs.decisions"
 
 
 def _rerun(context: df.DurableOrchestrationContext, result: dict[str, Any]) -> Orchestration:
