@@ -375,6 +375,39 @@ def test_a_failed_ingestion_marks_the_model_failed(mp, tenant_maker, base_file):
         mp.models.ready_parts(alice.id, model.id)
 
 
+def test_a_failed_profile_leaves_its_failure_row(mp, tenant_maker, base_file, monkeypatch):
+    """The model's parts are stored and it is ready; then writing its profile fails. No
+    honest input makes a ready model's profile fail, so the fault is injected where the
+    profile is written (a full disk); the orchestration, its retries and the failure row
+    are real."""
+    import asyncio
+
+    from hartonomous.models.starting import start_model_ingestion
+
+    alice = tenant_maker(mp, "alice")
+    assert mp.workflows is not None
+    mp.start_background()
+
+    def disk_full(tenant_id: str, model_id: str) -> Any:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(mp.models, "store_profile", disk_full)
+    stored = mp.atoms.store_bytes(
+        tenant_id=alice.id, chunks=[base_file.read_bytes()], media_type="application/x-gguf"
+    )
+    started = asyncio.run(
+        start_model_ingestion(mp, mp.workflows.client, alice.id, stored, name="tiny",
+                              uploaded=True)
+    )  # fmt: skip
+    row = mp.workflows.host.wait_for(started.instance_id, 60)
+    assert row.runtime_status == "Failed" and "no space left" in (row.error or "")
+    assert mp.models.get(alice.id, started.model.id).status == "ready"  # the model is fine
+    with mp.uow_factory(write=False, tenant_id=alice.id) as uow:  # what the loop may retry
+        (failure,) = uow.workflow_failures.open(alice.id)
+    assert (failure.instance_id, failure.name) == (started.instance_id, "ingest_model")
+    assert "no space left" in failure.error
+
+
 def test_finishing_twice_is_harmless(api, mp, tenant_maker, base_file):
     alice = tenant_maker(mp, "alice")
     model = ingested(api, alice, base_file.read_bytes())

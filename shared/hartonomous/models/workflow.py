@@ -47,17 +47,19 @@ def ingest_model(context: df.DurableOrchestrationContext) -> Generator[Any, Any,
         result = yield context.call_activity_with_retry(FINISH, RETRY, {**job, "stored": stored})
     except Exception as exc:
         yield context.call_activity(FAIL, {**job, "error": str(exc)})
-        failure = {
-            "instance_id": context.instance_id,
-            "name": INGEST_MODEL,
-            "tenant_id": job["tenant_id"],
-            "input": job,
-            "error": str(exc),
-        }
-        yield context.call_activity(RECORD_FAILURE, failure)
+        yield context.call_activity(RECORD_FAILURE, _failure(context, job, exc))
         raise
-    context.set_custom_status(status | {"stage": "profiling"})
-    profile = yield context.call_activity_with_retry(PROFILE, RETRY, job)
-    yield context.call_sub_orchestrator(INGEST, profile)
+    try:  # the model is ready: a failed profile leaves it so, and is recorded for a retry
+        context.set_custom_status(status | {"stage": "profiling"})
+        profile = yield context.call_activity_with_retry(PROFILE, RETRY, job)
+        yield context.call_sub_orchestrator(INGEST, profile)
+    except Exception as exc:
+        yield context.call_activity(RECORD_FAILURE, _failure(context, job, exc))
+        raise
     context.set_custom_status(status | {"stage": "ready"})
     return {**result, "profile_atom_id": profile["document_id"]}
+
+
+def _failure(context: df.DurableOrchestrationContext, job: Any, exc: Exception) -> dict[str, Any]:
+    return {"instance_id": context.instance_id, "name": INGEST_MODEL,
+            "tenant_id": job["tenant_id"], "input": job, "error": str(exc)}  # fmt: skip
