@@ -453,11 +453,11 @@ def test_measuring_a_cached_answer_records_nothing_but_the_runs_usage(ap, corpus
 
 def test_receipts_record_their_filters_and_a_replay_uses_them(ap, corpus, executors):
     alice, chunks, docs = corpus["alice"]
-    only_venus = SearchFilter(document_id=docs["venus"], created_after=utcnow() - timedelta(1))
-    first = generate(ap, alice.id, filters=only_venus)
+    since = utcnow() - timedelta(1)
+    first = generate(ap, alice.id, filters=SearchFilter(document_id=docs["venus"],
+                                                        created_after=since))  # fmt: skip
     filters = first.receipt["parameters"]["filters"]
-    assert filters == {"document_id": docs["venus"],
-                       "created_after": only_venus.created_after.isoformat()}  # fmt: skip
+    assert filters == {"document_id": docs["venus"], "created_after": since.isoformat()}
     assert [c["atom_id"] for c in first.receipt["components"] if c["role"] == "retrieved"] == [
         chunks["venus"]
     ]
@@ -522,3 +522,51 @@ def test_chunk_ids_asks_for_the_tenants_chunks_only(ap, tenant_maker):
     with ap.engines.read.connect() as conn:
         plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {select}", parameters).all()
     assert "(atom_id=?)" in str(plan), plan
+
+
+def test_associations_are_capped_per_tenant(ap, corpus):
+    """Every search reads them: a tenant at autonomy_max_associations is refused more."""
+    alice, chunks, _ = corpus["alice"]
+    assert ap.settings.autonomy_max_associations == 1000  # the default
+    learn = build_executors(ap.uow_factory, ap.atoms, lambda: ap.knowledge.get().search,
+                            lambda: ap.knowledge.get().embedder, lambda: ap.generation,
+                            max_associations=1)["learn_association"]  # fmt: skip
+    record_gap(ap, alice.id, GAP)
+    first = ctx(alice.id, {"query": GAP, "atom_id": chunks["mars"]})
+    learn.apply(first)
+    learn.apply(first)  # its own replay is no new association
+    with pytest.raises(Conflict, match="autonomy_max_associations = 1") as refused:
+        learn.check(ctx(alice.id, {"query": GAP, "atom_id": chunks["bread"]}))
+    assert refused.value.status == 409
+    assert count(ap, learned_associations) == 1
+    learn.revert(first, {})
+    learn.check(ctx(alice.id, {"query": GAP, "atom_id": chunks["bread"]}))
+
+
+def test_search_reads_a_tenants_associations_once_while_they_are_unchanged(ap, corpus, executors):
+    """Held in process by their version: a search reads their rows only after a change."""
+    alice, chunks, _ = corpus["alice"]
+    record_gap(ap, alice.id, GAP)
+    learn = executors["learn_association"]
+    action = ctx(alice.id, {"query": GAP, "atom_id": chunks["mars"]})
+    result = learn.apply(action)
+    seen: list[str] = []
+
+    def listen(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement)
+
+    def rows_read(query: str) -> tuple[int, str]:
+        seen.clear()
+        top = search(ap, alice.id, query, k=3)[0].atom_id
+        return sum("query_vector" in s for s in seen), top
+
+    sa.event.listen(ap.engines.read, "before_cursor_execute", listen)
+    try:
+        assert rows_read(PARAPHRASE) == (1, chunks["mars"])  # the first search reads them
+        assert rows_read(PARAPHRASE) == (0, chunks["mars"])  # then only their version
+        assert rows_read("knead the bread dough") == (0, chunks["bread"])
+        learn.revert(action, result)
+        assert rows_read(PARAPHRASE) == (1, chunks["venus"])  # changed: read again
+        assert rows_read(PARAPHRASE) == (0, chunks["venus"])
+    finally:
+        sa.event.remove(ap.engines.read, "before_cursor_execute", listen)

@@ -276,6 +276,10 @@ def drive_effects(uow: UnitOfWork, tenant: str, ids: list[str]) -> None:
     s.association_for_action(tenant, ids[10])
     s.search_signals(tenant, "m", ids[1:41], allowed_chunks_query(tenant, FULL_FILTER))
     s.search_signals(tenant, "m", ids[1:600])
+    s.search_signals(tenant, "m", ids[1:41], allowed_chunks_query(tenant, FULL_FILTER), ids[2:5],
+                     ("1", None))  # fmt: skip
+    s.associations(tenant, "m")
+    s.allowed_among(allowed_chunks_query(tenant, FULL_FILTER), ids)
     s.duplicate_links(tenant, ids)
     s.chunk_ids(tenant, ids)
     s.association_count(tenant)

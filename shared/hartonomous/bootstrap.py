@@ -176,6 +176,7 @@ def autonomy_executors(platform: Platform) -> Callable[[], Mapping[str, ActionEx
                         lambda: platform.knowledge.get().search,
                         lambda: platform.knowledge.get().embedder,
                         lambda: platform.generation,
+                        platform.settings.autonomy_max_associations,
                     )
                 )
             return built[0]

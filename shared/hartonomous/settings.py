@@ -100,6 +100,12 @@ class Settings(BaseSettings):
         le=60_000,
         description="First wait of an autonomy action's retries, in ms (it doubles each time).",
     )
+    autonomy_max_associations: int = Field(
+        default=1000,
+        ge=0,
+        le=100_000,
+        description="Learned associations a tenant may hold (every search reads them).",
+    )
     inference_url: str | None = Field(
         default=None,
         description="Base URL of the GPU worker (e.g. http://gpu-worker:8080); unset: "

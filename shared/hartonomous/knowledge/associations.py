@@ -57,9 +57,14 @@ class Association:
 
 @dataclass(frozen=True)
 class SearchSignals:
-    associations: list[Association]
+    # None: not read, the caller's copy of this ``version`` is current (``known``).
+    associations: list[Association] | None
     duplicate_links: list[tuple[str, str]]  # (duplicate, canonical)
-    allowed_targets: set[str] | None  # association targets the filter allows (None: no filter)
+    allowed_targets: set[str] | None  # of ``lifted``, those the filter allows (None: no filter)
+    # (count, newest created_at as text) of the tenant's associations of the model: a row
+    # added or removed changes it (a new row is the newest), so a cached copy is checked
+    # against it for the price of one aggregate.
+    version: tuple[str, str | None] = ("0", None)
 
 
 class AssociationRepository:
@@ -135,32 +140,61 @@ class AssociationRepository:
         self,
         tenant_id: str,
         model: str,
-        candidates: Sequence[str],
+        batch: Sequence[str],
         allowed: sa.Select[Any] | None = None,
+        lifted: Sequence[str] = (),
+        known: tuple[str, str | None] | None = None,
     ) -> SearchSignals:
-        """One statement: the tenant's associations for ``model``, the duplicate links that
-        touch the candidates or an association's target, and (with a filter, ``allowed`` the
-        chunks it allows) which targets the filter allows. Candidates past one IN list (only
-        with k over 240) take one more statement per batch."""
-        batches = list(batched(candidates, IN_BATCH // 2)) or [[]]
+        """One statement: the version of the tenant's associations for ``model`` and, unless
+        it is ``known`` (the caller's copy is current), their rows in a second; the duplicate
+        links that touch ``batch`` (a search's candidates and the atoms it lifts); with a
+        filter (``allowed``: the chunks it allows), which of ``lifted`` it allows. Atoms past
+        one IN list (only with k over 240) take one more statement per batch."""
+        batches = list(batched(batch, IN_BATCH // 2)) or [[]]
         statement = _unfiltered_signals() if allowed is None else _signals_statement(allowed)
-        values = {"tenant": tenant_id, "model": model, "batch": batches[0]}
-        associations: list[Association] = []
+        values = {"tenant": tenant_id, "model": model, "batch": batches[0],
+                  "lifted": list(lifted)[: IN_BATCH // 2]}  # fmt: skip
         links: set[tuple[str, str]] = set()
         permitted: set[str] = set()
+        version: tuple[str, str | None] = ("0", None)
         for row in self._conn.execute(statement, values):
-            if row.part == "a":
-                associations.append(Association(row.a, row.x, row.q, row.y, row.b, bytes(row.v)))
+            if row.part == "v":
+                version = (str(row.a), None if row.q is None else str(row.q))
             elif row.part == "d":
                 links.add((row.a, row.b))
             else:
                 permitted.add(row.a)
-        for batch in batches[1:]:
-            for query in self._links(tenant_id, batch):
-                links |= {(r[0], r[1]) for r in self._conn.execute(query)}
+        associations = None
+        if version != known:  # no copy, or changed since it was read
+            associations, version = self.associations(tenant_id, model)
+        for more in batches[1:]:
+            links |= self.duplicate_links(tenant_id, more)
+        if allowed is not None and len(lifted) > IN_BATCH // 2:
+            permitted |= self.allowed_among(allowed, list(lifted)[IN_BATCH // 2 :])
         return SearchSignals(
-            associations, sorted(links), permitted if allowed is not None else None
+            associations, sorted(links), permitted if allowed is not None else None, version
         )
+
+    def associations(
+        self, tenant_id: str, model: str
+    ) -> tuple[list[Association], tuple[str, str | None]]:
+        """The tenant's associations for ``model`` with their version (one statement)."""
+        found: list[Association] = []
+        version: tuple[str, str | None] = ("0", None)
+        for row in self._conn.execute(_association_rows(), {"tenant": tenant_id, "model": model}):
+            if row.part == "a":
+                found.append(Association(row.a, row.x, row.q, row.y, row.b, bytes(row.v)))
+            else:
+                version = (str(row.a), None if row.q is None else str(row.q))
+        return found, version
+
+    def allowed_among(self, allowed: sa.Select[Any], atom_ids: Collection[str]) -> set[str]:
+        """Those of ``atom_ids`` that the filter's ``allowed`` chunks include."""
+        found: set[str] = set()
+        for batch in batched(sorted(atom_ids)):
+            query = allowed.where(edges.c.dst_id.in_(batch))
+            found |= {str(r[0]) for r in self._conn.execute(query)}
+        return found
 
     # -- what actions check and measure -----------------------------------------------------
 
@@ -290,34 +324,57 @@ def _unfiltered_signals() -> sa.CompoundSelect[Any]:
     return _signals_statement(None)
 
 
-def _signals_statement(allowed: sa.Select[Any] | None) -> sa.CompoundSelect[Any]:
-    """``search_signals``'s statement over bound parameters (tenant, model, batch)."""
+@functools.cache
+def _association_rows() -> sa.CompoundSelect[Any]:
+    """The associations of (tenant, model) with their version."""
+    la = learned_associations
+    rows = sa.select(sa.literal("a"), la.c.id, la.c.atom_id, la.c.query_vector, la.c.query,
+                     la.c.action_id, la.c.query_atom_id).where(*_mine())  # fmt: skip
+    return sa.union_all(_version(), rows)
+
+
+_NULLS = (sa.cast(sa.null(), sa.LargeBinary), sa.cast(sa.null(), sa.UnicodeText))
+
+
+def _mine() -> tuple[sa.ColumnElement[bool], ...]:
     la = learned_associations
     tenant = sa.bindparam("tenant", type_=sa.String(36))
-    model = sa.bindparam("model", type_=sa.String(100))
-    batch = sa.bindparam("batch", type_=sa.String(36), expanding=True)
-    targets = sa.select(la.c.atom_id).where(la.c.tenant_id == tenant, la.c.model == model)
-    nulls = (sa.cast(sa.null(), sa.LargeBinary), sa.cast(sa.null(), sa.UnicodeText))
-    parts: list[sa.Select[Any]] = [
-        sa.select(sa.literal("a").label("part"), la.c.id.label("a"), la.c.atom_id.label("b"),
-                  la.c.query_vector.label("v"), la.c.query.label("q"),
-                  la.c.action_id.label("x"), la.c.query_atom_id.label("y"))
-        .where(la.c.tenant_id == tenant, la.c.model == model),
+    return la.c.tenant_id == tenant, la.c.model == sa.bindparam("model", type_=sa.String(100))
+
+
+def _version() -> sa.Select[Any]:
+    """The row ("v") of the associations' version: their count, the newest created_at as
+    text (a dialect's own rendering: it is only compared with itself)."""
+    la = learned_associations
+    none = sa.cast(sa.null(), sa.String(36))
+    columns: list[sa.ColumnElement[Any]] = [
+        sa.literal("v").label("part"), sa.cast(sa.func.count(), sa.String(36)).label("a"),
+        none.label("b"), _NULLS[0].label("v"),
+        sa.cast(sa.func.max(la.c.created_at), sa.UnicodeText).label("q"), none.label("x"),
+        none.label("y"),
     ]  # fmt: skip
-    for way in (edges.c.src_id.in_(batch), edges.c.dst_id.in_(batch),
-                edges.c.src_id.in_(targets), edges.c.dst_id.in_(targets)):  # fmt: skip
+    return sa.select(*columns).where(*_mine())
+
+
+def _signals_statement(allowed: sa.Select[Any] | None) -> sa.CompoundSelect[Any]:
+    """``search_signals``'s statement over bound parameters (tenant, model, batch, lifted)."""
+    tenant = sa.bindparam("tenant", type_=sa.String(36))
+    batch = sa.bindparam("batch", type_=sa.String(36), expanding=True)
+    lifted = sa.bindparam("lifted", type_=sa.String(36), expanding=True)
+    parts = [_version()]
+    for way in (edges.c.src_id.in_(batch), edges.c.dst_id.in_(batch)):
         # One select per indexed way in: ORed in one WHERE, SQLite walks all of the tenant's
         # edges instead (2.5 ms at 5k chunks).
         parts.append(
-            sa.select(sa.literal("d"), edges.c.src_id, edges.c.dst_id, *nulls,
+            sa.select(sa.literal("d"), edges.c.src_id, edges.c.dst_id, *_NULLS,
                       edges.c.receipt_id, edges.c.receipt_id)
             .where(edges.c.tenant_id == tenant, edges.c.kind == DUPLICATE_OF, way)
         )  # fmt: skip
     if allowed is not None:  # allowed_chunks_query: the chunk is edges.dst_id
         column = edges.c.dst_id
         parts.append(
-            allowed.with_only_columns(sa.literal("f"), column, column, *nulls, column, column)
-            .where(column.in_(targets))
+            allowed.with_only_columns(sa.literal("f"), column, column, *_NULLS, column, column)
+            .where(column.in_(lifted))
         )  # fmt: skip
     return sa.union_all(*parts)
 

@@ -9,8 +9,9 @@ from enum import StrEnum
 
 import numpy as np
 
-from hartonomous.knowledge.associations import SearchSignals, normalise_query
+from hartonomous.knowledge.associations import normalise_query
 from hartonomous.knowledge.embeddings import Vectors
+from hartonomous.knowledge.learned import Learned, LearnedCache
 from hartonomous.knowledge.store import ChunkHit, SearchFilter, allowed_chunks_query
 from hartonomous.metering.ledger import Usage
 from hartonomous.ports import Embedder, VectorSearch
@@ -62,6 +63,7 @@ class SearchService:
     writes: BackgroundWriter  # knowledge gaps and usage, off the search's latency
     gap_threshold: float = 0.35  # cosine under which the best answer is a knowledge gap
     lift_threshold: float = LIFT_THRESHOLD
+    _learned: LearnedCache = field(default_factory=LearnedCache, repr=False)
     _pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="keyword-search"),
         repr=False,
@@ -92,15 +94,31 @@ class SearchService:
         )
         ranked = _rank(mode, vector_hits, keyword_hits, depth)
         candidates = [a for a, _ in ranked[: k + 8]]
+        model = self.embedder.model_name
+        held = self._learned.get(tenant_id, model)
+        lifted = self._lifts(held, query, query_vector) if held else {}
         with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
             allowed = None if flt.empty else allowed_chunks_query(tenant_id, flt)
-            signals = uow.associations.search_signals(
-                tenant_id, self.embedder.model_name, candidates, allowed
-            )
-            lifted = self._lifts(signals, query, query_vector)
+            repo = uow.associations
+            signals = repo.search_signals(
+                tenant_id, model, [*candidates, *lifted], allowed, list(lifted),
+                held.version if held else None,
+            )  # fmt: skip
             links = set(signals.duplicate_links)
+            permitted = signals.allowed_targets
+            if signals.associations is not None:  # no copy held, or a stale one: now read
+                held = self._learned.put(tenant_id, model, signals)
+                fresh = self._lifts(held, query, query_vector)
+                new = [a for a in fresh if a not in lifted]
+                if new:
+                    links |= repo.duplicate_links(tenant_id, new)
+                    if allowed is not None and permitted is not None:
+                        permitted |= repo.allowed_among(allowed, new)
+                lifted = fresh
+            if permitted is not None:  # a filter: only the atoms it allows are lifted
+                lifted = {a: by for a, by in lifted.items() if a in permitted}
             if links:  # only then: the groups over all of ranked, not only the candidates
-                links |= uow.associations.duplicate_links(tenant_id, [a for a, _ in ranked])
+                links |= repo.duplicate_links(tenant_id, [a for a, _ in ranked])
             info = uow.knowledge.describe(
                 tenant_id, list(dict.fromkeys([*lifted, *candidates])), self._documents(flt)
             )
@@ -203,27 +221,25 @@ class SearchService:
         with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
             return uow.knowledge.keyword_search(tenant_id, query, limit, flt)
 
-    def _lifts(
-        self, signals: SearchSignals, query: str, query_vector: Vectors | None
-    ) -> dict[str, str]:
+    def _lifts(self, held: Learned, query: str, query_vector: Vectors | None) -> dict[str, str]:
         """atom id -> association id of the atoms to put first, closest association first.
         Without a query vector (keyword mode) an association lifts on the same normalised
-        text; with a filter, only atoms it allows."""
-        found = signals.associations
-        if signals.allowed_targets is not None:
-            found = [a for a in found if a.atom_id in signals.allowed_targets]
+        text. (A filter is applied to the atoms after: each atom's closest association is
+        its own, whichever others the filter drops.)"""
+        found = held.associations
         if not found:
             return {}
         if query_vector is None:
             text = normalise_query(query)
-            scored = [(1.0, a) for a in found if normalise_query(a.query) == text]
+            scored = [
+                (1.0, a) for a, norm in zip(found, held.normalised, strict=True) if norm == text
+            ]
         else:
-            matrix = np.frombuffer(b"".join(a.query_vector for a in found), dtype=np.float32)
             # Elementwise, not a BLAS call: OpenBLAS's threads spin after each call and would
             # starve torch embedding the next query (knowledge/vectors.py).
-            cosines = (matrix.reshape(len(found), -1) * query_vector).sum(axis=1)
-            scored = [(float(c), a) for c, a in zip(cosines, found, strict=True)]
-            scored = [(c, a) for c, a in scored if c >= self.lift_threshold]
+            cosines = (held.matrix * query_vector).sum(axis=1)
+            close = np.flatnonzero(cosines >= self.lift_threshold)
+            scored = [(float(cosines[i]), found[i]) for i in close]
         scored.sort(key=lambda item: (-item[0], item[1].id))
         lifts: dict[str, str] = {}
         for _, association in scored:

@@ -26,15 +26,19 @@ def build_executors(
     search: Callable[[], SearchService],
     embedder: Callable[[], Embedder],
     generation: Callable[[], GenerationService],
+    max_associations: int = 1000,
 ) -> dict[str, ActionExecutor]:
-    """One executor per registered action, by name."""
+    """One executor per registered action, by name; ``max_associations``: the setting
+    ``autonomy_max_associations``."""
     from hartonomous.autonomy.actions.cache_answer import CacheAnswer
     from hartonomous.autonomy.actions.learn_association import LearnAssociation
     from hartonomous.autonomy.actions.mark_duplicates import MarkDuplicates
     from hartonomous.autonomy.actions.retry_failed_workflow import RetryFailedWorkflow
 
     executors: dict[str, ActionExecutor] = {
-        "learn_association": LearnAssociation(uow_factory, atoms, search, embedder),
+        "learn_association": LearnAssociation(
+            uow_factory, atoms, search, embedder, max_associations
+        ),
         "mark_duplicates": MarkDuplicates(uow_factory, search, embedder),
         "retry_failed_workflow": RetryFailedWorkflow(uow_factory),
         "cache_answer": CacheAnswer(uow_factory, generation),

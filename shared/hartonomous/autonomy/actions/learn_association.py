@@ -1,11 +1,13 @@
 """``learn_association``: link a knowledge-gap query to the chunk that answers it.
 
-Check refuses a query that is not a recorded knowledge gap of the tenant: its group (below)
-must hold at least one recorded gap. Apply stores the query as an atom with its vector, a
-``learned_associations`` row and a ``LEARNED_ASSOCIATION`` edge (query atom -> chunk), in
-one transaction keyed by the action id. Search then lifts the chunk to the top for queries
-whose vector is close to this one (``knowledge/search.py``, ``LIFT_THRESHOLD``). Revert
-removes the row and the edge, and the query atom when nothing else uses it.
+Check refuses a query that is not a recorded knowledge gap of the tenant (its group, below,
+must hold at least one recorded gap) and, 409, a tenant at its cap of associations
+(``autonomy_max_associations``: every search reads them). Apply stores the query as an atom
+with its vector, a ``learned_associations`` row and a ``LEARNED_ASSOCIATION`` edge (query
+atom -> chunk), in one transaction keyed by the action id. Search then lifts the chunk to
+the top for queries whose vector is close to this one (``knowledge/search.py``,
+``LIFT_THRESHOLD``). Revert removes the row and the edge, and the query atom when nothing
+else uses it.
 
 Measure replays the action's **gap group**, recorded queries only: the distinct queries of
 the tenant's newest ``RECENT_GAPS`` knowledge gaps recorded at or before the action's
@@ -44,6 +46,7 @@ QUERY_MEDIA_TYPE = "text/plain; charset=utf-8"
 GROUP_COSINE = 0.75
 GROUP_SIZE = 10  # recorded gap queries replayed per measurement
 RECENT_GAPS = 200  # recorded gaps considered
+DEFAULT_MAX_ASSOCIATIONS = 1000  # Settings.autonomy_max_associations
 
 
 def request_key(ctx: ActionContext, i: int) -> str:
@@ -62,6 +65,8 @@ class LearnAssociation(ActionExecutor):
     atoms: AtomService
     search: Callable[[], SearchService]
     embedder: Callable[[], Embedder]
+    # Every search reads the tenant's associations: the cap bounds that work per search.
+    max_associations: int = DEFAULT_MAX_ASSOCIATIONS
     spec = REGISTRY["learn_association"]
 
     def check(self, ctx: ActionContext) -> None:
@@ -70,8 +75,16 @@ class LearnAssociation(ActionExecutor):
             raise UnprocessableContent("the query is empty", action=self.spec.name)
         with self.uow_factory(write=False, tenant_id=ctx.tenant_id) as uow:
             chunk = uow.associations.chunk_ids(ctx.tenant_id, [atom_id])
+            held = uow.associations.association_count(ctx.tenant_id)
+            mine = uow.associations.association_for_action(ctx.tenant_id, ctx.action_id)
         if not chunk:  # another tenant's atom is not found either
             raise NotFound(f"no chunk atom {atom_id!r}")
+        if mine is None and held >= self.max_associations:
+            raise Conflict(
+                f"the tenant holds {held} learned associations, the most it may "
+                f"(autonomy_max_associations = {self.max_associations}); revert some first",
+                limit=self.max_associations,
+            )
         if not self.gap_group(ctx.tenant_id, query, None):
             raise UnprocessableContent(
                 f"{query!r} is not a recorded knowledge gap of the tenant (no gap's query "
