@@ -284,6 +284,7 @@ def test_duplicates_are_found_marked_collapsed_and_restored(api, ap, corpus, exe
     )
     after = mark.measure(action)
     assert before.value < 1.0 and after.value == 1.0
+    assert after.details["probes"] == 1 and after.details["cost_credits"] == 0.01  # one search
 
     mark.revert(action, result)
     mark.revert(action, result)

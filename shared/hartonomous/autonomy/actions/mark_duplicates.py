@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hartonomous.autonomy.actions.base import ActionContext, ActionExecutor, Measurement
-from hartonomous.autonomy.actions.learn_association import request_key
+from hartonomous.autonomy.actions.learn_association import request_key, search_cost
 from hartonomous.autonomy.registry import REGISTRY
 from hartonomous.errors import NotFound, UnprocessableContent
 from hartonomous.knowledge.duplicates import DUPLICATE_COSINE, cosine
@@ -107,5 +107,5 @@ class MarkDuplicates(ActionExecutor):
         return Measurement(
             value=round(value, 6),
             details={"probes": len(probes), "slots": slots, "duplicate_slots": wasted,
-                     "per_probe": per_probe},
+                     "per_probe": per_probe, "cost_credits": search_cost(len(probes))},
         )  # fmt: skip
