@@ -420,6 +420,17 @@ def test_an_association_that_does_not_help_is_reverted(api, ap, alice):
     assert count(ap, learned_associations) == 0
     assert count(ap, edges, edges.c.kind == LEARNED_ASSOCIATION) == 0
     assert all(r["lifted_by"] is None for r in search(api, alice, RANKED_FIRST_GAP))
+    # Learned: the next run does not propose the fix it just measured as no help (it moves
+    # on to the corpus's near-duplicates).
+    second = start_run(api, alice)
+    analyzed = until(
+        lambda: next(
+            (p for p in api.get(second["status_url"], headers=alice.auth("read")).json()["phases"]
+             if p["phase"] == "analyze"), None),
+        what="the second run's analysis",
+    )  # fmt: skip
+    picked = analyzed["outputs"]["result"]["problem"]
+    assert picked is None or picked["kind"] != "knowledge_gap"
 
 
 # -- e: the budget stops a run ---------------------------------------------------------------

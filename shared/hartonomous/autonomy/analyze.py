@@ -6,7 +6,9 @@ Signals and the scoring rule (higher first; ties by kind, then key, so a run is 
   normalised query): ``occurrences x (1 - best score)``. A question asked often and answered
   badly weighs most; one asked once with a near-miss answer barely counts. Queries with a
   ``learn_association`` pending, approved, applied, kept or rejected are left out (learned
-  already, waiting for a human, or refused by one).
+  already, waiting for a human, or refused by one), and so are those Learn reverted in the
+  last 7 days (a fix measured as no help is not proposed again until new evidence has had
+  time to come; the same holds for reverted cache entries and duplicate pairs).
 - **Near-duplicates** (chunks at cosine >= 0.95): ``min(pairs x 0.5, 5)``. Duplicates cost
   result slots, not answers: capped so they never outrank a gap users keep hitting. One
   action takes at most ``PAIRS_PER_ACTION`` pairs (a plan's tokens are bounded); the next
@@ -65,6 +67,10 @@ BLOCKING = [
     ActionStatus.KEPT,
     ActionStatus.REJECTED,
 ]
+# A fix Learn measured as no help (reverted) is not proposed again for WINDOW: without this a
+# scheduled loop spent every run re-trying the same unhelpful action (measured by bench runs,
+# which all re-picked one reverted association).
+JUDGED_UNHELPFUL = [ActionStatus.REVERTED]
 ACTION_FOR = {spec.addresses: spec.name for spec in REGISTRY.values()}
 KIND_ORDER = {kind: i for i, kind in enumerate(ProblemKind)}
 
@@ -150,22 +156,24 @@ class Analyzer:
         """Every problem found (unfiltered), and the credits by operation of the window."""
         model = self.search().embedder.model_name
         with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
+            unhelpful = _recently_unhelpful(uow, tenant_id, now)
             problems = [
-                *self._gaps(uow, tenant_id),
+                *self._gaps(uow, tenant_id, unhelpful),
                 *self._failed_workflows(uow, tenant_id),
             ]
-            blocked = _blocked(uow, tenant_id)
+            blocked = _blocked(uow, tenant_id) | unhelpful
             totals = uow.usage.totals(tenant_id, now - WINDOW, None)
         problems += self._duplicates(tenant_id, model, blocked)
         problems += self._repeated_prompts(tenant_id, now, blocked)
         cost = price({t.kind: t.quantity for t in totals})
         return problems, cost.lines
 
-    def _gaps(self, uow: UnitOfWork, tenant_id: str) -> list[Problem]:
+    def _gaps(self, uow: UnitOfWork, tenant_id: str, unhelpful: set[str]) -> list[Problem]:
         learned = {
             normalise_query(str(a.parameters.get("query", "")))
             for a in uow.autonomy.actions(tenant_id, name="learn_association", statuses=BLOCKING)
         }
+        learned |= {k.partition(":")[2] for k in unhelpful if k.startswith("learn_association:")}
         groups: dict[str, list[Any]] = {}
         for row in uow.knowledge.gaps(tenant_id, GAP_ROWS):  # newest first
             norm = normalise_query(row.query)
@@ -210,7 +218,11 @@ class Analyzer:
 
         if "mark_duplicates" in blocked:
             return []  # one marking at a time: the pairs would overlap
-        pairs = find_near_duplicates(self.uow_factory, tenant_id, model)
+        pairs = [
+            p
+            for p in find_near_duplicates(self.uow_factory, tenant_id, model)
+            if f"mark_duplicates:{p[0]}>{p[1]}" not in blocked
+        ]
         if not pairs:
             return []
         top = [
@@ -266,6 +278,25 @@ class Analyzer:
             problem.kind, problem.key, problem.score, problem.summary,
             {**problem.evidence, "candidates": candidates},
         )  # fmt: skip
+
+
+def _recently_unhelpful(uow: UnitOfWork, tenant_id: str, now: datetime) -> set[str]:
+    """What Learn reverted within ``WINDOW``, as the keys the signals skip:
+    ``learn_association:{normalised query}``, ``cache_answer:{prompt}``,
+    ``mark_duplicates:{duplicate}>{canonical}`` per pair."""
+    out: set[str] = set()
+    since = now - WINDOW
+    for a in uow.autonomy.actions(tenant_id, statuses=JUDGED_UNHELPFUL):
+        if a.updated_at < since:
+            continue
+        if a.name == "learn_association":
+            out.add(f"learn_association:{normalise_query(str(a.parameters.get('query', '')))}")
+        elif a.name == "cache_answer":
+            out.add(f"cache_answer:{a.parameters.get('prompt')}")
+        elif a.name == "mark_duplicates":
+            for pair in a.parameters.get("pairs", []):
+                out.add(f"mark_duplicates:{pair.get('duplicate_id')}>{pair.get('canonical_id')}")
+    return out
 
 
 def _blocked(uow: UnitOfWork, tenant_id: str) -> set[str]:
