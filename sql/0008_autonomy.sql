@@ -155,6 +155,10 @@ CREATE TABLE learned_associations (
 
 GO
 
+CREATE INDEX ix_learned_associations_tenant_id_model_created_at ON learned_associations (tenant_id, model, created_at);
+
+GO
+
 CREATE TABLE autonomy_approvals (
     id VARCHAR(36) NOT NULL,
     tenant_id VARCHAR(36) NOT NULL,

@@ -608,6 +608,8 @@ learned_associations = sa.Table(
     sa.Column("atom_id", _id(), sa.ForeignKey("atoms.id"), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.UniqueConstraint("tenant_id", "action_id"),
+    # Search checks the version (count, newest) of one tenant's associations of its model.
+    sa.Index(None, "tenant_id", "model", "created_at"),
 )
 
 # cache_answer: a repeated prompt's answer, keyed by the prompt, the model's SHA-256 and the

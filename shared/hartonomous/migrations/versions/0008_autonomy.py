@@ -225,6 +225,13 @@ def upgrade() -> None:
             "tenant_id", "action_id", name=op.f("uq_learned_associations_tenant_id_action_id")
         ),
     )
+    with op.batch_alter_table("learned_associations", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_learned_associations_tenant_id_model_created_at"),
+            ["tenant_id", "model", "created_at"],
+            unique=False,
+        )
+
     op.create_table(
         "autonomy_approvals",
         sa.Column("id", sa.String(length=36), nullable=False),
@@ -320,6 +327,8 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_autonomy_approvals_tenant_id_status_requested_at"))
 
     op.drop_table("autonomy_approvals")
+    with op.batch_alter_table("learned_associations", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_learned_associations_tenant_id_model_created_at"))
     op.drop_table("learned_associations")
     op.drop_table("autonomy_phases")
     with op.batch_alter_table("autonomy_actions", schema=None) as batch_op:
