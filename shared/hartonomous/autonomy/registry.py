@@ -123,7 +123,7 @@ REGISTRY: Mapping[str, ActionSpec] = {
             reversible=False,
             reversal="none: what the workflow wrote stays (it is the tenant's own data)",
             cost_credits=0.5,
-            metric="failed workflows of the tenant not yet recovered (negated)",
+            metric="1 when its own retry ran and did not fail in turn, else 0",
             addresses=ProblemKind.FAILED_WORKFLOW,
         ),
         ActionSpec(
