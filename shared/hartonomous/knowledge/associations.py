@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from hartonomous.knowledge.store import chunk_vectors
 from hartonomous.store.repositories import IN_BATCH, batched
 from hartonomous.store.schema import (
     chunks,
@@ -271,15 +272,7 @@ class AssociationRepository:
     ) -> list[tuple[int, str, bytes]]:
         """(seq, atom id, vector) of the tenant's newest ``limit`` chunks, newest first."""
         query = (
-            sa.select(chunks.c.seq, chunks.c.atom_id, embeddings.c.vector)
-            .join(
-                embeddings,
-                sa.and_(
-                    embeddings.c.tenant_id == chunks.c.tenant_id,
-                    embeddings.c.sha256 == chunks.c.sha256,
-                    embeddings.c.model == model,
-                ),
-            )
+            chunk_vectors(model)
             .where(chunks.c.tenant_id == tenant_id)
             .order_by(chunks.c.seq.desc())
             .limit(limit)

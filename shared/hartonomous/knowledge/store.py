@@ -100,6 +100,18 @@ def allowed_chunks_query(tenant_id: str, flt: SearchFilter) -> sa.Select[Any]:
     return query
 
 
+def chunk_vectors(model: str) -> sa.Select[Any]:
+    """(seq, atom id, vector) of chunks joined to their embedding by ``model``."""
+    return sa.select(chunks.c.seq, chunks.c.atom_id, embeddings.c.vector).join(
+        embeddings,
+        sa.and_(
+            embeddings.c.tenant_id == chunks.c.tenant_id,
+            embeddings.c.sha256 == chunks.c.sha256,
+            embeddings.c.model == model,
+        ),
+    )
+
+
 def query_words(text: str) -> list[str]:
     """A user's distinct words, lower-cased, in order (what every keyword adapter gets)."""
     return list(dict.fromkeys(_WORD.findall(text.lower())))
@@ -152,15 +164,7 @@ class KnowledgeRepository:
     ) -> list[tuple[int, str, bytes]]:
         """(chunk seq, chunk atom id, vector) of indexed chunks, in indexing order."""
         query = (
-            sa.select(chunks.c.seq, chunks.c.atom_id, embeddings.c.vector)
-            .join(
-                embeddings,
-                sa.and_(
-                    embeddings.c.tenant_id == chunks.c.tenant_id,
-                    embeddings.c.sha256 == chunks.c.sha256,
-                    embeddings.c.model == model,
-                ),
-            )
+            chunk_vectors(model)
             .where(chunks.c.tenant_id == tenant_id, chunks.c.seq > after_seq)
             .order_by(chunks.c.seq)
             .limit(limit)
