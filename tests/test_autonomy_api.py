@@ -714,3 +714,33 @@ def test_the_loop_runs_through_the_api(pipeline_platform: Platform) -> None:
         assert workflow["name"] == names.RUN
         # The run ended itself: the next one starts at once.
         assert api.post("/v1/autonomy/runs", headers=alice.auth("admin")).status_code == 202
+
+
+def test_an_approval_event_cannot_be_raised_through_the_workflows_api(
+    wf: tuple[TestClient, Platform],
+) -> None:
+    """Decisions go through /v1/approvals: an ``approval-*`` event raised on a run by any
+    write key would be kept by the SDK and wake the run's every later wait at once."""
+    api, platform = wf
+    alice = make_tenant(platform, "alice")
+    approval = add_approval(platform, alice.id)
+    assert platform.workflows is not None
+    wait_for = {"wait_for": names.approval_event(approval.id)}
+
+    async def start() -> str:
+        return await platform.tenant_workflows.start(
+            platform.workflows.client, tenant_id=alice.id, name=names.RUN,  # type: ignore[union-attr]
+            input=wait_for, instance_id=approval.instance_id,
+        )  # fmt: skip
+
+    anyio.run(start)
+    url = f"/v1/workflows/{approval.instance_id}/events"
+    for scope in ("write", "admin"):
+        refused = problem(
+            api.post(f"{url}/{names.approval_event(approval.id)}", json={"status": "approved"},
+                     headers=alice.auth(scope)), 403,
+        )  # fmt: skip
+        assert "/v1/approvals" in refused["detail"]
+    assert api.post(f"{url}/other", json=1, headers=alice.auth("write")).status_code == 202
+    status = api.get(f"/v1/workflows/{approval.instance_id}", headers=alice.auth("read")).json()
+    assert status["runtimeStatus"] == "Running"  # the stand-in never heard the event

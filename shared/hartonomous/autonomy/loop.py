@@ -19,7 +19,11 @@ Rules the code below keeps (docs/autonomy.md states them for users):
   ``min(expires_at, now + 6 days)`` (one Durable timer cannot be longer), in a loop; when
   the deadline passes, an activity expires it compare-and-set, and the store's answer wins
   (a decision that raced the timer stands). The event only wakes the run: Act re-reads the
-  action and runs it only when the store says approved.
+  action and runs it only when the store says approved. An event that decided nothing
+  (the store still says pending) is not waited on again (the SDK keeps an event raised
+  early and every later wait for that name would win at once): the wait then polls the
+  store every ``POLL_INTERVAL`` until the deadline. The API refuses ``approval-*`` events
+  on a run from ``/v1/workflows``: decisions go through ``/v1/approvals``.
 - Act first takes the action's baseline, which refuses it at the point of execution when
   its run has ended or the policy disallows it now (recorded, never applied, not charged
   the action's cost); then it retries the action with exponential backoff
@@ -82,6 +86,7 @@ HYPOTHESIZE_CREDITS = price(
 MEASURE_CREDITS = 0.01  # a measurement's estimate (baseline, Learn) when it reports none
 ACT_ATTEMPTS = 6
 TIMER_CAP = timedelta(days=6)  # the Python SDK's longest single timer
+POLL_INTERVAL = timedelta(minutes=5)  # after an event that decided nothing: poll the store
 
 Orchestration = Generator[Any, Any, Any]
 
@@ -215,15 +220,22 @@ class _Run:
         ctx = self.context
         deadline = datetime.fromisoformat(request.expires_at)
         event_name = names.approval_event(request.approval_id)
+        woken = False  # an event woke the wait but decided nothing: poll from then on
         while True:
             expire = self.now >= deadline
-            if not expire:
+            if not expire and woken:
+                # The SDK keeps an event raised before anyone waited and never drops it, so
+                # waiting on that name again would win at once, for ever: poll the store.
+                yield ctx.create_timer(min(deadline, self.now + POLL_INTERVAL))
+                expire = self.now >= deadline
+            elif not expire:
                 timer = ctx.create_timer(min(deadline, self.now + TIMER_CAP))
                 event = ctx.wait_for_external_event(event_name)
                 winner = yield ctx.task_any([event, timer])
                 if winner != event:
                     continue  # a capped timer fired before the deadline: wait again
                 timer.cancel()
+                woken = True
             settle = m.SettleIn(self.inp.tenant_id, request.approval_id, expire)
             decided = m.Decided.from_json(
                 (yield ctx.call_activity(SETTLE_APPROVAL, settle.to_json()))

@@ -15,13 +15,15 @@ from typing import Any
 
 from anyio import to_thread
 
+from hartonomous.autonomy import names
 from hartonomous.domain.workflows import WorkflowRun, WorkflowStatus
-from hartonomous.errors import Conflict, InvalidInput, NotFound
+from hartonomous.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hartonomous.ports import UnitOfWorkFactory, WorkflowClient
 from hartonomous.services.clock import utcnow
 from hartonomous.store.repositories import WriteConflict
 
 EVENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
+APPROVAL_EVENT_PREFIX = names.approval_event("")  # the run's; only the approvals API raises it
 
 
 def _time(value: Any) -> datetime | None:
@@ -108,6 +110,13 @@ class WorkflowService:
                 "starting with a letter"
             )
         current = await self.status(client, tenant_id=tenant_id, instance_id=instance_id)
+        if current.name == names.RUN and name.startswith(APPROVAL_EVENT_PREFIX):
+            # The run takes decisions from the store; an early event would be kept by the SDK
+            # and wake every later wait for it at once.
+            raise Forbidden(
+                f"event {name!r}: an autonomy run's approvals are decided through "
+                "/v1/approvals/{id}/approve or /reject, not raised as workflow events"
+            )
         if not current.finished:
             try:
                 await client.raise_event(instance_id, name, data)
