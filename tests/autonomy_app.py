@@ -34,6 +34,7 @@ class Script:
     action_name: str = "learn_association"
     improved: bool = True
     refuse: str | None = None  # Baseline refuses every action with this reason
+    disallowed: set[int] = field(default_factory=set)  # plan indexes Approval skips (refused)
     baseline_cost: float = 0.0
     deciders: dict[str, str] = field(default_factory=dict)  # approval id -> who decided
     schedule_enabled: bool = True
@@ -93,7 +94,9 @@ def s_request_approvals(data: dict[str, Any]) -> dict[str, Any]:
         seconds=SCRIPT.approval_timeout_s
     )
     out = []
-    for action_id in inp.action_ids:
+    for index, action_id in enumerate(inp.action_ids):
+        if index in SCRIPT.disallowed:
+            continue  # the policy disallows it now: refused, no request
         approval_id = f"approval-{action_id}"
         status = "pending" if SCRIPT.needs_approval else "approved"
         with SCRIPT.lock:

@@ -224,6 +224,25 @@ def test_the_approval_row_names_the_decider_of_each_decision(client, host, clock
         assert row.decider == "3 deciders: see outputs.decisions"
 
 
+@pytest.mark.parametrize("disallowed", [{0}, {1}])
+def test_an_action_disallowed_since_the_plan_is_refused_and_the_others_go_on(
+    client, host, clock, disallowed
+):
+    script = autonomy_app.SCRIPT
+    script.problems, script.needs_approval, script.actions_per_plan = [problem("q1")], False, 2
+    script.disallowed = disallowed
+    status, out = wait(host, start(client, run_input(clock)))
+    assert (status, out["status"], out["approved"], out["applied"]) == (
+        "Completed", "completed", 1, 1,
+    )  # fmt: skip
+    (kept,) = {0, 1} - disallowed
+    assert [c.action_id for c in script.calls[loop.ACT]] == [f"r1-1-{kept}"]
+    (row,) = [p for p in script.calls[loop.RECORD_PHASE] if p.phase == "approval"]
+    by_action = {d["action_id"]: d["status"] for d in row.outputs["decisions"]}
+    assert by_action == {f"r1-1-{kept}": "approved", f"r1-1-{1 - kept}": "refused"}
+    assert row.decision == "1 of 2 approved"
+
+
 def test_a_rejected_action_is_never_acted_on(client, host, clock):
     script = autonomy_app.SCRIPT
     script.problems = [problem("q1")]

@@ -204,7 +204,16 @@ class _Run:
                 {"approval_id": request.approval_id, "action_id": request.action_id,
                  "status": status, "decided_by": by}
             )  # fmt: skip
-        approved = [a for a, d in zip(actions, decisions, strict=True) if d["status"] == "approved"]
+        # Paired by action id: an action the policy disallowed since the plan has no request
+        # (request_approvals refused it), so it is recorded as refused here.
+        asked = {d["action_id"] for d in decisions}
+        decisions += [
+            {"approval_id": None, "action_id": a.id, "status": "refused",
+             "decided_by": "policy:disallowed"}
+            for a in actions if a.id not in asked
+        ]  # fmt: skip
+        status_of = {d["action_id"]: d["status"] for d in decisions}
+        approved = [a for a in actions if status_of[a.id] == ApprovalStatus.APPROVED]
         yield self.phase_row(
             Phase.APPROVAL, began, {"decisions": decisions},
             decision=f"{len(approved)} of {len(actions)} approved",
