@@ -875,3 +875,81 @@ def test_a_whole_run_on_the_real_platform(ap, gap_tenant):
     assert detail.run.spent_credits == pytest.approx(sum(p.cost_credits for p in detail.phases))
     print(f"\nwhole loop {wall:.1f} s; phases (ms): "
           + ", ".join(f"{p.phase} {p.duration_ms:.0f}" for p in detail.phases))  # fmt: skip
+
+
+# -- Hypothesize against whatever a model answers (scripted: no model load) -------------------
+
+
+def gap_problem(query: str = "what is a quasar", texts: tuple[str, ...] = ("a", "b")) -> m.Problem:
+    candidates = [{"atom_id": str(uuid.uuid4()), "text": t, "keyword_score": None} for t in texts]
+    return m.Problem("knowledge_gap", "knowledge_gap:x", 1.0, f"{query!r} searched 3 times",
+                     {"query": query, "occurrences": 3, "best_score": 0.2,
+                      "candidates": candidates})  # fmt: skip
+
+
+scripted_iterations = iter(range(1, 10**6))
+
+
+def scripted_plan(platform: Platform, tenant_id: str, found: m.Problem, *texts: str) -> Any:
+    """Hypothesize with a scripted model and executors whose check passes; (out, phase row)."""
+    from hartonomous.autonomy.planner import Planner
+
+    planner = Planner(platform.uow_factory, platform.autonomy.policy,
+                      lambda: {n: Metered(None) for n in REGISTRY},
+                      lambda: ScriptedInference(*texts), builtin_model)  # fmt: skip
+    with platform.uow_factory(write=False, tenant_id=tenant_id) as uow:
+        active = uow.autonomy.active_run(tenant_id)
+    run_id = active.id if active else platform.autonomy.create_run(tenant_id, origin="api")[0].id
+    iteration = next(scripted_iterations)  # a fresh phase each call
+    out = planner.hypothesize(m.HypothesizeIn(tenant_id, run_id, iteration, found))
+    with platform.uow_factory(write=False, tenant_id=tenant_id) as uow:
+        row = uow.autonomy.phase(tenant_id, run_id, iteration, "hypothesize")
+    return out, row
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"actions":[{"name":"learn_association","parameters":{"answer":["A"]}}]}', "[" * 5000,
+     '{"actions":[]}' + " " * 70000],
+)  # fmt: skip
+def test_output_that_is_no_plan_falls_back_to_the_rules(platform, alice, text):
+    """An unhashable handle, nesting deep enough to exhaust the parser, an oversized answer:
+    recorded as unusable output, and the documented rules plan instead."""
+    out, row = scripted_plan(platform, alice.id, gap_problem(), text)
+    assert out.planned_by == "deterministic" and [a.name for a in out.actions] == [
+        "learn_association"
+    ]
+    if text.startswith('{"actions":[{'):  # parsed: the handle is no handle, the schema says
+        assert [r["decider"] for r in out.refused] == ["registry:schema"]
+    else:
+        assert row.outputs["model_error"].startswith("unusable output")
+
+
+def test_a_model_plan_off_its_evidence_is_refused(platform, alice):
+    """Schema-valid, allowed, passing the check, but not from the evidence: another atom of
+    the tenant, another query, an action for another kind of problem."""
+    found = gap_problem()
+    atom = found.evidence["candidates"][0]["atom_id"]
+    other = str(uuid.uuid4())
+    plan = {"actions": [
+        {"name": "learn_association", "parameters": {"query": found.evidence["query"],
+                                                     "atom_id": other}},
+        {"name": "learn_association", "parameters": {"query": "something else", "atom_id": atom}},
+    ]}  # fmt: skip
+    off_kind = {"actions": [{"name": "retry_failed_workflow", "parameters": {"instance_id": "x"}}]}
+    put_policy(platform, alice.id, actions={"retry_failed_workflow": {"allowed": True}})
+    for text in (json.dumps(plan), json.dumps(off_kind)):
+        out, _ = scripted_plan(platform, alice.id, found, text)
+        assert out.refused and {r["decider"] for r in out.refused} == {"planner:evidence"}
+        assert out.planned_by == "deterministic"
+    bound = {"actions": [{"name": "learn_association", "parameters": {"answer": "A"}}]}
+    out, _ = scripted_plan(platform, alice.id, found, json.dumps(bound))
+    assert (out.planned_by, out.refused) == ("model", [])
+
+
+def test_the_plan_prompt_is_bounded_whatever_the_evidence(platform):
+    from hartonomous.autonomy.planner import prompt_for
+
+    huge = gap_problem("é" * 2000, tuple("字" * 2000 for _ in range(5)))
+    small = gap_problem("q", tuple("t" for _ in range(5)))
+    assert len(prompt_for(huge)) - len(prompt_for(small)) < 1200

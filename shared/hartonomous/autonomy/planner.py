@@ -7,8 +7,10 @@ addresses the problem are narrowed to its evidence (the gap's query as a constan
 candidate atoms as an enum, the found pairs, the failed instance, the repeated prompt).
 Whatever comes back is then judged, in this order, each refusal recorded with its decider
 and never executed: the registry (``registry:unknown_action``, ``registry:schema``), the
-tenant's policy (the rule that disallows it), the executor's ``check`` against the tenant's
-data (``check:{action}``).
+tenant's policy (the rule that disallows it), for the model's plan the evidence
+(``planner:evidence``: the action must address the problem's kind and take its parameters from
+the evidence, the grammar binds only a local model), the executor's ``check`` against the
+tenant's data (``check:{action}``).
 
 When the model's plan yields no usable action (output that is not JSON, every action
 refused, the model unavailable), or the policy says ``planner: deterministic``, the
@@ -53,6 +55,11 @@ from hartonomous.services.clock import utcnow
 ACTION_IDS = uuid.UUID("6f1d2c4e-8a39-5b7e-9c0d-2e4f6a8b0c1d")  # uuid5 namespace of action ids
 MAX_ACTIONS = 2  # a plan of more would not fit MAX_PLAN_TOKENS (a UUID is ~25 tokens)
 HANDLES = "ABCDEFGHIJ"  # how the prompt names a gap's candidates
+MAX_OUTPUT_CHARS = 64 * 1024  # a plan is at most MAX_PLAN_TOKENS; more is not parsed
+# The prompt's pieces are cut to these, so its size is bounded by construction.
+QUERY_CHARS = 200
+SUMMARY_CHARS = 160
+SNIPPET_CHARS = 160
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,8 @@ def expand(name: str, parameters: Any, problem: Problem) -> Any:
         return parameters
     picks, ev = choices(problem), problem.evidence
     if name == "learn_association" and set(parameters) == {"answer"}:
-        atom = picks.get(parameters["answer"])
+        handle = parameters["answer"]
+        atom = picks.get(handle) if isinstance(handle, str) else None
         return {"query": ev["query"], "atom_id": atom} if atom else parameters
     if name == "mark_duplicates" and set(parameters) == {"pairs"}:
         chosen = parameters["pairs"]
@@ -165,24 +173,32 @@ def plan_schema(problem: Problem) -> dict[str, Any]:
 
 def prompt_for(problem: Problem) -> str:
     """A document whose natural continuation is the plan (the built-in model is a base
-    model): the actions, the problem, its evidence."""
+    model): the actions, the problem, its evidence.
+
+    Bounded by construction, whatever the evidence holds: the summary, the query and each
+    candidate are cut (``SUMMARY_CHARS``, ``QUERY_CHARS``, ``SNIPPET_CHARS``; at most
+    ``len(HANDLES)`` candidates, Analyze's ``PAIRS_PER_ACTION`` pairs), so the prompt stays
+    within ``loop.PROMPT_TOKENS_ESTIMATE`` (a 2,000-character query once appeared twice)."""
     lines = ["Maintenance plan for a knowledge base. The actions that exist:"]
     for spec in REGISTRY.values():
         lines.append(f"- {spec.name}: {spec.description}")
     ev = problem.evidence
-    lines += ["", f"Problem ({problem.kind}): {problem.summary}."]
+    lines += ["", f"Problem ({problem.kind}): {problem.summary[:SUMMARY_CHARS]}."]
     if problem.kind == ProblemKind.KNOWLEDGE_GAP:
-        lines.append(f"Query: {ev['query']}")
+        lines.append(f"Query: {ev['query'][:QUERY_CHARS]}")
         lines.append("Candidate passages (the answer is the letter of the one that answers it):")
-        lines += [f"- {h}: {c['text']}" for h, c in zip(HANDLES, ev["candidates"], strict=False)]
+        lines += [f"- {h}: {c['text'][:SNIPPET_CHARS]}"
+                  for h, c in zip(HANDLES, ev["candidates"], strict=False)]  # fmt: skip
     elif problem.kind == ProblemKind.NEAR_DUPLICATES:
         lines.append("Pairs (link them by name):")
         lines += [f"- P{i + 1}: chunk {p['duplicate_id']} duplicates {p['canonical_id']} "
-                  f"(cosine {p['similarity']})" for i, p in enumerate(ev["pairs"])]  # fmt: skip
+                  f"(cosine {p['similarity']})"
+                  for i, p in enumerate(ev["pairs"][: len(HANDLES)])]  # fmt: skip
     elif problem.kind == ProblemKind.FAILED_WORKFLOW:
-        lines.append(f"Workflow {ev['name']} instance {ev['instance_id']}: {ev['error'][:200]}")
+        lines.append(f"Workflow {ev['name'][:100]} instance {ev['instance_id'][:100]}: "
+                     f"{ev['error'][:200]}")  # fmt: skip
     elif problem.kind == ProblemKind.REPEATED_PROMPT:
-        lines.append(f"Prompt: {ev['prompt'][:300]} (latest receipt {ev['receipt_id']})")
+        lines.append(f"Prompt: {ev['prompt'][:QUERY_CHARS]} (latest receipt {ev['receipt_id']})")
     fixes = [s.name for s in REGISTRY.values() if s.addresses == ProblemKind(problem.kind)]
     lines += ["", f"The action for a {problem.kind} is {', '.join(fixes)}.",
               "The plan, as JSON, with the action that fixes the problem:", ""]  # fmt: skip
@@ -190,7 +206,10 @@ def prompt_for(problem: Problem) -> str:
 
 
 def parse_plan(text: str) -> list[Proposal]:
-    """The proposals of the model's output; ValueError when it is not a plan."""
+    """The proposals of the model's output; ValueError when it is not a plan (longer than
+    ``MAX_OUTPUT_CHARS`` too: no plan is, and deep nesting would exhaust the parser)."""
+    if len(text) > MAX_OUTPUT_CHARS:
+        raise ValueError(f"the output is longer than {MAX_OUTPUT_CHARS} characters")
     data = json.loads(text)
     actions = data.get("actions") if isinstance(data, dict) else None
     if not isinstance(actions, list):
@@ -201,6 +220,31 @@ def parse_plan(text: str) -> list[Proposal]:
         else Proposal("", a)
         for a in actions[:MAX_ACTIONS]
     ]
+
+
+def off_evidence(name: str, parameters: dict[str, Any], problem: Problem) -> str | None:
+    """Why a model's (schema-valid) action is not bound to the problem's evidence, or None.
+    The grammar binds a local model only: a scripted or remote one could name any atom of the
+    tenant, or an action for another problem with valid ids."""
+    if REGISTRY[name].addresses != ProblemKind(problem.kind):
+        return f"{name} does not address a {problem.kind}"
+    ev = problem.evidence
+    if name == "learn_association":
+        atoms = {c["atom_id"] for c in ev.get("candidates", [])}
+        if parameters.get("query") != ev.get("query") or parameters.get("atom_id") not in atoms:
+            return "learn_association must pair the gap's query with one of its candidates"
+    elif name == "mark_duplicates":
+        found = [{"duplicate_id": p["duplicate_id"], "canonical_id": p["canonical_id"]}
+                 for p in ev.get("pairs", [])]  # fmt: skip
+        if any(pair not in found for pair in parameters.get("pairs", [])):
+            return "mark_duplicates may only mark the pairs found"
+    elif name == "retry_failed_workflow" and parameters.get("instance_id") != ev.get("instance_id"):
+        return "retry_failed_workflow may only retry the failed instance"
+    elif name == "cache_answer" and (parameters.get("prompt"), parameters.get("receipt_id")) != (
+        ev.get("prompt"), ev.get("receipt_id"),
+    ):  # fmt: skip
+        return "cache_answer may only cache the repeated prompt with its receipt"
+    return None
 
 
 def deterministic(problem: Problem) -> list[Proposal]:
@@ -331,8 +375,8 @@ class Planner:
             proposals = parse_plan(completion.text)
             return completion, [Proposal(p.name, expand(p.name, p.parameters, problem))
                                 for p in proposals]  # fmt: skip
-        except (ValueError, AttributeError) as exc:  # JSONDecodeError is a ValueError
-            audit["error"] = f"unusable output: {exc}"[:1000]
+        except Exception as exc:  # any output the model can produce falls back to the rules
+            audit["error"] = f"unusable output: {type(exc).__name__}: {exc}"[:1000]
             return completion, []
 
     def _judge(
@@ -347,7 +391,7 @@ class Planner:
                 continue
             seen.add(fingerprint)
             aid = action_id(inp.run_id, inp.iteration, planned_by, index)
-            decider, error, needs_approval = self._verdict(inp, policy, p, aid)
+            decider, error, needs_approval = self._verdict(inp, policy, p, aid, planned_by)
             spec = REGISTRY.get(p.name)
             params = p.parameters if isinstance(p.parameters, dict) else {"value": p.parameters}
             record = ActionRecord(
@@ -363,7 +407,7 @@ class Planner:
         return out
 
     def _verdict(
-        self, inp: HypothesizeIn, policy: Policy, p: Proposal, aid: str
+        self, inp: HypothesizeIn, policy: Policy, p: Proposal, aid: str, planned_by: str
     ) -> tuple[str | None, str | None, bool]:
         """(decider, why refused or None, needs approval)."""
         if p.name not in REGISTRY:
@@ -374,6 +418,9 @@ class Planner:
         decision = policy.decide(p.name)
         if not decision.allowed:
             return decision.rule, f"the policy disallows {p.name}", False
+        unbound = off_evidence(p.name, p.parameters, inp.problem) if planned_by == "model" else None
+        if unbound is not None:
+            return "planner:evidence", unbound, False
         executor = self.executors().get(p.name)
         if executor is None:
             return "registry:no_executor", f"no executor for {p.name}", False
