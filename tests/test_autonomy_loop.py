@@ -953,3 +953,25 @@ def test_the_plan_prompt_is_bounded_whatever_the_evidence(platform):
     huge = gap_problem("é" * 2000, tuple("字" * 2000 for _ in range(5)))
     small = gap_problem("q", tuple("t" for _ in range(5)))
     assert len(prompt_for(huge)) - len(prompt_for(small)) < 1200
+
+
+def test_a_replayed_dead_letter_changes_nothing_a_failed_retry_adds_its_attempts(platform, alice):
+    acts = loop_activities(platform, Metered(None))
+    action = planned_action(platform, alice.id)
+    park = m.DeadLetterIn(alice.id, action.id, "boom", 6).to_json()
+    letter_id = m.DeadLetterOut.from_json(acts.dead_letter(park)).dead_letter_id
+
+    def letter() -> Any:
+        with platform.uow_factory(write=False, tenant_id=alice.id) as uow:
+            return uow.autonomy.dead_letter(alice.id, letter_id)
+
+    acts.dead_letter(park)  # the activity run again (at least once)
+    assert (letter().attempts, letter().status) == (6, "parked")
+    with platform.uow_factory(write=True, tenant_id=alice.id) as uow:
+        assert uow.autonomy.transition_dead_letter(alice.id, letter_id, ["parked"], "retrying",
+                                                   utcnow(), "test")  # fmt: skip
+        uow.commit()
+    acts.dead_letter(park)  # the retry failed: parked again, its attempts added
+    assert (letter().attempts, letter().status) == (12, "parked")
+    acts.dead_letter(park)  # that park run again
+    assert (letter().attempts, letter().status) == (12, "parked")

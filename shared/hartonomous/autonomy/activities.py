@@ -263,8 +263,9 @@ class LoopActivities:
         return m.ActOut(action.id, action.name, True, result).to_json()
 
     def dead_letter(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Park the action with its error and attempts (once per action; a failed retry adds
-        its attempts to the parked row) and say what the policy does next."""
+        """Park the action with its error and attempts and say what the policy does next.
+        Run again (at least once), it changes nothing; only a letter being retried is parked
+        again, with the failed retry's attempts added (``store.park``)."""
         inp = m.DeadLetterIn.from_json(data)
         action = self._load(inp.tenant_id, inp.action_id)
         now = self.clock()

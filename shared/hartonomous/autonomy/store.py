@@ -18,6 +18,7 @@ from hartonomous.autonomy.records import (
     PhaseRecord,
     RunRecord,
 )
+from hartonomous.autonomy.types import DeadLetterStatus
 from hartonomous.store.repositories import WriteConflict
 from hartonomous.store.schema import (
     autonomy_actions,
@@ -297,8 +298,10 @@ class AutonomyRepository:
     # -- dead letters ------------------------------------------------------------------------
 
     def park(self, letter: DeadLetterRecord) -> bool:
-        """Park an action (once per action: a replay, or a retry that failed again, updates
-        the parked row instead)."""
+        """Park an action: inserted once per action; later, only a letter being retried
+        (``retrying``: its retry failed or was refused) is parked again with the retry's
+        attempts added. A replayed park changes nothing (it doubled the attempts, and could
+        park a letter back while its retry ran)."""
         added = self._insert_new(
             self._conn, autonomy_dead_letters, [asdict(letter)], ("tenant_id", "action_id")
         )
@@ -306,7 +309,11 @@ class AutonomyRepository:
             t = autonomy_dead_letters
             self._conn.execute(
                 t.update()
-                .where(t.c.tenant_id == letter.tenant_id, t.c.action_id == letter.action_id)
+                .where(
+                    t.c.tenant_id == letter.tenant_id,
+                    t.c.action_id == letter.action_id,
+                    t.c.status == DeadLetterStatus.RETRYING,
+                )
                 .values(
                     status=letter.status,
                     error=letter.error,
