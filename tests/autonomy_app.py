@@ -34,6 +34,7 @@ class Script:
     action_name: str = "learn_association"
     improved: bool = True
     refuse: str | None = None  # Baseline refuses every action with this reason
+    on_act: Any = None  # called on each act (a test moves its clock)
     disallowed: set[int] = field(default_factory=set)  # plan indexes Approval skips (refused)
     baseline_cost: float = 0.0
     deciders: dict[str, str] = field(default_factory=dict)  # approval id -> who decided
@@ -137,6 +138,8 @@ def s_baseline(data: dict[str, Any]) -> dict[str, Any]:
 def s_act(data: dict[str, Any]) -> dict[str, Any]:
     inp = m.ActIn.from_json(data)
     SCRIPT.log(loop.ACT, inp)
+    if SCRIPT.on_act is not None:
+        SCRIPT.on_act()
     with SCRIPT.lock:
         attempts = sum(1 for c in SCRIPT.calls[loop.ACT] if c.action_id == inp.action_id)
     if attempts <= SCRIPT.act_failures:

@@ -151,6 +151,39 @@ def test_the_budget_checks_act_before_it_starts_never_midway(client, host, clock
     assert [p.phase for p in script.calls[loop.RECORD_PHASE]] == ["approval"]
 
 
+def test_learn_always_follows_an_applied_action_even_past_the_duration(client, host, clock):
+    script = autonomy_app.SCRIPT
+    script.problems, script.needs_approval = [problem("q1"), problem("q2")], False
+
+    def long_act() -> None:
+        clock.offset += timedelta(hours=2)
+
+    script.on_act = long_act
+    status, out = wait(host, start(client, run_input(clock, max_iterations=2)))
+    assert (status, out["status"], out["stopped_before"]) == (
+        "Completed", "duration_exhausted", "analyze",
+    )  # fmt: skip
+    assert script.count(loop.ACT) == script.count(loop.LEARN) == 1
+
+
+def test_act_reserves_learns_measurement_and_applies_nothing_it_cannot_judge(
+    client, host, clock
+):
+    script = autonomy_app.SCRIPT
+    script.problems, script.needs_approval = [problem("q1")], False
+    script.baseline_cost = 0.5  # an expensive replay: Learn would cost as much
+    budget = 0.01 + loop.HYPOTHESIZE_CREDITS + 1e-9
+    script.plan_cost = loop.HYPOTHESIZE_CREDITS - 0.02 - 2 * loop.MEASURE_CREDITS  # Act's fits
+    status, out = wait(host, start(client, run_input(clock, budget_credits=budget)))
+    assert (status, out["status"], out["stopped_before"]) == (
+        "Completed", "budget_exhausted", "act",
+    )  # fmt: skip
+    assert script.count(loop.BASELINE) == 1
+    assert script.count(loop.ACT) == script.count(loop.LEARN) == 0
+    (act_row,) = [p for p in script.calls[loop.RECORD_PHASE] if p.phase == "act"]
+    assert act_row.outputs["actions"][0]["status"] == "not_applied"
+
+
 def test_the_duration_limit_ends_a_run_before_its_next_phase(client, host, clock):
     script = autonomy_app.SCRIPT
     script.problems = [problem("q1")]

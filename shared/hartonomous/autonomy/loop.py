@@ -10,7 +10,11 @@ Rules the code below keeps (docs/autonomy.md states them for users):
   once started, runs each approved action to its end. Estimates: Analyze ``ANALYZE_CREDITS``
   (its searches), Hypothesize ``HYPOTHESIZE_CREDITS`` (a full prompt and ``MAX_PLAN_TOKENS``),
   Approval nothing, Act the registry's cost of each approved action (also what it is
-  charged) plus ``MEASURE_CREDITS`` for its baseline, Learn ``MEASURE_CREDITS`` per action.
+  charged) plus ``MEASURE_CREDITS`` for its baseline and as much for its Learn. Learn is
+  never gated: once Act applied an action, judging it finishes it. So before applying each
+  action Act checks that the budget still covers it and the Learn of everything applied
+  (each estimated at its baseline's reported cost); one that does not fit is not applied
+  and the run ends ``budget_exhausted`` after Learn.
   A measurement (baseline or Learn) is charged what its replay cost when the executor
   reports it (``Measurement.details["cost_credits"]``), else ``MEASURE_CREDITS``.
 - Each activity reports what it cost; the orchestrator adds it up and carries ``spent``
@@ -122,12 +126,15 @@ class _Run:
     def now(self) -> datetime:
         return self.context.current_utc_datetime  # type: ignore[no-any-return]
 
-    def gate(self, phase: Phase, estimate: float) -> None:
-        """Before a phase: would it pass the budget, or is the time up?"""
+    def show(self, phase: Phase) -> None:
         self.context.set_custom_status(
             {"run_id": self.inp.run_id, "iteration": self.inp.iteration, "phase": phase.value,
              "spent_credits": round(self.spent, 6)}
         )  # fmt: skip
+
+    def gate(self, phase: Phase, estimate: float) -> None:
+        """Before a phase: would it pass the budget, or is the time up?"""
+        self.show(phase)
         if self.spent + estimate > self.inp.budget_credits:
             self.summary["stopped_before"] = phase.value
             raise _Stop(RunStatus.BUDGET_EXHAUSTED)
@@ -254,12 +261,13 @@ class _Run:
 
     def act(self, approved: list[m.PlannedAction]) -> Orchestration:
         ctx, inp = self.context, self.inp
-        self.gate(Phase.ACT, sum(a.cost_credits + MEASURE_CREDITS for a in approved))
+        # Reserves each action's baseline and its Learn: once applied, Learn always runs.
+        self.gate(Phase.ACT, sum(a.cost_credits + 2 * MEASURE_CREDITS for a in approved))
         began = self.now
         results: list[dict[str, Any]] = []
         applied: list[str] = []
-        stop = False
-        cost = 0.0
+        stop = over_budget = False
+        cost = learn_reserve = 0.0
         for action in approved:
             act_in = m.ActIn(inp.tenant_id, action.id).to_json()
             base = m.Baseline.from_json((yield ctx.call_activity(BASELINE, act_in)))
@@ -269,6 +277,15 @@ class _Run:
                 results.append({"action_id": action.id, "name": action.name,
                                 "status": "refused", "reason": base.refused})  # fmt: skip
                 continue
+            # Learn measures as the baseline did: its reported cost is the estimate.
+            learn_estimate = base.cost_credits or MEASURE_CREDITS
+            reserve = action.cost_credits + learn_reserve + learn_estimate
+            if self.spent + reserve > inp.budget_credits:
+                results.append({"action_id": action.id, "name": action.name,
+                                "status": "not_applied",
+                                "reason": "the budget cannot cover it and its Learn"})  # fmt: skip
+                over_budget = True
+                break
             cost += action.cost_credits
             try:
                 out = m.ActOut.from_json(
@@ -293,6 +310,7 @@ class _Run:
                                      "status": "applied" if out.applied else "skipped"}  # fmt: skip
             if out.applied:
                 applied.append(action.id)
+                learn_reserve += learn_estimate
                 workflow = (out.result or {}).get("instance_id")
                 if action.name == "retry_failed_workflow" and workflow:
                     entry["workflow"] = yield from _rerun(ctx, out.result or {})
@@ -304,15 +322,19 @@ class _Run:
             status="stopped" if stop else "completed",
         )  # fmt: skip
         self.summary["applied"] = len(applied)
-        if stop:
+        if stop or over_budget:
             if applied:
                 yield from self.learn(applied)
-            raise _Stop(RunStatus.STOPPED)
+            if over_budget:
+                self.summary["stopped_before"] = Phase.ACT.value
+            raise _Stop(RunStatus.STOPPED if stop else RunStatus.BUDGET_EXHAUSTED)
         return applied
 
     def learn(self, applied: list[str]) -> Orchestration:
+        """Never gated: judging (and reverting) what Act applied finishes the action; Act's
+        gate reserved what it costs."""
         inp = self.inp
-        self.gate(Phase.LEARN, MEASURE_CREDITS * len(applied))
+        self.show(Phase.LEARN)
         learned = m.LearnOut.from_json(
             (yield self.context.call_activity(
                 LEARN, m.LearnIn(inp.tenant_id, inp.run_id, inp.iteration, applied).to_json()))
