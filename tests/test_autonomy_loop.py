@@ -1008,3 +1008,34 @@ def test_a_replayed_dead_letter_changes_nothing_a_failed_retry_adds_its_attempts
     assert (letter().attempts, letter().status) == (12, "parked")
     acts.dead_letter(park)  # that park run again
     assert (letter().attempts, letter().status) == (12, "parked")
+
+
+def test_a_fix_its_check_refused_is_not_proposed_again_for_seven_days(platform, alice):
+    """Refused by the executor's check (the data does not allow it): skipped like a reverted
+    fix; refused by the policy, it is not (the policy may change first)."""
+    acts = loop_activities(platform)
+    with platform.uow_factory(write=True, tenant_id=alice.id) as uow:
+        uow.workflow_failures.record("wf-1", alice.id, "ingest_document", {}, "boom", utcnow())
+        uow.commit()
+    run = platform.autonomy.create_run(alice.id, origin="api")[1]
+
+    def found(iteration: int) -> m.Problem | None:
+        inp = m.AnalyzeIn(alice.id, run.run_id, iteration, [])
+        return m.AnalyzeOut.from_json(acts.analyze(inp.to_json())).problem
+
+    first = found(1)
+    assert first is not None and first.key == "failed_workflow:wf-1"
+    now = utcnow()
+    refused = ActionRecord(str(uuid.uuid4()), alice.id, run.run_id, 1, "retry_failed_workflow",
+                           1, {"instance_id": "wf-1"}, "model", "refused", "policy:x", None,
+                           None, "no", 0, now, now, None, None)  # fmt: skip
+    with platform.uow_factory(write=True, tenant_id=alice.id) as uow:
+        uow.autonomy.add_actions([refused])
+        uow.commit()
+    assert found(2) is not None  # a policy refusal
+    checked = ActionRecord(**{**refused.__dict__, "id": str(uuid.uuid4()),
+                              "decided_by": "check:retry_failed_workflow"})  # fmt: skip
+    with platform.uow_factory(write=True, tenant_id=alice.id) as uow:
+        uow.autonomy.add_actions([checked])
+        uow.commit()
+    assert found(3) is None

@@ -8,7 +8,9 @@ Signals and the scoring rule (higher first; ties by kind, then key, so a run is 
   ``learn_association`` pending, approved, applied, kept or rejected are left out (learned
   already, waiting for a human, or refused by one), and so are those Learn reverted in the
   last 7 days (a fix measured as no help is not proposed again until new evidence has had
-  time to come; the same holds for reverted cache entries and duplicate pairs).
+  time to come; the same holds for reverted cache entries and duplicate pairs). A fix its
+  executor's check refused (decider ``check:...``: the data does not allow it) waits the same
+  7 days, or it came back every run.
 - **Near-duplicates** (chunks at cosine >= 0.95): ``min(pairs x 0.5, 5)``. Duplicates cost
   result slots, not answers: capped so they never outrank a gap users keep hitting. One
   action takes at most ``PAIRS_PER_ACTION`` pairs (a plan's tokens are bounded); the next
@@ -71,6 +73,9 @@ BLOCKING = [
 # scheduled loop spent every run re-trying the same unhelpful action (measured by bench runs,
 # which all re-picked one reverted association).
 JUDGED_UNHELPFUL = [ActionStatus.REVERTED]
+# A fix the executor's check refused (decider ``check:{action}``) waits the same window: the
+# data that failed the check rarely changes within a run's schedule.
+CHECK_REFUSED = "check:"
 ACTION_FOR = {spec.addresses: spec.name for spec in REGISTRY.values()}
 KIND_ORDER = {kind: i for i, kind in enumerate(ProblemKind)}
 
@@ -159,7 +164,7 @@ class Analyzer:
             unhelpful = _recently_unhelpful(uow, tenant_id, now)
             problems = [
                 *self._gaps(uow, tenant_id, unhelpful),
-                *self._failed_workflows(uow, tenant_id),
+                *self._failed_workflows(uow, tenant_id, unhelpful),
             ]
             blocked = _blocked(uow, tenant_id) | unhelpful
             totals = uow.usage.totals(tenant_id, now - WINDOW, None)
@@ -187,20 +192,24 @@ class Analyzer:
             problems.append(
                 Problem(
                     ProblemKind.KNOWLEDGE_GAP.value, f"knowledge_gap:{_digest(norm)}", score,
-                    f"{query!r} searched {len(rows)} times; best score {best:.2f}",
+                    f"{query[:80]!r} searched {len(rows)} times; best score {best:.2f}",
                     {"query": query, "occurrences": len(rows), "best_score": best,
                      "candidates": []},
                 )
             )  # fmt: skip
         return problems
 
-    def _failed_workflows(self, uow: UnitOfWork, tenant_id: str) -> list[Problem]:
+    def _failed_workflows(
+        self, uow: UnitOfWork, tenant_id: str, unhelpful: set[str]
+    ) -> list[Problem]:
         pending = {
             str(a.parameters.get("instance_id"))
             for a in uow.autonomy.actions(
                 tenant_id, name="retry_failed_workflow", statuses=BLOCKING
             )
         }
+        pending |= {k.partition(":")[2] for k in unhelpful
+                    if k.startswith("retry_failed_workflow:")}  # fmt: skip
         return [
             Problem(
                 ProblemKind.FAILED_WORKFLOW.value,
@@ -281,14 +290,16 @@ class Analyzer:
 
 
 def _recently_unhelpful(uow: UnitOfWork, tenant_id: str, now: datetime) -> set[str]:
-    """What Learn reverted within ``WINDOW``, as the keys the signals skip:
-    ``learn_association:{normalised query}``, ``cache_answer:{prompt}``,
-    ``mark_duplicates:{duplicate}>{canonical}`` per pair."""
+    """What Learn reverted, or an executor's check refused, within ``WINDOW``, as the keys
+    the signals skip: ``learn_association:{normalised query}``, ``cache_answer:{prompt}``,
+    ``mark_duplicates:{duplicate}>{canonical}`` per pair, ``retry_failed_workflow:{instance}``."""
     out: set[str] = set()
     since = now - WINDOW
-    for a in uow.autonomy.actions(tenant_id, statuses=JUDGED_UNHELPFUL):
+    for a in uow.autonomy.actions(tenant_id, statuses=[*JUDGED_UNHELPFUL, ActionStatus.REFUSED]):
         if a.updated_at < since:
             continue
+        if a.status == ActionStatus.REFUSED and not (a.decided_by or "").startswith(CHECK_REFUSED):
+            continue  # refused by the registry, the policy or a human's rule: not the data
         if a.name == "learn_association":
             out.add(f"learn_association:{normalise_query(str(a.parameters.get('query', '')))}")
         elif a.name == "cache_answer":
@@ -296,6 +307,8 @@ def _recently_unhelpful(uow: UnitOfWork, tenant_id: str, now: datetime) -> set[s
         elif a.name == "mark_duplicates":
             for pair in a.parameters.get("pairs", []):
                 out.add(f"mark_duplicates:{pair.get('duplicate_id')}>{pair.get('canonical_id')}")
+        elif a.name == "retry_failed_workflow":
+            out.add(f"retry_failed_workflow:{a.parameters.get('instance_id')}")
     return out
 
 
