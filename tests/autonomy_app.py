@@ -34,6 +34,7 @@ class Script:
     action_name: str = "learn_association"
     improved: bool = True
     refuse: str | None = None  # Baseline refuses every action with this reason
+    learn_failures: int = 0  # each learn call fails while the calls are at most this
     on_act: Any = None  # called on each act (a test moves its clock)
     disallowed: set[int] = field(default_factory=set)  # plan indexes Approval skips (refused)
     baseline_cost: float = 0.0
@@ -167,6 +168,8 @@ def s_resolve(data: dict[str, Any]) -> bool:
 def s_learn(data: dict[str, Any]) -> dict[str, Any]:
     inp = m.LearnIn.from_json(data)
     SCRIPT.log(loop.LEARN, inp)
+    if SCRIPT.count(loop.LEARN) <= SCRIPT.learn_failures:
+        raise RuntimeError(f"learn attempt {SCRIPT.count(loop.LEARN)} failed")
     status = "kept" if SCRIPT.improved else "reverted"
     outcomes = [
         m.Outcome(a, SCRIPT.action_name, 0.5, 0.9 if SCRIPT.improved else 0.5, SCRIPT.improved,

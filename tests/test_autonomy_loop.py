@@ -394,6 +394,22 @@ def test_a_baseline_is_charged_what_it_cost(client, host, clock):
     assert finished("completed").spent_credits == pytest.approx(0.06 + 0.024 + 0.01)
 
 
+@pytest.mark.parametrize("failures", [2, 99])
+def test_learn_is_retried_and_one_still_failing_names_what_it_left_unjudged(
+    client, host, clock, failures
+):
+    script = autonomy_app.SCRIPT
+    script.problems, script.needs_approval, script.learn_failures = [problem("q1")], False, failures
+    status, out = wait(host, start(client, run_input(clock)))
+    assert script.count(loop.LEARN) == loop.MEASURE_ATTEMPTS
+    if failures == 2:
+        assert (status, out["outcomes"]) == ("Completed", {"r1-1-0": "kept"})
+    else:
+        assert status == "Failed"
+        summary = finished("failed").summary
+        assert summary["unjudged"] == ["r1-1-0"] and "learn attempt 3" in summary["learn_error"]
+
+
 def test_a_failed_workflow_rerun_failing_again_is_an_outcome_not_an_action_failure(
     client, host, clock
 ):

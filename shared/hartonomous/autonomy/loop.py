@@ -38,6 +38,9 @@ Rules the code below keeps (docs/autonomy.md states them for users):
   by its result; that workflow failing again is the action's outcome, not its failure.
 - An iteration ends with Learn; the next one is a continue-as-new carrying the spend, the
   waited time and the problem keys handled, so no problem is taken twice in one run.
+- Baseline and Learn are retried with Act's backoff, ``MEASURE_ATTEMPTS`` tries. A Learn
+  still failing ends the run ``failed``; its summary lists the applied actions left
+  unjudged (``unjudged``, ``learn_error``): they stay ``applied`` for a person to judge.
 - A bug in the orchestration ends the run ``failed`` with the error, then re-raises.
 - A dead letter's retry (``retry_dead_letter``) runs the action as a run would: baseline
   (refused when the policy disallows it or its executor's check fails now: the letter is
@@ -89,6 +92,7 @@ HYPOTHESIZE_CREDITS = price(
 ).credits
 MEASURE_CREDITS = 0.01  # a measurement's estimate (baseline, Learn) when it reports none
 ACT_ATTEMPTS = 6
+MEASURE_ATTEMPTS = 3  # a baseline's or Learn's activity: the same backoff, fewer tries
 TIMER_CAP = timedelta(days=6)  # the Python SDK's longest single timer
 POLL_INTERVAL = timedelta(minutes=5)  # after an event that decided nothing: poll the store
 
@@ -97,6 +101,10 @@ Orchestration = Generator[Any, Any, Any]
 
 def act_retry(retry_first_ms: int) -> BackoffRetryOptions:
     return BackoffRetryOptions(retry_first_ms, ACT_ATTEMPTS, backoff_coefficient=2.0)
+
+
+def measure_retry(retry_first_ms: int) -> BackoffRetryOptions:
+    return BackoffRetryOptions(retry_first_ms, MEASURE_ATTEMPTS, backoff_coefficient=2.0)
 
 
 def _iso(at: datetime) -> str:
@@ -270,7 +278,10 @@ class _Run:
         cost = learn_reserve = 0.0
         for action in approved:
             act_in = m.ActIn(inp.tenant_id, action.id).to_json()
-            base = m.Baseline.from_json((yield ctx.call_activity(BASELINE, act_in)))
+            base = m.Baseline.from_json(
+                (yield ctx.call_activity_with_retry(
+                    BASELINE, measure_retry(inp.retry_first_ms), act_in))
+            )  # fmt: skip
             cost += base.cost_credits
             self.spent += base.cost_credits
             if base.refused is not None:
@@ -305,6 +316,11 @@ class _Run:
                     stop = True
                     break
                 continue
+            if out.refused is not None:  # refused right before applying, as by the baseline
+                cost -= action.cost_credits
+                results.append({"action_id": action.id, "name": action.name,
+                                "status": "refused", "reason": out.refused})  # fmt: skip
+                continue
             self.spent += action.cost_credits
             entry: dict[str, Any] = {"action_id": action.id, "name": action.name,
                                      "status": "applied" if out.applied else "skipped"}  # fmt: skip
@@ -335,10 +351,15 @@ class _Run:
         gate reserved what it costs."""
         inp = self.inp
         self.show(Phase.LEARN)
-        learned = m.LearnOut.from_json(
-            (yield self.context.call_activity(
-                LEARN, m.LearnIn(inp.tenant_id, inp.run_id, inp.iteration, applied).to_json()))
-        )  # fmt: skip
+        learn_in = m.LearnIn(inp.tenant_id, inp.run_id, inp.iteration, applied).to_json()
+        try:
+            learned = m.LearnOut.from_json(
+                (yield self.context.call_activity_with_retry(
+                    LEARN, measure_retry(inp.retry_first_ms), learn_in))
+            )  # fmt: skip
+        except Exception as exc:  # the run fails; its summary names what is left unjudged
+            self.summary |= {"unjudged": list(applied), "learn_error": str(exc)[:500]}
+            raise
         self.spent += learned.cost_credits
         self.summary["outcomes"] = {o.action_id: o.status for o in learned.outcomes}
 
@@ -438,7 +459,10 @@ def retry_dead_letter(context: df.DurableOrchestrationContext) -> Orchestration:
     inp = m.RetryIn.from_json(context.get_input())
     key = inp.key or context.instance_id  # the API always names one
     act_in = m.ActIn(inp.tenant_id, inp.action_id, retry=True, key=key).to_json()
-    base = m.Baseline.from_json((yield context.call_activity(BASELINE, act_in)))
+    base = m.Baseline.from_json(
+        (yield context.call_activity_with_retry(
+            BASELINE, measure_retry(inp.retry_first_ms), act_in))
+    )  # fmt: skip
     cost = base.cost_credits
     if base.refused is not None:
         refused = m.DeadLetterIn(inp.tenant_id, inp.action_id,
@@ -453,6 +477,11 @@ def retry_dead_letter(context: df.DurableOrchestrationContext) -> Orchestration:
         dead = m.DeadLetterIn(inp.tenant_id, inp.action_id, str(exc)[:4000], ACT_ATTEMPTS)
         yield context.call_activity(DEAD_LETTER, dead.to_json())
         return {"status": "parked", "error": str(exc)[:500], "cost_credits": round(cost, 6)}
+    if out.refused is not None:  # refused right before applying: parked again, as above
+        again = m.DeadLetterIn(inp.tenant_id, inp.action_id,
+                               f"refused before acting: {out.refused}", 0)  # fmt: skip
+        yield context.call_activity(DEAD_LETTER, again.to_json())
+        return {"status": "parked", "refused": out.refused, "cost_credits": round(cost, 6)}
     spec = REGISTRY.get(out.name)
     cost += spec.cost_credits if spec is not None else 0.0
     summary: dict[str, Any] = {"status": "resolved", "applied": out.applied}
@@ -460,7 +489,10 @@ def retry_dead_letter(context: df.DurableOrchestrationContext) -> Orchestration:
         if out.name == "retry_failed_workflow" and (out.result or {}).get("instance_id"):
             summary["workflow"] = yield from _rerun(context, out.result or {})
         learn_in = m.LearnIn(inp.tenant_id, inp.run_id, 0, [inp.action_id], retry=key)
-        learned = m.LearnOut.from_json((yield context.call_activity(LEARN, learn_in.to_json())))
+        learned = m.LearnOut.from_json(
+            (yield context.call_activity_with_retry(
+                LEARN, measure_retry(inp.retry_first_ms), learn_in.to_json()))
+        )  # fmt: skip
         cost += learned.cost_credits
         summary["outcomes"] = {o.action_id: o.status for o in learned.outcomes}
     resolve = m.ResolveIn(inp.tenant_id, inp.dead_letter_id)
