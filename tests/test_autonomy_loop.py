@@ -1055,3 +1055,27 @@ def test_a_fix_its_check_refused_is_not_proposed_again_for_seven_days(platform, 
         uow.autonomy.add_actions([checked])
         uow.commit()
     assert found(3) is None
+
+
+def test_act_asks_the_baselines_refusals_again_right_before_applying(platform, alice):
+    """The policy turned the action off, or the run ended, after its baseline was taken."""
+    executor = Metered(None, values=(0.2, 0.2))
+    acts = loop_activities(platform, executor)
+    action = planned_action(platform, alice.id)
+    assert baseline(acts, action).refused is None
+    put_policy(platform, alice.id, actions={"learn_association": {"allowed": False}})
+    out = m.ActOut.from_json(acts.act(m.ActIn(alice.id, action.id).to_json()))
+    assert (out.applied, "policy:learn_association.allowed=false" in (out.refused or "")) == (
+        False, True,
+    )  # fmt: skip
+    got = stored(platform, action)
+    assert (got.status, got.decided_by) == ("refused", "policy:learn_association.allowed=false")
+
+    put_policy(platform, alice.id)
+    ended = planned_action(platform, alice.id)
+    assert baseline(acts, ended).refused is None
+    assert platform.autonomy._end(alice.id, ended.run_id, RunStatus.FAILED, "gone")
+    out = m.ActOut.from_json(acts.act(m.ActIn(alice.id, ended.id).to_json()))
+    assert not out.applied and "has ended" in (out.refused or "")
+    assert stored(platform, ended).status == "refused"
+    assert all(kind != "apply" for kind, _ in executor.seen)

@@ -246,7 +246,10 @@ class LoopActivities:
 
     def act(self, data: dict[str, Any]) -> dict[str, Any]:
         """Apply an approved action (a dead letter's retry: a dead-lettered one); an action
-        applied already answers its stored result; any other status runs nothing."""
+        applied already answers its stored result; any other status runs nothing. Right
+        before applying, the baseline's refusals are asked again (the run ended, the policy
+        changed, during the baseline's measurement or between Act's retries): refused the
+        same way, with ``refused`` set, never applied."""
         inp = m.ActIn.from_json(data)
         action = self._load(inp.tenant_id, inp.action_id)
         if action.status in DONE:
@@ -254,6 +257,16 @@ class LoopActivities:
         ready = ActionStatus.DEAD_LETTERED if inp.retry else ActionStatus.APPROVED
         if action.status != ready:
             return m.ActOut(action.id, action.name, False, None).to_json()
+        refused = self._refusal(action, inp.retry)
+        if refused is not None:
+            rule, reason = refused
+            if not inp.retry:  # a retry's letter is parked again by the orchestrator
+                with self.uow_factory(write=True, tenant_id=inp.tenant_id) as uow:
+                    uow.autonomy.transition(inp.tenant_id, action.id, [ready],
+                                            ActionStatus.REFUSED, self.clock(), decided_by=rule,
+                                            error=reason)  # fmt: skip
+                    uow.commit()
+            return m.ActOut(action.id, action.name, False, None, reason).to_json()
         result = self._executor(action.name).apply(self._context(action))
         now = self.clock()
         with self.uow_factory(write=True, tenant_id=inp.tenant_id) as uow:

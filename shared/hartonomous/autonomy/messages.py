@@ -183,6 +183,7 @@ class ActOut(Message):
     name: str
     applied: bool  # False: the action was no longer approved (nothing ran)
     result: dict[str, Any] | None
+    refused: str | None = None  # why it was refused just before applying (as Baseline's)
 
 
 @dataclass(frozen=True)
