@@ -665,6 +665,33 @@ def test_a_retry_measures_again_under_its_key_and_writes_no_run_audit(platform, 
         assert uow.autonomy.phases(alice.id, action.run_id) == []  # the run's audit is closed
 
 
+class CrashingRevert(Metered):
+    def __init__(self) -> None:
+        super().__init__(None, values=(0.5, 0.4))
+        self.crashes = 1
+
+    def revert(self, ctx: ActionContext, result: dict[str, Any]) -> None:
+        super().revert(ctx, result)
+        if self.crashes:
+            self.crashes -= 1
+            raise RuntimeError("the worker died while reverting")
+
+
+def test_a_learn_that_died_while_reverting_reverts_again_and_measures_once(platform, alice):
+    executor = CrashingRevert()
+    acts = loop_activities(platform, executor)
+    action = planned_action(platform, alice.id)
+    baseline(acts, action)
+    assert m.ActOut.from_json(acts.act(m.ActIn(alice.id, action.id).to_json())).applied
+    learn = m.LearnIn(alice.id, action.run_id, 1, [action.id]).to_json()
+    with pytest.raises(RuntimeError, match="died"):
+        acts.learn(learn)
+    (outcome,) = m.LearnOut.from_json(acts.learn(learn)).outcomes  # Durable runs it again
+    assert (outcome.before, outcome.after, outcome.status) == (0.5, 0.4, "reverted")
+    assert [k for k, _ in executor.seen] == ["measure", "apply", "measure", "revert", "revert"]
+    assert stored(platform, action).status == "reverted"
+
+
 def old_run(platform: Platform, tenant_id: str, age: timedelta) -> RunRecord:
     """An active run started ``age`` ago (1 h, 3 iterations: the policy's defaults)."""
     run_id = str(uuid.uuid4())
