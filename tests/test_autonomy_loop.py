@@ -1106,3 +1106,19 @@ def test_act_asks_the_baselines_refusals_again_right_before_applying(platform, a
     assert not out.applied and "has ended" in (out.refused or "")
     assert stored(platform, ended).status == "refused"
     assert all(kind != "apply" for kind, _ in executor.seen)
+
+
+def test_a_scheduled_tick_run_again_gets_its_own_run_back(platform, alice):
+    """START_SCHEDULED re-run after a crash found its own fresh run active and skipped the
+    tick, leaving a running row no workflow would end: the tick's run id is derived."""
+    put_policy(platform, alice.id, schedule={"enabled": True})
+    acts = loop_activities(platform)
+    tick = m.TenantIn(alice.id, "autonomy-schedule-x", "2026-01-01T00:05:00+00:00").to_json()
+    first = m.Started.from_json(acts.start_scheduled(tick))
+    again = m.Started.from_json(acts.start_scheduled(tick))
+    assert (first.reason, again.reason) == ("started", "started")
+    assert first.run_input is not None and again.run_input == first.run_input
+    later = m.TenantIn(alice.id, "autonomy-schedule-x", "2026-01-01T00:10:00+00:00").to_json()
+    assert m.Started.from_json(acts.start_scheduled(later)).reason == "active_run"
+    platform.autonomy._end(alice.id, first.run_input["run_id"], RunStatus.TERMINATED, "by hand")
+    assert m.Started.from_json(acts.start_scheduled(tick)).reason == "ended"

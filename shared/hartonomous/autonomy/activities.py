@@ -402,14 +402,23 @@ class LoopActivities:
     def start_scheduled(self, data: dict[str, Any]) -> dict[str, Any]:
         """A run for the schedule's tick; none while another is active (that tick is
         skipped) or when the schedule was turned off meanwhile. An active run that is
-        overdue (``service.overdue``: its workflow is presumed gone) is ended first."""
-        tenant_id = m.TenantIn.from_json(data).tenant_id
+        overdue (``service.overdue``: its workflow is presumed gone) is ended first. The
+        run's id is derived from the schedule's instance and the tick's due time, so a re-run
+        of this activity gets the run it created back (it found it active and skipped,
+        leaving a running row no workflow would ever end)."""
+        tick = m.TenantIn.from_json(data)
+        tenant_id = tick.tenant_id
         if not self.policy(tenant_id).schedule.enabled:
             return m.Started(None, "disabled").to_json()
+        run_id = derived_id("scheduled_run", f"{tick.schedule}:{tick.due}") if tick.due else None
         try:
-            _, run_input = self.create_run(tenant_id, origin="schedule", end_overdue=True)
+            run, run_input = self.create_run(
+                tenant_id, origin="schedule", end_overdue=True, run_id=run_id
+            )
         except Conflict:
             return m.Started(None, "active_run").to_json()
+        if run.status != RunStatus.RUNNING:  # this tick's run, ended meanwhile (by hand)
+            return m.Started(None, "ended").to_json()
         return m.Started(run_input.to_json(), "started").to_json()
 
 

@@ -433,7 +433,8 @@ def schedule(context: df.DurableOrchestrationContext) -> Orchestration:
     due = context.current_utc_datetime + timedelta(minutes=policy.every_minutes)
     while context.current_utc_datetime < due:
         yield context.create_timer(min(due, context.current_utc_datetime + TIMER_CAP))
-    started = m.Started.from_json((yield context.call_activity(START_SCHEDULED, tenant.to_json())))
+    tick = m.TenantIn(tenant.tenant_id, context.instance_id, _iso(due))  # names the tick's run
+    started = m.Started.from_json((yield context.call_activity(START_SCHEDULED, tick.to_json())))
     if started.reason == "disabled":
         return {"enabled": False}
     last: dict[str, Any] = {"reason": started.reason}

@@ -247,6 +247,8 @@ class FinishIn(Message):
 @dataclass(frozen=True)
 class TenantIn(Message):
     tenant_id: str
+    schedule: str = ""  # START_SCHEDULED: the schedule's instance id and the tick's due time,
+    due: str = ""  # from which the tick's run id is derived (a re-run finds its own run)
 
 
 @dataclass(frozen=True)
@@ -258,7 +260,7 @@ class ScheduleOut(Message):
 @dataclass(frozen=True)
 class Started(Message):
     run_input: dict[str, Any] | None  # RunInput's JSON; None: no run started
-    reason: str  # started | disabled | active_run
+    reason: str  # started | disabled | active_run | ended (the tick's run, ended meanwhile)
 
 
 @dataclass(frozen=True)

@@ -178,6 +178,7 @@ class AutonomyService:
         max_iterations: int | None = None,
         retry_first_ms: int | None = None,
         end_overdue: bool = False,
+        run_id: str | None = None,
     ) -> tuple[RunRecord, names.RunInput]:
         """The run's row (active) and its workflow's input; 409 while another is active.
         Unset limits come from the tenant's policy; a set one may be anything the policy's
@@ -186,12 +187,26 @@ class AutonomyService:
         ``end_overdue`` (the schedule's ticks, which cannot ask the Durable client whether
         the active run's workflow lives): an active run past every limit it could still be
         within (``overdue``) is ended ``failed`` first, in the same transaction, so a run
-        whose workflow died cannot make every tick skip."""
+        whose workflow died cannot make every tick skip.
+
+        ``run_id`` (a schedule's tick derives it): a run with that id exists already, the
+        caller is a re-run of the one that created it, and gets that run back (not a 409)."""
         now = utcnow()
         with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
+            existing = uow.autonomy.run(tenant_id, run_id) if run_id else None
+            if existing is not None:
+                return existing, names.RunInput(
+                    tenant_id=tenant_id, run_id=existing.id,
+                    started_at=existing.started_at.isoformat(),
+                    budget_credits=existing.budget_credits,
+                    max_duration_s=existing.max_duration_s,
+                    max_iterations=existing.max_iterations,
+                    retry_first_ms=retry_first_ms if retry_first_ms is not None
+                    else self.retry_first_ms,
+                )  # fmt: skip
             policy = self._policy(uow, tenant_id)
             budget = _budget(policy.budget, budget_credits, max_duration_s, max_iterations)
-            run_id = new_id()
+            run_id = run_id or new_id()
             run = RunRecord(
                 id=run_id,
                 tenant_id=tenant_id,
