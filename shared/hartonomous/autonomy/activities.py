@@ -349,6 +349,10 @@ class LoopActivities:
         action = self._load(tenant_id, action_id)
         outcome = dict(action.outcome or {})
         if action.status in JUDGED:  # judged by an earlier try: charged what it cost then
+            if action.status == ActionStatus.REVERTED:  # that try may have died before it
+                self._executor(action.name).revert(
+                    self._context(action, purpose), action.result or {}
+                )  # idempotent
             return _outcome(action, outcome), float(outcome.get("after_cost", 0.0))
         if action.status != ActionStatus.APPLIED:  # not applied: nothing to judge
             return m.Outcome(action.id, action.name, outcome.get("before"), None, False, False,
@@ -363,8 +367,6 @@ class LoopActivities:
         status = ActionStatus.KEPT
         if not improved:
             status = ActionStatus.REVERTED if reversible else ActionStatus.UNCHANGED
-            if reversible:
-                executor.revert(ctx, action.result or {})
         outcome |= {"after": after.value, "after_details": after.details, "after_cost": cost,
                     "improved": improved, "reverted": status == ActionStatus.REVERTED}  # fmt: skip
         now = self.clock()
@@ -374,6 +376,10 @@ class LoopActivities:
                 **({"reverted_at": now} if status == ActionStatus.REVERTED else {}),
             )  # fmt: skip
             uow.commit()
+        # The verdict is recorded first: a re-run after a crash finds it and reverts again
+        # (idempotent) rather than measuring a state already reverted.
+        if status == ActionStatus.REVERTED:
+            executor.revert(ctx, action.result or {})
         return _outcome(self._load(tenant_id, action_id), outcome), cost
 
     def _load(self, tenant_id: str, action_id: str) -> ActionRecord:
