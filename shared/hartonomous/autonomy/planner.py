@@ -210,7 +210,10 @@ def parse_plan(text: str) -> list[Proposal]:
     ``MAX_OUTPUT_CHARS`` too: no plan is, and deep nesting would exhaust the parser)."""
     if len(text) > MAX_OUTPUT_CHARS:
         raise ValueError(f"the output is longer than {MAX_OUTPUT_CHARS} characters")
-    data = json.loads(text)
+    try:
+        data = json.loads(text)
+    except RecursionError as exc:
+        raise ValueError("the output nests too deep to be a plan") from exc
     actions = data.get("actions") if isinstance(data, dict) else None
     if not isinstance(actions, list):
         raise ValueError("the output has no list of actions")
