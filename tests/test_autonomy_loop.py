@@ -140,7 +140,7 @@ def test_the_budget_checks_act_before_it_starts_never_midway(client, host, clock
     script = autonomy_app.SCRIPT
     script.problems, script.needs_approval = [problem("q1")], False
     script.plan_cost = 0.17  # Hypothesize fits its estimate; then Act's 0.02 would not
-    budget = 0.01 + loop.HYPOTHESIZE_CREDITS
+    budget = 0.01 + loop.HYPOTHESIZE_CREDITS + 1e-9
     status, out = wait(host, start(client, run_input(clock, budget_credits=budget)))
     assert (status, out["status"], out["stopped_before"]) == (
         "Completed",
