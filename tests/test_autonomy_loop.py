@@ -166,9 +166,7 @@ def test_learn_always_follows_an_applied_action_even_past_the_duration(client, h
     assert script.count(loop.ACT) == script.count(loop.LEARN) == 1
 
 
-def test_act_reserves_learns_measurement_and_applies_nothing_it_cannot_judge(
-    client, host, clock
-):
+def test_act_reserves_learns_measurement_and_applies_nothing_it_cannot_judge(client, host, clock):
     script = autonomy_app.SCRIPT
     script.problems, script.needs_approval = [problem("q1")], False
     script.baseline_cost = 0.5  # an expensive replay: Learn would cost as much
