@@ -1120,3 +1120,21 @@ def test_a_scheduled_tick_run_again_gets_its_own_run_back(platform, alice):
     assert m.Started.from_json(acts.start_scheduled(later)).reason == "active_run"
     platform.autonomy._end(alice.id, first.run_input["run_id"], RunStatus.TERMINATED, "by hand")
     assert m.Started.from_json(acts.start_scheduled(tick)).reason == "ended"
+
+
+def test_a_run_ended_from_outside_spends_nothing_more(ap, gap_tenant):
+    """The stale and overdue rules end a run's row while its workflow may still be going:
+    Analyze and the approval requests then answer that it ended, and add nothing."""
+    run = new_run(ap, gap_tenant.id)
+    with ap.uow_factory(write=True, tenant_id=gap_tenant.id) as uow:
+        assert uow.autonomy.end_run(gap_tenant.id, run.run_id, "failed", utcnow(),
+                                    error="overdue")  # fmt: skip
+        uow.commit()
+    activities = ap.autonomy_loop()
+    out = analyzed(activities, run)
+    assert out.ended == "failed" and out.problem is None and out.cost_credits == 0
+    asked = m.ApprovalIn(run.tenant_id, run.run_id, 1, "autonomy-x", ["a"], utcnow().isoformat())
+    approvals = m.ApprovalOut.from_json(activities.request_approvals(asked.to_json()))
+    assert approvals.ended == "failed" and approvals.requests == []
+    with ap.uow_factory(write=False, tenant_id=gap_tenant.id) as uow:
+        assert uow.autonomy.phases(gap_tenant.id, run.run_id) == []

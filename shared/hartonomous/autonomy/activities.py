@@ -77,7 +77,19 @@ class LoopActivities:
     # -- Analyze, Hypothesize ----------------------------------------------------------------
 
     def analyze(self, data: dict[str, Any]) -> dict[str, Any]:
-        return self.analyzer.analyze(m.AnalyzeIn.from_json(data)).to_json()
+        inp = m.AnalyzeIn.from_json(data)
+        ended = self._ended(inp.tenant_id, inp.run_id)
+        if ended is not None:  # ended from outside (stale, overdue): no phase spends more
+            return m.AnalyzeOut(None, 0, [], 0.0, ended=ended).to_json()
+        return self.analyzer.analyze(inp).to_json()
+
+    def _ended(self, tenant_id: str, run_id: str) -> str | None:
+        """The run's status when it is no longer running, else None."""
+        with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
+            run = uow.autonomy.run(tenant_id, run_id)
+        if run is None or run.status == RunStatus.RUNNING:
+            return None
+        return run.status
 
     def hypothesize(self, data: dict[str, Any]) -> dict[str, Any]:
         return self.planner.hypothesize(m.HypothesizeIn.from_json(data)).to_json()
@@ -89,6 +101,9 @@ class LoopActivities:
         deadline where the policy wants a human, decided at once by the rule where it does
         not; an action the policy now disallows is refused instead."""
         inp = m.ApprovalIn.from_json(data)
+        ended = self._ended(inp.tenant_id, inp.run_id)
+        if ended is not None:  # no request may wait on a run that has ended
+            return m.ApprovalOut([], ended=ended).to_json()
         policy = self.policy(inp.tenant_id)
         requested = datetime.fromisoformat(inp.requested_at)
         expires = requested + timedelta(seconds=policy.approval_timeout_s)

@@ -173,6 +173,8 @@ class _Run:
                 ANALYZE, m.AnalyzeIn(inp.tenant_id, inp.run_id, inp.iteration,
                                      list(inp.handled)).to_json()))
         )  # fmt: skip
+        if analyzed.ended:
+            raise _Stop(RunStatus(analyzed.ended))
         self.spent += analyzed.cost_credits
         problem = analyzed.problem
         if problem is None:
@@ -208,6 +210,8 @@ class _Run:
                                                 ctx.instance_id, [a.id for a in actions],
                                                 _iso(began)).to_json()))
         )  # fmt: skip
+        if requested.ended:
+            raise _Stop(RunStatus(requested.ended))
         decisions: list[dict[str, Any]] = []
         for request in requested.requests:
             status, by = request.status, request.decided_by

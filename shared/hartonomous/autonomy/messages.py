@@ -57,6 +57,7 @@ class AnalyzeOut(Message):
     considered: int  # problems found, before skips
     skipped: list[dict[str, str]]  # {key, reason}
     cost_credits: float
+    ended: str | None = None  # the run was ended from outside (its status): stop here
     NESTED = {"problem": Problem}
 
 
@@ -115,6 +116,7 @@ class ApprovalRequest(Message):
 @dataclass(frozen=True)
 class ApprovalOut(Message):
     requests: list[ApprovalRequest]
+    ended: str | None = None  # the run was ended from outside (its status): stop here
     NESTED = {"requests": ApprovalRequest}
 
 
