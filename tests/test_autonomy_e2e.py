@@ -29,6 +29,7 @@ import pytest
 import sqlalchemy as sa
 from azure.durable_functions.models.history import HistoryEventType as T
 from fastapi.testclient import TestClient
+from shifted_clock import Clock
 from workflow_polling import finish
 
 from conftest import TenantKeys, make_tenant
@@ -41,7 +42,6 @@ from hartonomous.inference.llama_engine import LlamaEngine
 from hartonomous.knowledge.associations import DUPLICATE_OF, LEARNED_ASSOCIATION
 from hartonomous.knowledge.embeddings import MiniLMEmbedder
 from hartonomous.knowledge.search import LIFT_THRESHOLD
-from hartonomous.services.clock import utcnow
 from hartonomous.settings import Settings
 from hartonomous.store.engine import create_engines
 from hartonomous.store.schema import autonomy_actions, edges, learned_associations, usage_ledger
@@ -79,16 +79,6 @@ ADVERSARY = (
 )
 BREAD = "Bread dough needs flour, water, salt and yeast. Knead the dough until it is smooth."
 SOURDOUGH = "what oven temperature for sourdough"  # best cosine 0.21 (bread): a gap
-
-
-class Clock:
-    """The Durable host's clock: real time plus an offset a test moves forward."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return utcnow() + self.offset
 
 
 @pytest.fixture

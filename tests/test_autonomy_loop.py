@@ -20,6 +20,7 @@ from autonomy_app import problem
 from azure.durable_functions.models.history import HistoryEventType as T
 from fastapi.testclient import TestClient
 from jsonschema import Draft202012Validator
+from shifted_clock import Clock
 from workflow_polling import finish
 
 from hartonomous.api.app import create_app
@@ -44,16 +45,6 @@ from hartonomous.store.schema import edges as edges_table
 from hartonomous.store.schema import learned_associations, usage_ledger
 from hartonomous.workflows.client import LocalDurableClient
 from hartonomous.workflows.host import LocalDurableHost
-
-
-class Clock:
-    """Real time plus an offset a test moves forward (timers of days fire at once)."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return utcnow() + self.offset
 
 
 @pytest.fixture
