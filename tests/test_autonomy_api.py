@@ -223,6 +223,8 @@ def test_policy_defaults_round_trip_and_refusals(client: TestClient, alice: Tena
         ({"budget": {"credits": 0}}, "budget.credits"),
         ({"approval_timeout_s": 1}, "approval_timeout_s"),
         ({"surprise": 1}, "surprise"),
+        ({"budget": {"duration_s": True}}, "budget.duration_s"),  # a boolean is no number
+        ({"schedule": {"enabled": 1}}, "schedule.enabled"),
     ]:
         assert where in problem(client.put("/v1/policy", json=bad, headers=admin), 422)["detail"]
     for scope in ("read", "write"):

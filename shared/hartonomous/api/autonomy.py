@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hartonomous.api.auth import Admin, Reader
 from hartonomous.api.deps import PlatformDep, WorkflowClientDep, get_workflow_client
 from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
-from hartonomous.autonomy.policy import Policy
+from hartonomous.autonomy.policy import Int, Number, Policy
 from hartonomous.autonomy.records import ActionRecord, DeadLetterRecord, PhaseRecord, RunRecord
 from hartonomous.autonomy.service import ApprovalDetail
 from hartonomous.autonomy.types import ApprovalStatus, DeadLetterStatus
@@ -78,13 +78,13 @@ class RunIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    budget_credits: float | None = Field(
+    budget_credits: Number | None = Field(
         default=None, gt=0, le=10_000, description="Credits to spend"
     )
-    max_duration_s: int | None = Field(
+    max_duration_s: Int | None = Field(
         default=None, gt=0, le=30 * 24 * 3600, description="Wall time, in seconds"
     )
-    max_iterations: int | None = Field(
+    max_iterations: Int | None = Field(
         default=None, ge=1, le=100, description="Analyze-to-Learn iterations"
     )
 

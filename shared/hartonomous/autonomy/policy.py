@@ -7,20 +7,32 @@ Default (no policy stored): the schedule is off and every action needs approval.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
 
 from hartonomous.autonomy.registry import REGISTRY
 
 SIX_DAYS_S = 6 * 24 * 3600
 
 
+def _not_a_boolean(value: object) -> object:
+    """JSON ``true`` is no number, though Python's bool is an int (pydantic's lax mode would
+    take it as 1); integral numbers such as ``60.0`` stay accepted, as JSON Schema has them."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_a_boolean)]
+Number = Annotated[float, BeforeValidator(_not_a_boolean)]
+
+
 class ActionRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    allowed: bool = Field(default=True, description="May the loop run this action at all")
-    requires_approval: bool = Field(
+    allowed: StrictBool = Field(default=True, description="May the loop run this action at all")
+    requires_approval: StrictBool = Field(
         default=True, description="Does each run of it wait for an admin's decision"
     )
 
@@ -28,11 +40,11 @@ class ActionRule(BaseModel):
 class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    credits: float = Field(default=5.0, gt=0, le=10_000, description="Credits a run may spend")
-    duration_s: int = Field(
+    credits: Number = Field(default=5.0, gt=0, le=10_000, description="Credits a run may spend")
+    duration_s: Int = Field(
         default=3600, gt=0, le=30 * 24 * 3600, description="Wall time a run may take"
     )
-    max_iterations: int = Field(
+    max_iterations: Int = Field(
         default=3, ge=1, le=100, description="Analyze-to-Learn iterations per run"
     )
 
@@ -40,8 +52,8 @@ class Budget(BaseModel):
 class Schedule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(default=False, description="Start runs on a timer")
-    every_minutes: int = Field(
+    enabled: StrictBool = Field(default=False, description="Start runs on a timer")
+    every_minutes: Int = Field(
         default=1440, ge=15, le=7 * 24 * 60, description="Minutes between scheduled runs"
     )
 
@@ -59,7 +71,7 @@ class Policy(BaseModel):
     )
     budget: Budget = Field(default_factory=Budget, description="Defaults of each run")
     schedule: Schedule = Field(default_factory=Schedule)
-    approval_timeout_s: int = Field(
+    approval_timeout_s: Int = Field(
         default=24 * 3600,
         ge=60,
         le=90 * 24 * 3600,
