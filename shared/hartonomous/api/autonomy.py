@@ -14,12 +14,12 @@ from typing import Annotated, Any
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hartonomous.api.auth import Admin, Reader
 from hartonomous.api.deps import PlatformDep, WorkflowClientDep, get_workflow_client
 from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
-from hartonomous.autonomy.policy import Int, Number, Policy
+from hartonomous.autonomy.policy import Policy, not_a_boolean
 from hartonomous.autonomy.records import ActionRecord, DeadLetterRecord, PhaseRecord, RunRecord
 from hartonomous.autonomy.service import ApprovalDetail
 from hartonomous.autonomy.types import ApprovalStatus, DeadLetterStatus
@@ -78,14 +78,18 @@ class RunIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    budget_credits: Number | None = Field(
+    budget_credits: float | None = Field(
         default=None, gt=0, le=10_000, description="Credits to spend"
     )
-    max_duration_s: Int | None = Field(
+    max_duration_s: int | None = Field(
         default=None, gt=0, le=30 * 24 * 3600, description="Wall time, in seconds"
     )
-    max_iterations: Int | None = Field(
+    max_iterations: int | None = Field(
         default=None, ge=1, le=100, description="Analyze-to-Learn iterations"
+    )
+
+    _numbers = field_validator("budget_credits", "max_duration_s", "max_iterations", mode="before")(
+        not_a_boolean
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
@@ -128,8 +128,22 @@ class Filters(BaseModel):
         description="Equality on the source document's metadata: at most "
         f"{MAX_FILTER_KEYS} keys, each a string, boolean, 64-bit integer or finite number",
     )
-    created_after: datetime | None = None
-    created_before: datetime | None = None
+    created_after: datetime | None = Field(default=None, description="RFC 3339, with an offset")
+    created_before: datetime | None = Field(default=None, description="RFC 3339, with an offset")
+
+    @field_validator("created_after", "created_before")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        """In UTC, as the store compares them: a time without an offset is ambiguous, and one
+        near year 1 or 9999 may not exist in UTC (it made the store's bind fail with a 500)."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("a time needs its UTC offset (for example 2026-12-01T00:00:00Z)")
+        try:
+            return value.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValueError("the time is out of range once in UTC") from exc
 
     @field_validator("metadata", mode="before")
     @classmethod

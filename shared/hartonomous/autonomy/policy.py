@@ -16,7 +16,7 @@ from hartonomous.autonomy.registry import REGISTRY
 SIX_DAYS_S = 6 * 24 * 3600
 
 
-def _not_a_boolean(value: object) -> object:
+def not_a_boolean(value: object) -> object:
     """JSON ``true`` is no number, though Python's bool is an int (pydantic's lax mode would
     take it as 1); integral numbers such as ``60.0`` stay accepted, as JSON Schema has them."""
     if isinstance(value, bool):
@@ -24,8 +24,9 @@ def _not_a_boolean(value: object) -> object:
     return value
 
 
-Int = Annotated[int, BeforeValidator(_not_a_boolean)]
-Number = Annotated[float, BeforeValidator(_not_a_boolean)]
+NOT_A_BOOLEAN = BeforeValidator(not_a_boolean)
+Int = Annotated[int, NOT_A_BOOLEAN]
+Number = Annotated[float, NOT_A_BOOLEAN]
 
 
 class ActionRule(BaseModel):
