@@ -31,7 +31,7 @@ from hartonomous.autonomy.records import (
     PhaseRecord,
     RunRecord,
 )
-from hartonomous.autonomy.registry import REGISTRY
+from hartonomous.autonomy.registry import AGENT_TOOLS, LOOP_ACTIONS, REGISTRY
 from hartonomous.autonomy.service import START_GRACE
 from hartonomous.autonomy.types import RunStatus
 from hartonomous.bootstrap import Platform, bootstrap
@@ -201,7 +201,11 @@ def test_policy_defaults_round_trip_and_refusals(client: TestClient, alice: Tena
     default = client.get("/v1/policy", headers=admin).json()
     assert default["schedule"]["enabled"] is False
     policy = Policy.model_validate(default)
-    assert all(policy.decide(name).needs_approval for name in REGISTRY)
+    # The loop's actions and writing tools wait for a human by default; reading tools do not.
+    assert all(policy.decide(name).needs_approval for name in LOOP_ACTIONS)
+    assert policy.decide("save_note").needs_approval
+    assert not policy.decide("search").needs_approval and not policy.decide("read_atom").needs_approval
+    assert set(AGENT_TOOLS) == {"search", "read_atom", "save_note"}
 
     wanted = {
         "actions": {"cache_answer": {"allowed": True, "requires_approval": False},

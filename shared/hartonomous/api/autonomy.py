@@ -9,7 +9,7 @@ always the calling key, never a field of the body.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Path, Query
@@ -69,8 +69,18 @@ class ActionSpecOut(BaseModel):
     reversible: bool
     reversal: str = Field(description="How it is undone, or why it cannot be")
     cost_estimate_credits: float = Field(description="What the budget reserves before Act")
-    metric: str = Field(description="What Learn recomputes to judge it (higher is better)")
-    addresses: str = Field(description="The kind of problem Analyze finds that it fixes")
+    metric: str | None = Field(
+        description="What Learn recomputes to judge it (higher is better); null for a tool"
+    )
+    addresses: str | None = Field(
+        description="The kind of problem Analyze finds that it fixes; null for a tool"
+    )
+    callers: list[Literal["loop", "agent"]] = Field(
+        description="Who may run it: the autonomous loop, or agents (compiled as a tool)"
+    )
+    default_requires_approval: bool = Field(
+        description="What a policy that does not name it says: writes wait for a human"
+    )
 
 
 class RunIn(BaseModel):
@@ -263,7 +273,8 @@ class RetryStarted(BaseModel):
 
 @router.get("/v1/actions", response_model=list[ActionSpecOut])
 def list_actions(principal: Reader, platform: PlatformDep) -> list[ActionSpecOut]:
-    """Every action the loop may run; any other name is refused before anything runs."""
+    """Every action the loop and agents may run; any other name is refused before anything
+    runs."""
     return [ActionSpecOut.model_validate(a) for a in platform.autonomy.actions_registry()]
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -12,9 +12,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
-    WithJsonSchema,
-    field_validator,
 )
 
 from hartonomous.api.atoms import upload_body
@@ -22,19 +19,10 @@ from hartonomous.api.auth import Reader, Writer
 from hartonomous.api.deps import PlatformDep, RequestId, WorkflowClientDep
 from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
 from hartonomous.api.uploads import check_declared_length, receive
-from hartonomous.domain.atoms import Modality
-from hartonomous.domain.metadata import (
-    FILTER_KEY_PATTERN,
-    INT64_MAX,
-    INT64_MIN,
-    MAX_FILTER_KEYS,
-    MAX_FILTER_VALUE_CHARS,
-    check_filter,
-)
 from hartonomous.errors import UnprocessableContent
+from hartonomous.knowledge.filters import Filters
 from hartonomous.knowledge.parsing import is_supported
 from hartonomous.knowledge.search import Mode
-from hartonomous.knowledge.store import SearchFilter
 from hartonomous.knowledge.uploads import start_ingestion
 
 router = APIRouter(tags=["knowledge"], responses=PROBLEM_RESPONSES)
@@ -88,84 +76,6 @@ async def create_ingestion(
         deduplicated=stored.deduplicated,
     )
     return JSONResponse(out.model_dump(), status_code=202, headers={"Location": out.status_url})
-
-
-FilterKey = Annotated[str, StringConstraints(pattern=FILTER_KEY_PATTERN)]
-FilterValue = (
-    Annotated[str, Field(max_length=MAX_FILTER_VALUE_CHARS)]
-    | Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
-    | Annotated[float, Field(allow_inf_nan=False)]
-    | bool
-)
-# Stated whole: pydantic would publish the key pattern as patternProperties, which lets any
-# other key through, and the integer bounds as floats.
-METADATA_FILTER_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "maxProperties": MAX_FILTER_KEYS,
-    "propertyNames": {"pattern": FILTER_KEY_PATTERN},
-    "additionalProperties": {
-        "anyOf": [
-            {"type": "string", "maxLength": MAX_FILTER_VALUE_CHARS},
-            {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX},
-            {"type": "number"},
-            {"type": "boolean"},
-        ]
-    },
-}
-
-
-class Filters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    modality: Modality | None = None
-    media_type: str | None = Field(default=None, max_length=255)
-    document_id: str | None = Field(default=None, max_length=36)
-    metadata: (
-        Annotated[dict[FilterKey, FilterValue], WithJsonSchema(METADATA_FILTER_SCHEMA)] | None
-    ) = Field(
-        default=None,
-        max_length=MAX_FILTER_KEYS,
-        description="Equality on the source document's metadata: at most "
-        f"{MAX_FILTER_KEYS} keys, each a string, boolean, 64-bit integer or finite number",
-    )
-    created_after: datetime | None = Field(default=None, description="RFC 3339, with an offset")
-    created_before: datetime | None = Field(default=None, description="RFC 3339, with an offset")
-
-    @field_validator("created_after", "created_before")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        """In UTC, as the store compares them: a time without an offset is ambiguous, and one
-        near year 1 or 9999 may not exist in UTC (it made the store's bind fail with a 500)."""
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("a time needs its UTC offset (for example 2026-12-01T00:00:00Z)")
-        try:
-            return value.astimezone(UTC)
-        except OverflowError as exc:
-            raise ValueError("the time is out of range once in UTC") from exc
-
-    @field_validator("metadata", mode="before")
-    @classmethod
-    def _bounded(cls, value: object) -> object:
-        """Counted and checked before pydantic walks the items: 100,000 keys cost nothing,
-        and an integer past 64 bits is refused, never turned into a float."""
-        if isinstance(value, dict):
-            try:
-                check_filter(value)
-            except UnprocessableContent as exc:
-                raise ValueError(exc.detail) from exc
-        return value
-
-    def to_search_filter(self) -> SearchFilter:
-        return SearchFilter(
-            modality=self.modality.value if self.modality else None,
-            media_type=self.media_type,
-            document_id=self.document_id,
-            metadata=dict(self.metadata) if self.metadata else None,
-            created_after=self.created_after,
-            created_before=self.created_before,
-        )
 
 
 class SearchIn(BaseModel):

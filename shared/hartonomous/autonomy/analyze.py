@@ -45,7 +45,7 @@ from typing import Any
 from hartonomous.autonomy.messages import AnalyzeIn, AnalyzeOut, Problem
 from hartonomous.autonomy.policy import Policy
 from hartonomous.autonomy.records import PhaseRecord
-from hartonomous.autonomy.registry import REGISTRY
+from hartonomous.autonomy.registry import LOOP_ACTIONS
 from hartonomous.autonomy.types import ActionStatus, Phase, ProblemKind
 from hartonomous.knowledge.associations import normalise_query
 from hartonomous.knowledge.search import Mode, SearchService
@@ -76,7 +76,7 @@ JUDGED_UNHELPFUL = [ActionStatus.REVERTED]
 # A fix the executor's check refused (decider ``check:{action}``) waits the same window: the
 # data that failed the check rarely changes within a run's schedule.
 CHECK_REFUSED = "check:"
-ACTION_FOR = {spec.addresses: spec.name for spec in REGISTRY.values()}
+ACTION_FOR = {spec.addresses: spec.name for spec in LOOP_ACTIONS.values()}
 KIND_ORDER = {kind: i for i, kind in enumerate(ProblemKind)}
 
 

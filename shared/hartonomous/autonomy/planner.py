@@ -43,7 +43,7 @@ from hartonomous.autonomy.loop import MAX_PLAN_TOKENS
 from hartonomous.autonomy.messages import HypothesizeIn, HypothesizeOut, PlannedAction, Problem
 from hartonomous.autonomy.policy import Policy
 from hartonomous.autonomy.records import ActionRecord, PhaseRecord
-from hartonomous.autonomy.registry import REGISTRY, parameter_errors
+from hartonomous.autonomy.registry import LOOP_ACTIONS, REGISTRY, parameter_errors
 from hartonomous.autonomy.types import ActionStatus, Phase, ProblemKind
 from hartonomous.errors import HartonomousError
 from hartonomous.inference.types import Completion, CompletionRequest, ModelRef
@@ -144,8 +144,8 @@ def expand(name: str, parameters: Any, problem: Problem) -> Any:
 
 def plan_schema(problem: Problem) -> dict[str, Any]:
     """``{"actions": [...]}``, one branch per registered action, the problem's own first."""
-    first = {spec.name for spec in REGISTRY.values() if spec.addresses == ProblemKind(problem.kind)}
-    order = sorted(REGISTRY, key=lambda n: (n not in first, n))
+    first = {s.name for s in LOOP_ACTIONS.values() if s.addresses == ProblemKind(problem.kind)}
+    order = sorted(LOOP_ACTIONS, key=lambda n: (n not in first, n))
     branches = [
         {
             "type": "object",
@@ -180,7 +180,7 @@ def prompt_for(problem: Problem) -> str:
     ``len(HANDLES)`` candidates, Analyze's ``PAIRS_PER_ACTION`` pairs), so the prompt stays
     within ``loop.PROMPT_TOKENS_ESTIMATE`` (a 2,000-character query once appeared twice)."""
     lines = ["Maintenance plan for a knowledge base. The actions that exist:"]
-    for spec in REGISTRY.values():
+    for spec in LOOP_ACTIONS.values():
         lines.append(f"- {spec.name}: {spec.description}")
     ev = problem.evidence
     lines += ["", f"Problem ({problem.kind}): {problem.summary[:SUMMARY_CHARS]}."]
@@ -199,7 +199,7 @@ def prompt_for(problem: Problem) -> str:
                      f"{ev['error'][:200]}")  # fmt: skip
     elif problem.kind == ProblemKind.REPEATED_PROMPT:
         lines.append(f"Prompt: {ev['prompt'][:QUERY_CHARS]} (latest receipt {ev['receipt_id']})")
-    fixes = [s.name for s in REGISTRY.values() if s.addresses == ProblemKind(problem.kind)]
+    fixes = [s.name for s in LOOP_ACTIONS.values() if s.addresses == ProblemKind(problem.kind)]
     lines += ["", f"The action for a {problem.kind} is {', '.join(fixes)}.",
               "The plan, as JSON, with the action that fixes the problem:", ""]  # fmt: skip
     return "\n".join(lines)
@@ -415,6 +415,8 @@ class Planner:
         """(decider, why refused or None, needs approval)."""
         if p.name not in REGISTRY:
             return "registry:unknown_action", f"unknown action {p.name!r}", False
+        if p.name not in LOOP_ACTIONS:
+            return "registry:not_for_loop", f"{p.name} is an agents' tool, not a loop action", False
         errors = parameter_errors(p.name, p.parameters)
         if errors:
             return "registry:schema", "; ".join(errors)[:4000], False

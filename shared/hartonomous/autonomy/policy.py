@@ -66,8 +66,9 @@ class Policy(BaseModel):
 
     actions: dict[str, ActionRule] = Field(
         default_factory=dict,
-        description="Rules by action name; an action not named here gets the default rule "
-        "(allowed, requires approval). Unknown names are refused.",
+        description="Rules by action name (the loop's actions and agents' tools); one not "
+        "named here gets its default rule: allowed, and requires approval unless it only "
+        "reads (search, read_atom). Unknown names are refused.",
         json_schema_extra={"propertyNames": {"enum": [name for name in sorted(REGISTRY)]}},
     )
     budget: Budget = Field(default_factory=Budget, description="Defaults of each run")
@@ -102,7 +103,11 @@ class Policy(BaseModel):
         return value
 
     def rule(self, action: str) -> ActionRule:
-        return self.actions.get(action, ActionRule())
+        """The stored rule, else the action's default (allowed; approval as its spec says)."""
+        if action in self.actions:
+            return self.actions[action]
+        spec = REGISTRY.get(action)
+        return ActionRule(requires_approval=spec.default_requires_approval if spec else True)
 
     def decide(self, action: str) -> Decision:
         """What the platform does with a planned action, and which rule says so."""

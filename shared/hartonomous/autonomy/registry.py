@@ -1,16 +1,18 @@
-"""The action registry: every action the loop (and later agents) may run, as typed data.
+"""The action registry: every action the loop and agents may run, as typed data.
 
 An action is a name, a version, a JSON schema for its parameters, the scope it needs,
-whether and how it is undone, a cost estimate, and the metric it means to move. Executors
-live in ``actions/``; this module is only the contract, so the API can list it and the
-planner and validator read the same schemas. A name not in ``REGISTRY`` is refused before
-anything runs.
+whether and how it is undone, a cost estimate, and (for the loop's) the metric it means to
+move. ``callers`` says who may run it: the loop's maintenance actions (executors in
+``actions/``) or agents' tools (executors in ``hartonomous.agents.tools``). This module is
+only the contract, so the API can list it and the planners and validators read the same
+schemas. A name not in ``REGISTRY`` is refused before anything runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cache
 from typing import Any
 
@@ -25,6 +27,11 @@ ATOM_ID = {"type": "string", "pattern": "^[0-9a-f-]{36}$"}
 QUERY = {"type": "string", "minLength": 1, "maxLength": 2000}
 
 
+class Caller(StrEnum):
+    LOOP = "loop"  # the autonomous loop's maintenance actions
+    AGENT = "agent"  # tools an agent may be compiled with
+
+
 @dataclass(frozen=True)
 class ActionSpec:
     name: str
@@ -37,9 +44,13 @@ class ActionSpec:
     scope: Scope
     reversible: bool
     reversal: str  # how it is undone, or why it cannot be
-    cost_credits: float  # the estimate the budget checks before Act
-    metric: str  # what Learn recomputes, higher is better
-    addresses: ProblemKind
+    cost_credits: float  # the estimate the budget checks before Act (or a tool call)
+    metric: str  # what Learn recomputes, higher is better ("" for agents' tools)
+    addresses: ProblemKind | None  # the problem the loop fixes with it (None: a tool)
+    callers: frozenset[Caller] = field(default=frozenset({Caller.LOOP}))
+    # What a policy that does not name it says: the loop's actions and writing tools wait
+    # for a human; reading tools (search, read_atom) do not.
+    default_requires_approval: bool = True
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -51,8 +62,10 @@ class ActionSpec:
             "reversible": self.reversible,
             "reversal": self.reversal,
             "cost_estimate_credits": self.cost_credits,
-            "metric": self.metric,
-            "addresses": self.addresses.value,
+            "metric": self.metric or None,
+            "addresses": self.addresses.value if self.addresses else None,
+            "callers": sorted(self.callers),
+            "default_requires_approval": self.default_requires_approval,
         }
 
 
@@ -141,7 +154,67 @@ REGISTRY: Mapping[str, ActionSpec] = {
             metric="credits per answer of the prompt (negated), replayed",
             addresses=ProblemKind.REPEATED_PROMPT,
         ),
+        ActionSpec(
+            name="search",
+            version=1,
+            description=(
+                "Hybrid search of the agent's knowledge scope, frozen when it was compiled; "
+                "returns the best passages with their atom ids."
+            ),
+            parameters=_object(
+                {"query": QUERY, "k": {"type": "integer", "minimum": 1, "maximum": 10}},
+                ["query"],
+            ),
+            scope=Scope.READ,
+            reversible=True,
+            reversal="nothing to undo: it reads",
+            cost_credits=0.01,
+            metric="",
+            addresses=None,
+            callers=frozenset({Caller.AGENT}),
+            default_requires_approval=False,
+        ),
+        ActionSpec(
+            name="read_atom",
+            version=1,
+            description="Read one atom of the agent's knowledge scope (a passage) by its id.",
+            parameters=_object({"atom_id": ATOM_ID}, ["atom_id"]),
+            scope=Scope.READ,
+            reversible=True,
+            reversal="nothing to undo: it reads",
+            cost_credits=0.0,
+            metric="",
+            addresses=None,
+            callers=frozenset({Caller.AGENT}),
+            default_requires_approval=False,
+        ),
+        ActionSpec(
+            name="save_note",
+            version=1,
+            description="Store a text note as an atom of the tenant (a write).",
+            parameters=_object(
+                {
+                    "title": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "text": {"type": "string", "minLength": 1, "maxLength": 4000},
+                },
+                ["title", "text"],
+            ),
+            scope=Scope.WRITE,
+            reversible=True,
+            reversal="the note atom can be deleted (DELETE /v1/atoms/{id})",
+            cost_credits=0.01,
+            metric="",
+            addresses=None,
+            callers=frozenset({Caller.AGENT}),
+        ),
     )
+}
+# The loop plans, executes and measures only these; agents call only AGENT_TOOLS.
+LOOP_ACTIONS: Mapping[str, ActionSpec] = {
+    name: spec for name, spec in REGISTRY.items() if Caller.LOOP in spec.callers
+}
+AGENT_TOOLS: Mapping[str, ActionSpec] = {
+    name: spec for name, spec in REGISTRY.items() if Caller.AGENT in spec.callers
 }
 
 

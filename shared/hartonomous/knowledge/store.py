@@ -61,6 +61,9 @@ class SearchFilter:
     metadata: dict[str, Any] | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    # A knowledge snapshot (an agent's frozen scope): only chunks linked to their document
+    # by an edge with id <= this, i.e. those indexed when the snapshot was taken.
+    snapshot: int | None = None
 
     def __post_init__(self) -> None:
         """Checked here, before any SQL, by the API's own rules: a bad key or value is a 422
@@ -72,7 +75,7 @@ class SearchFilter:
     def empty(self) -> bool:
         return not any(
             (self.modality, self.media_type, self.document_id, self.metadata,
-             self.created_after, self.created_before)
+             self.created_after, self.created_before, self.snapshot is not None)
         )  # fmt: skip
 
 
@@ -95,6 +98,8 @@ def allowed_chunks_query(tenant_id: str, flt: SearchFilter) -> sa.Select[Any]:
         query = query.where(doc.c.created_at > flt.created_after)
     if flt.created_before:
         query = query.where(doc.c.created_at < flt.created_before)
+    if flt.snapshot is not None:
+        query = query.where(edges.c.id <= flt.snapshot)
     for key, value in (flt.metadata or {}).items():
         query = query.where(json_equals(doc.c.metadata, key, value))
     return query
@@ -123,6 +128,17 @@ class KnowledgeRepository:
         self._keywords = keywords
 
     # -- embeddings --------------------------------------------------------------------------
+
+    def snapshot(self, tenant_id: str) -> int:
+        """The tenant's knowledge watermark: the last chunk link written (0: none yet). A
+        filter with ``snapshot`` set to it sees what is indexed now, and never what comes
+        after."""
+        last = self._conn.execute(
+            sa.select(sa.func.max(edges.c.id)).where(
+                edges.c.tenant_id == tenant_id, edges.c.kind == HAS_CHUNK
+            )
+        ).scalar_one_or_none()
+        return int(last or 0)
 
     def missing_embeddings(self, tenant_id: str, shas: Sequence[str], model: str) -> set[str]:
         have: set[str] = set()

@@ -248,6 +248,7 @@ edges = sa.Table(
     sa.Column("receipt_id", sa.String(36), nullable=False, server_default=""),
     sa.UniqueConstraint("tenant_id", "src_id", "kind", "ordinal", "receipt_id"),
     sa.Index(None, "tenant_id", "dst_id", "kind"),
+    sa.Index(None, "tenant_id", "kind", "id"),  # a tenant's knowledge watermark (agents)
 )
 
 # The text of each chunk atom (also its bytes in the blob store), for search results and
@@ -643,4 +644,127 @@ workflow_failures = sa.Table(
     sa.Column("failed_at", UTCDateTime(), nullable=False),
     sa.Column("retried_by", sa.String(200), nullable=True),
     sa.Index(None, "tenant_id", "failed_at"),
+)
+
+
+# -- the agent factory (docs/agents.md) -----------------------------------------------------------
+
+# A tenant's agent names: each points at its latest version, or at a pinned one. Retiring a
+# name stops new runs; its versions and their runs stay readable for audit.
+agents = sa.Table(
+    "agents",
+    metadata,
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("latest_version", sa.String(64), nullable=False),
+    sa.Column("pinned_version", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),  # active | retired
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("retired_at", UTCDateTime(), nullable=True),
+)
+
+# Compiled, immutable agent versions. ``id`` is the SHA-256 of the compiled spec's canonical
+# JSON (RFC 8785): the same spec compiled twice is the same row.
+agent_versions = sa.Table(
+    "agent_versions",
+    metadata,
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("spec", _json(), nullable=False),
+    sa.Column("model_id", sa.String(64), nullable=False),
+    sa.Column("model_sha256", sa.String(64), nullable=False),
+    sa.Column("snapshot", sa.BigInteger(), nullable=False),  # the knowledge watermark
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("created_by", sa.String(100), nullable=True),
+    sa.Index(None, "tenant_id", "name", "created_at"),
+)
+
+# One row per agent run (a Durable orchestration): its input, status, spend and, once it
+# ended, its receipt (the steps' receipts in order).
+agent_runs = sa.Table(
+    "agent_runs",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("agent_name", sa.String(64), nullable=False),
+    sa.Column("version_id", sa.String(64), nullable=False),
+    sa.Column("instance_id", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("input_text", sa.UnicodeText(), nullable=False),
+    sa.Column("seed", sa.BigInteger(), nullable=True),
+    sa.Column("budget_credits", sa.Float(), nullable=False),
+    sa.Column("max_steps", sa.Integer(), nullable=False),
+    sa.Column("max_duration_s", sa.Integer(), nullable=False),
+    sa.Column("steps", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("spent_credits", sa.Float(), nullable=False, server_default="0"),
+    sa.Column("answer", sa.UnicodeText(), nullable=True),
+    sa.Column("answer_atom_id", _id(), nullable=True),
+    sa.Column("receipt", _json(), nullable=True),
+    sa.Column("error", sa.String(2000), nullable=True),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("ended_at", UTCDateTime(), nullable=True),
+    sa.Index(None, "tenant_id", "started_at"),
+    sa.Index(None, "tenant_id", "agent_name", "started_at"),
+)
+
+# A run's steps in order: each ``step`` has a ``model`` row (the model's choice, with its
+# generation receipt) and, when it chose a tool, a ``tool`` row (the platform's decision and
+# the call's result). Idempotent by (run, step, kind): a replayed activity adds nothing.
+agent_steps = sa.Table(
+    "agent_steps",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("run_id", _id(), sa.ForeignKey("agent_runs.id"), nullable=False),
+    sa.Column("step", sa.Integer(), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),  # model | tool
+    sa.Column("name", sa.String(64), nullable=True),  # the tool
+    sa.Column("arguments", _json(), nullable=True),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("decided_by", sa.String(100), nullable=True),
+    sa.Column("receipt_id", _id(), nullable=True),
+    sa.Column("result", _json(), nullable=True),
+    sa.Column("cost_credits", sa.Float(), nullable=False, server_default="0"),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("ended_at", UTCDateTime(), nullable=True),
+    sa.UniqueConstraint("tenant_id", "run_id", "step", "kind"),
+)
+
+# Every constitution rule a step broke, with what followed (the run ended, or a human was
+# asked). Idempotent by (run, step, rule).
+agent_violations = sa.Table(
+    "agent_violations",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("run_id", _id(), sa.ForeignKey("agent_runs.id"), nullable=False),
+    sa.Column("step", sa.Integer(), nullable=False),
+    sa.Column("rule_type", sa.String(64), nullable=False),  # constitution[i].type, or a guard
+    sa.Column("detail", sa.String(2000), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),  # end | approval
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "run_id", "step", "rule_type"),
+)
+
+# Approvals of agents' gated tool calls and answers that broke an approval-gated rule; the
+# approvals API serves these with the loop's (/v1/approvals), as the same external events.
+agent_approvals = sa.Table(
+    "agent_approvals",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("run_id", _id(), sa.ForeignKey("agent_runs.id"), nullable=False),
+    sa.Column("step_id", _id(), sa.ForeignKey("agent_steps.id"), nullable=False),
+    sa.Column("instance_id", sa.String(100), nullable=False),
+    sa.Column("reason", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("requested_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("decided_at", UTCDateTime(), nullable=True),
+    sa.Column("decided_by", sa.String(100), nullable=True),
+    sa.Column("note", sa.String(1000), nullable=True),
+    sa.UniqueConstraint("tenant_id", "step_id"),
+    sa.Index(None, "tenant_id", "status", "requested_at"),
 )

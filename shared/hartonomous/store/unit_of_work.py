@@ -12,6 +12,7 @@ from types import TracebackType
 
 import sqlalchemy as sa
 
+from hartonomous.agents.store import AgentRepository
 from hartonomous.autonomy.store import AutonomyRepository
 from hartonomous.events.outbox import OutboxRepository
 from hartonomous.generation.answer_cache import AnswerCacheRepository
@@ -52,6 +53,7 @@ class UnitOfWork:
     associations: AssociationRepository
     answer_cache: AnswerCacheRepository
     workflow_failures: WorkflowFailureRepository
+    agents: AgentRepository
 
     def __init__(
         self,
@@ -88,6 +90,7 @@ class UnitOfWork:
         self.associations = AssociationRepository(self._conn, ignore)
         self.answer_cache = AnswerCacheRepository(self._conn, ignore)
         self.workflow_failures = WorkflowFailureRepository(self._conn, ignore)
+        self.agents = AgentRepository(self._conn, ignore)
         return self
 
     def commit(self) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hartonomous.autonomy.actions.base import ActionExecutor
-from hartonomous.autonomy.registry import REGISTRY
+from hartonomous.autonomy.registry import LOOP_ACTIONS
 
 if TYPE_CHECKING:
     from hartonomous.generation.service import GenerationService
@@ -43,5 +43,5 @@ def build_executors(
         "retry_failed_workflow": RetryFailedWorkflow(uow_factory),
         "cache_answer": CacheAnswer(uow_factory, generation),
     }
-    assert set(executors) == set(REGISTRY), "every registered action has an executor"
+    assert set(executors) == set(LOOP_ACTIONS), "every loop action has an executor"
     return executors

@@ -1,0 +1,1 @@
+"""The agent factory: capability search, compiled immutable agents, governed runs."""
