@@ -36,6 +36,7 @@ class ThinkOut(_Json):
     step_id: str | None
     cost_credits: float
     detail: str | None = None
+    about: str | None = None  # what an approval is about: "tool" or "answer"
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class ToolIn(_Json):
 
 @dataclass(frozen=True)
 class ToolOut(_Json):
-    status: str  # executed | failed | refused (the policy changed) | ended
+    status: str  # executed | failed | violated | approval (the policy now asks) | ended
     cost_credits: float
     detail: str | None = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from hartonomous.autonomy.registry import AGENT_TOOLS
 from hartonomous.metering.pricing import price
 
 RUN = "agent_run"  # one run: think, judge, (approval), tool, ... until an answer or a cap
@@ -20,12 +21,14 @@ SEARCH_CREDITS = price({"search.queries": 1}).credits
 
 def step_credits(max_tokens_per_step: int) -> float:
     """What one step is estimated to cost before it runs: a full prompt, every completion
-    token the agent allows, and its retrieval. A budget under this cannot start a run."""
+    token the agent allows, its retrieval and the dearest tool call. A budget under this
+    cannot start a run."""
     tokens = {
         "generation.prompt_tokens": PROMPT_TOKENS_ESTIMATE,
         "generation.completion_tokens": max_tokens_per_step,
     }
-    return round(price(tokens).credits + SEARCH_CREDITS, 6)
+    tool = max(spec.cost_credits for spec in AGENT_TOOLS.values())
+    return round(price(tokens).credits + SEARCH_CREDITS + tool, 6)
 
 
 def run_instance_id(run_id: str) -> str:

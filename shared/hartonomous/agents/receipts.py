@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hartonomous.agents.records import AgentRunRecord, StepRecord
-    from hartonomous.store.unit_of_work import UnitOfWork
+    from hartonomous.ports import UnitOfWork
 
 FORMAT = "hartonomous.agent-run/1"
 

@@ -68,6 +68,7 @@ class Outcome:
     completion: Completion
     timings: dict[str, float]
     cached_from: str | None = None  # the receipt whose answer the cache served
+    extra: dict[str, Any] = field(default_factory=dict)  # more receipt keys (an agent's step)
 
 
 @dataclass(frozen=True)
@@ -346,6 +347,7 @@ def receipt_body(
         "timings_ms": o.timings,
         "cost": {"credits": cost.credits, "lines": cost.lines},
         **({"cache": {"hit": True, "source_receipt_id": o.cached_from}} if o.cached_from else {}),
+        **o.extra,
     }  # fmt: skip
 
 

@@ -12,6 +12,7 @@ CREDITS_PER_1K = {
     "generation.completion_tokens": 0.4,
     "embedding.texts": 0.02,
     "search.queries": 0.01 * 1000,  # per query: 0.01 credits
+    "agent.notes": 0.01 * 1000,  # an agent's save_note: 0.01 credits
 }
 
 
