@@ -10,6 +10,7 @@ import azure.durable_functions as df
 
 
 def blueprints() -> list[df.Blueprint]:
+    from functions.agents import bp as agents
     from functions.autonomy import bp as autonomy
     from functions.events import bp as events
     from functions.http_api import bp as http_api
@@ -21,7 +22,7 @@ def blueprints() -> list[df.Blueprint]:
     from functions.workflows_diagnostics import bp as workflows_diagnostics
 
     return [http_api, workflows_diagnostics, maintenance, knowledge, models, events, uploads,
-            workflow_failures, autonomy]  # fmt: skip
+            workflow_failures, autonomy, agents]  # fmt: skip
 
 
 def indexed_app() -> df.DFApp:
