@@ -15,11 +15,11 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fiel
 
 from hartonomous.api.auth import Reader, Writer
 from hartonomous.api.deps import PlatformDep
-from hartonomous.api.knowledge import Filters
 from hartonomous.api.problems import PROBLEM_RESPONSES
 from hartonomous.api.streams import ClosingStream, Primed
 from hartonomous.errors import HartonomousError, InvalidInput
 from hartonomous.generation.service import Generated, GenerateRequest
+from hartonomous.knowledge.filters import Filters
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["generation"], responses=PROBLEM_RESPONSES)
