@@ -41,7 +41,7 @@ from hartonomous.agents.types import RunStatus, StepKind, StepStatus, ViolationO
 from hartonomous.autonomy.policy import Policy
 from hartonomous.autonomy.types import ApprovalStatus
 from hartonomous.errors import NotFound
-from hartonomous.generation.prompting import Assembled
+from hartonomous.generation.prompting import CHARS_PER_TOKEN, Assembled
 from hartonomous.generation.service import GenerateRequest, GenerationService, Outcome
 from hartonomous.generation.service import filters_from_json as scope_of
 from hartonomous.inference.types import Completion, CompletionRequest, ModelRef
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from hartonomous.agents.store import AgentRepository
 
 IDS = uuid.UUID("2b7e51c4-93a0-5f6d-8c21-7d4e9f0a1b3c")  # uuid5 namespace of a run's ids
-RETRIEVE_K = 4  # passages retrieved for the task at every step
+RETRIEVE_K = 3  # passages retrieved for the task at every step
 RAW_CHARS = 4000  # of the model's output kept on the step row (the output atom has it whole)
 SEARCH_CREDITS = price({"search.queries": 1}).credits
 
@@ -118,9 +118,11 @@ class AgentActivities:
         )  # fmt: skip
         searched = time.perf_counter()
         sources, history = _context(hits, steps)
+        budget = (self.generation.context_tokens - agent.max_tokens_per_step) * CHARS_PER_TOKEN
+        prompt, sources = prompt_for(agent, run.input_text, sources, history, budget)
         handles = {s.handle: s.atom_id for s in sources}
         request = CompletionRequest(
-            prompt=prompt_for(agent, run.input_text, sources, history),
+            prompt=prompt,
             max_tokens=agent.max_tokens_per_step, temperature=agent.temperature, stop=(),
             json_schema=step_schema(agent, list(handles)), seed=run.seed,
         )  # fmt: skip

@@ -18,11 +18,11 @@ from typing import Any
 from hartonomous.agents.compiled import CompiledAgent
 from hartonomous.autonomy.registry import REGISTRY
 
-PASSAGE_CHARS = 400  # of each passage in the prompt
+PASSAGE_CHARS = 300  # of each passage in the prompt
 INPUT_CHARS = 2000
 INSTRUCTIONS_CHARS = 2000
-HISTORY_STEPS = 8  # the most recent steps the prompt recalls
-OBSERVATION_CHARS = 300
+HISTORY_STEPS = 6  # the most recent steps the prompt recalls
+OBSERVATION_CHARS = 200
 MAX_CITATIONS = 5
 MAX_OUTPUT_CHARS = 64 * 1024  # more is not parsed
 
@@ -73,8 +73,25 @@ def step_schema(agent: CompiledAgent, handles: list[str]) -> dict[str, Any]:
     return {"anyOf": branches}
 
 
-def prompt_for(agent: CompiledAgent, task: str, sources: list[Source], history: list[str]) -> str:
-    """A document whose natural continuation is the next step, bounded by construction."""
+def prompt_for(
+    agent: CompiledAgent, task: str, sources: list[Source], history: list[str], budget_chars: int
+) -> tuple[str, list[Source]]:
+    """A document whose natural continuation is the next step, and the sources it shows
+    (only those may be cited). It fits ``budget_chars`` (the model's context less the step's
+    completion, at ``CHARS_PER_TOKEN``): the oldest history goes first, then the last
+    sources, so the task and the tools always stay."""
+    history = history[-HISTORY_STEPS:]
+    while True:
+        text = _document(agent, task, sources, history)
+        if len(text) <= budget_chars or not (history or sources):
+            return text, sources
+        if history:
+            history = history[1:]
+        else:
+            sources = sources[:-1]
+
+
+def _document(agent: CompiledAgent, task: str, sources: list[Source], history: list[str]) -> str:
     lines = [agent.instructions[:INSTRUCTIONS_CHARS] or f"You are {agent.name}.", ""]
     if agent.tools:
         lines.append("Tools (call one with its arguments as JSON):")
@@ -86,7 +103,7 @@ def prompt_for(agent: CompiledAgent, task: str, sources: list[Source], history: 
         lines.append("")
     if history:
         lines.append("Steps so far:")
-        lines += history[-HISTORY_STEPS:]
+        lines += history
         lines.append("")
     lines.append(f"Task: {task[:INPUT_CHARS]}")
     lines.append(
