@@ -22,6 +22,8 @@ from sqlalchemy.dialects.mssql.pyodbc import MSDialect_pyodbc
 from tsql_rules import problems
 
 from conftest import TenantKeys
+from hartonomous.agents.records import VersionRecord
+from hartonomous.agents.store import AgentRepository
 from hartonomous.autonomy.records import (
     ActionRecord,
     ApprovalRecord,
@@ -259,6 +261,7 @@ def drive_every_repository(platform: Platform, tenant: str) -> None:
         sessions.live_ids(ids, AT)
         sessions.delete_expired_before(AT - timedelta(7))
         drive_autonomy(uow.autonomy, tenant, ids)
+        drive_agent_names(uow.agents, tenant)
         drive_effects(uow, tenant, ids)
         uow.commit()
 
@@ -366,6 +369,26 @@ def drive_autonomy(a: AutonomyRepository, tenant: str, ids: list[str]) -> None:
         a.end_run(tenant, run.id, "completed", AT, summary={"iterations": 1}, error=None)
 
 
+def drive_agent_names(a: AgentRepository, tenant: str) -> None:
+    """Agents' names and versions (agents/service.py): each insert-or-ignore twice (the
+    second finds the row), each compare-and-set twice (the second finds it moved on)."""
+    version = VersionRecord(tenant, "e" * 64, "helper", {"format": "hartonomous.agent/1"},
+                            "gemma-3-270m", "0" * 64, 2**40, AT, "key:k")  # fmt: skip
+    for _ in range(2):
+        a.add_version(version)
+        a.point(tenant, "helper", version.id, AT)  # created, then re-pointed
+    a.version(tenant, version.id)
+    a.versions(tenant, "helper", 21)
+    a.versions(tenant, "helper", 21, (AT, version.id))
+    a.agent(tenant, "helper")
+    a.agents(tenant, 21)
+    a.agents(tenant, 21, "helper", retired=True)
+    a.pin(tenant, "helper", version.id, AT)
+    a.pin(tenant, "helper", None, AT)
+    for _ in range(2):
+        a.retire(tenant, "helper", AT)
+
+
 def drive_the_azure_only_adapters(tenant: str) -> list[tuple[Any, list[Any]]]:
     """What the Azure world's session setup and vector search send, to a recorder."""
     recorder = DriverRecorder()
@@ -388,6 +411,7 @@ def test_every_repository_statement_would_run_on_azure_sql(
     assert {"learned_associations", "answer_cache", "workflow_failures", "edges"} <= touched
     assert {"autonomy_policies", "autonomy_runs", "autonomy_phases", "autonomy_actions",
             "autonomy_approvals", "autonomy_dead_letters"} <= touched  # fmt: skip
+    assert {"agents", "agent_versions"} <= touched
     found = [p for element, rows in captured for p in check(element, rows)]
     assert found == []
 

@@ -19,6 +19,7 @@ from hartonomous.knowledge.filters import Filters
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"  # never 64 hex characters: those are version ids
 VERSION_PATTERN = r"^[0-9a-f]{64}$"
+RESERVED_NAMES = frozenset({"runs"})  # paths under /v1/agents that are not agents
 MAX_TOOLS = 32
 MAX_RULES = 50
 MAX_PATTERN_CHARS = 500
@@ -188,6 +189,14 @@ class AgentSpecIn(BaseModel):
     )
     temperature: Number = Field(default=0.0, ge=0, le=2)
     max_tokens_per_step: Int = Field(default=192, ge=16, le=1024)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        """``/v1/agents/runs`` lists runs: a name "runs" would be shadowed by it."""
+        if value in RESERVED_NAMES:
+            raise ValueError(f"{value!r} is reserved (/v1/agents/{value} is another resource)")
+        return value
 
     @field_validator("output_schema")
     @classmethod

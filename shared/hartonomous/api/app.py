@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from hartonomous import __version__
 from hartonomous.api import (
+    agents,
     atoms,
     autonomy,
     generation,
@@ -53,6 +54,8 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(generation.router)
     app.include_router(upload_sessions.router)
     app.include_router(autonomy.router)
+    # After agent_runs.router: /v1/agents/runs must not be read as an agent's name.
+    app.include_router(agents.router)
     app.add_middleware(
         BodyLimit, limit=platform.settings.max_json_body_bytes, openapi=lambda: app.openapi()
     )

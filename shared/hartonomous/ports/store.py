@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
+    from hartonomous.agents.store import AgentRepository
     from hartonomous.autonomy.store import AutonomyRepository
     from hartonomous.events.outbox import OutboxRepository
     from hartonomous.generation.answer_cache import AnswerCacheRepository
@@ -50,6 +51,7 @@ class UnitOfWork(Protocol):
     associations: AssociationRepository
     answer_cache: AnswerCacheRepository
     workflow_failures: WorkflowFailureRepository
+    agents: AgentRepository
 
     def __enter__(self) -> UnitOfWork: ...
 
