@@ -206,6 +206,7 @@ def drive_every_repository(platform: Platform, tenant: str) -> None:
         k.missing_embeddings(tenant, shas, "m")
         k.chunk_atom_ids(tenant, shas)
         k.vectors_since(tenant, "m", 0)
+        k.chunk_embeddings(tenant, "m", ids)
         k.document(tenant, ids[0])
         k.describe(tenant, ids, {ids[0]})
         k.describe(tenant, ids, None)
@@ -235,6 +236,7 @@ def drive_every_repository(platform: Platform, tenant: str) -> None:
         uow.workflow_runs.delete(tenant, "wf-1")
         uow.models.get(tenant, "no-such-model")
         uow.models.references(tenant, ids[1])
+        uow.models.profiled(tenant)
         for i in range(MANY - 3, MANY):  # chunks no receipt holds
             k.forget_atom(tenant, ids[i])
             uow.atoms.delete(tenant, ids[i])

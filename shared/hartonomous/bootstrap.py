@@ -14,6 +14,7 @@ from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from hartonomous.agents.capabilities import CapabilityService
 from hartonomous.agents.service import AgentService
 from hartonomous.autonomy.service import AutonomyService
 from hartonomous.blobs.local import LocalBlobStore
@@ -81,6 +82,7 @@ class Platform:
     gaps: GapService = field(init=False)
     uploads: UploadSessionService = field(init=False)
     autonomy: AutonomyService = field(init=False)
+    capabilities: CapabilityService = field(init=False)
     agents: AgentService = field(init=False)
     _autonomy_loop: LoopActivities | None = field(default=None, init=False, repr=False)
     _autonomy_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -102,6 +104,7 @@ class Platform:
         self.autonomy = AutonomyService(
             self.uow_factory, retry_first_ms=self.settings.autonomy_retry_first_ms
         )
+        self.capabilities = CapabilityService(self.uow_factory, self.knowledge.get)
         self.agents = AgentService(self.uow_factory, self.generation.resolve, self.autonomy.policy)
 
     def autonomy_loop(self) -> LoopActivities:

@@ -13,6 +13,7 @@ from hartonomous.api import (
     agents,
     atoms,
     autonomy,
+    capabilities,
     generation,
     knowledge,
     models,
@@ -54,6 +55,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(generation.router)
     app.include_router(upload_sessions.router)
     app.include_router(autonomy.router)
+    app.include_router(capabilities.router)
     # After agent_runs.router: /v1/agents/runs must not be read as an agent's name.
     app.include_router(agents.router)
     app.add_middleware(

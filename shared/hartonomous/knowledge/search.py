@@ -79,10 +79,13 @@ class SearchService:
         flt: SearchFilter | None = None,
         request_id: str | None = None,
         record_gaps: bool = True,
+        query_vector: Vectors | None = None,
     ) -> list[SearchResult]:
         """``request_id`` keys the usage row: a retried request with the same id counts once
         (the caller's ``X-Request-Id``, or a receipt's id). ``record_gaps=False``: a replay
-        (the loop measuring an action) records no knowledge gap of its own.
+        (the loop measuring an action) records no knowledge gap of its own. ``query_vector``:
+        the query's embedding when the caller has it already (capability search embeds once
+        for several searches); it must be this embedder's vector of ``query``.
 
         What the loop learned applies here: a learned association whose query is close to
         this one puts its atom first (``lifted_by``), and of chunks linked ``DUPLICATE_OF``
@@ -90,7 +93,7 @@ class SearchService:
         flt = flt or SearchFilter()
         depth = k if mode != Mode.HYBRID else max(4 * k, 40)
         query_vector, vector_hits, keyword_hits = self._retrieve(
-            tenant_id, query, mode, depth + 8, flt, None
+            tenant_id, query, mode, depth + 8, flt, query_vector
         )
         ranked = _rank(mode, vector_hits, keyword_hits, depth)
         candidates = [a for a, _ in ranked[: k + 8]]

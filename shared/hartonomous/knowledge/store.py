@@ -187,6 +187,20 @@ class KnowledgeRepository:
         )
         return [(r.seq, r.atom_id, r.vector) for r in self._conn.execute(query)]
 
+    def chunk_embeddings(
+        self, tenant_id: str, model: str, atom_ids: Sequence[str]
+    ) -> dict[str, bytes]:
+        """Chunk atom id -> its stored vector by ``model`` (a keyword hit's cosine to a query
+        without another index search). By atom id, the tenant checked on the row, as in
+        ``describe``."""
+        found: dict[str, bytes] = {}
+        for batch in batched(atom_ids):
+            query = chunk_vectors(model).add_columns(chunks.c.tenant_id)
+            for r in self._conn.execute(query.where(chunks.c.atom_id.in_(batch))):
+                if r.tenant_id == tenant_id:
+                    found[r.atom_id] = r.vector
+        return found
+
     # -- chunks, edges, documents -----------------------------------------------------------
 
     def document(self, tenant_id: str, atom_id: str) -> Any:

@@ -104,6 +104,17 @@ class ModelRepository:
         )
         return [_record(r) for r in rows]
 
+    def profiled(self, tenant_id: str, limit: int = 10_000) -> list[ModelRecord]:
+        """The tenant's models that have a profile document (what capability search finds
+        them by), newest first."""
+        rows = self._conn.execute(
+            sa.select(models)
+            .where(models.c.tenant_id == tenant_id, models.c.profile_atom_id.is_not(None))
+            .order_by(models.c.created_at.desc(), models.c.id.desc())
+            .limit(limit)
+        )
+        return [_record(r) for r in rows]
+
     def add_parts(self, tenant_id: str, model_id: str, parts: Iterable[ModelPart]) -> None:
         rows = [
             {"model_id": model_id, "tenant_id": tenant_id}

@@ -1,0 +1,334 @@
+"""Capability search: what a tenant could build an agent from, ranked by one score.
+
+Four kinds of candidates: the tenant's models (found by their profile documents, plus the
+platform's built-in model), its knowledge (chunks of its documents), the registry's actions
+(agents' tools and the loop's actions) and, once they exist, concepts. Scores must compare
+across kinds, so every candidate is scored the same way: the cosine between the query's
+embedding and the item's (a chunk's stored vector, a description's embedding). The query is
+embedded once per request and handed to every search.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from hartonomous.autonomy.registry import REGISTRY, ActionSpec
+from hartonomous.inference.types import BUILTIN_MODEL
+from hartonomous.knowledge.embeddings import Vectors
+from hartonomous.knowledge.runtime import Knowledge
+from hartonomous.knowledge.search import Mode, SearchResult
+from hartonomous.knowledge.store import SearchFilter, query_words
+from hartonomous.models.store import ModelRecord
+from hartonomous.ports import Embedder, UnitOfWorkFactory
+from hartonomous.services.clock import new_id
+
+PROFILE_KIND = "model-profile"  # a model profile document's metadata "kind" (models/ingestion)
+PASSAGE_CHARS = 300  # of a matched chunk, shown in ``why``
+REFETCHES = 3  # deeper knowledge searches when profile chunks took the places of documents'
+# The built-in model has no profile document (it is no tenant's): this text stands for one,
+# in the style of models/profile.py's.
+BUILTIN_PROFILE = (
+    f"{BUILTIN_MODEL}: the platform's built-in language model, Google's Gemma 3 270M, a "
+    "270M-parameter gemma3 model in GGUF format quantized as Q4_K_M. Has a chat template: an "
+    "instruction-tuned chat model. Runs in process on CPU: small and fast text generation, "
+    "chat, short answers and summaries grounded in retrieved passages. Context length 32768 "
+    "tokens."
+)
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "for",
+        "from",
+        "has",
+        "have",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "our",
+        "that",
+        "the",
+        "their",
+        "this",
+        "to",
+        "was",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "you",
+        "your",
+    ]
+)
+
+
+class Kind(StrEnum):
+    MODEL = "model"
+    KNOWLEDGE = "knowledge"
+    TOOL = "tool"
+    CONCEPT = "concept"  # not yet: concepts do not exist, always listed unavailable
+
+
+UNAVAILABLE = frozenset({Kind.CONCEPT})
+
+
+@dataclass(frozen=True)
+class Why:
+    """Why a candidate matched: its passage and keyword highlights (models, knowledge), the
+    search's vector and keyword scores, the words it shares with the query (tools)."""
+
+    passage: str | None = None
+    highlights: tuple[str, ...] = ()
+    vector_score: float | None = None
+    keyword_score: float | None = None
+    shared_words: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Capability:
+    kind: Kind
+    id: str  # a model's id, a chunk's atom id, a tool's name
+    score: float  # cosine of the query's embedding and the item's
+    title: str
+    why: Why
+    status: str | None = None  # a model's
+    document_id: str | None = None  # a chunk's document
+    filename: str | None = None  # that document's, when its metadata names one
+    callers: tuple[str, ...] = ()  # a tool's: who may call it (agent, loop)
+    requires_approval: bool | None = None  # a tool's default when the policy is silent
+
+
+@dataclass(frozen=True)
+class CapabilitySearch:
+    query: str
+    items: list[Capability]
+    kinds_unavailable: list[Kind]
+
+
+class _Embedded:
+    """Texts' embeddings held for the process, by model and text: the registry's
+    descriptions and the built-in profile are embedded once, not per search."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, str], Vectors] = {}
+        self._lock = threading.Lock()
+
+    def matrix(self, embedder: Embedder, texts: Sequence[str]) -> Vectors:
+        model = embedder.model_name
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if (model, t) not in self._held]
+        if missing:
+            vectors = embedder.embed(missing)
+            with self._lock:
+                self._held.update(((model, t), v) for t, v in zip(missing, vectors, strict=True))
+        with self._lock:
+            return np.stack([self._held[(model, t)] for t in texts])
+
+
+EMBEDDED = _Embedded()
+
+
+def tool_text(spec: ActionSpec) -> str:
+    """What a tool is embedded as: its name in words, then its description."""
+    return f"{spec.name.replace('_', ' ')}: {spec.description}"
+
+
+@dataclass
+class CapabilityService:
+    uow_factory: UnitOfWorkFactory
+    knowledge: Callable[[], Knowledge]  # built on first use: the embedder loads lazily
+
+    def search(
+        self,
+        tenant_id: str,
+        query: str,
+        k: int = 10,
+        kinds: Iterable[Kind] | None = None,
+        request_id: str | None = None,
+    ) -> CapabilitySearch:
+        """The ``k`` best candidates of the kinds asked (all by default), inside the tenant.
+        ``request_id`` keys the usage row: the searches of one request count as one."""
+        wanted = set(Kind) if kinds is None else set(kinds)
+        knowledge = self.knowledge()
+        vector = knowledge.embedder.embed([query])[0]
+        key = request_id or new_id()
+        found: list[Capability] = []
+        if wanted & {Kind.MODEL, Kind.KNOWLEDGE}:
+            with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
+                profiled = uow.models.profiled(tenant_id)
+            by_profile: dict[str, list[ModelRecord]] = {}
+            for record in profiled:
+                assert record.profile_atom_id is not None
+                by_profile.setdefault(record.profile_atom_id, []).append(record)
+            if Kind.MODEL in wanted:
+                found += self._models(knowledge, tenant_id, query, vector, k, key, by_profile)
+            if Kind.KNOWLEDGE in wanted:
+                found += self._knowledge(knowledge, tenant_id, query, vector, k, key, by_profile)
+        if Kind.TOOL in wanted:
+            found += self._tools(knowledge.embedder, query, vector)
+        order = list(Kind)
+        found.sort(key=lambda c: (-c.score, order.index(c.kind), c.id))
+        return CapabilitySearch(
+            query=query,
+            items=found[:k],
+            kinds_unavailable=sorted(wanted & UNAVAILABLE, key=order.index),
+        )
+
+    def _models(
+        self,
+        knowledge: Knowledge,
+        tenant_id: str,
+        query: str,
+        vector: Vectors,
+        k: int,
+        key: str,
+        by_profile: dict[str, list[ModelRecord]],
+    ) -> list[Capability]:
+        """The tenant's models by their best profile chunk, and the built-in model by its
+        built-in profile."""
+        builtin = float(EMBEDDED.matrix(knowledge.embedder, [BUILTIN_PROFILE])[0] @ vector)
+        best: dict[str, Capability] = {
+            BUILTIN_MODEL: Capability(
+                Kind.MODEL, BUILTIN_MODEL, builtin, BUILTIN_MODEL,
+                Why(passage=BUILTIN_PROFILE[:PASSAGE_CHARS], vector_score=builtin),
+                status="ready",
+            )
+        }  # fmt: skip
+        if by_profile:
+            hits = knowledge.search.search(
+                tenant_id=tenant_id, query=query, k=2 * k, mode=Mode.HYBRID,
+                flt=SearchFilter(metadata={"kind": PROFILE_KIND}), request_id=key,
+                record_gaps=False, query_vector=vector,
+            )  # fmt: skip
+            scores = self._cosines(knowledge, tenant_id, vector, hits)
+            for hit in hits:
+                for record in by_profile.get(hit.document_id or "", []):
+                    score = scores[hit.atom_id]
+                    if record.id not in best or best[record.id].score < score:
+                        best[record.id] = Capability(
+                            Kind.MODEL, record.id, score, record.name, _why(hit),
+                            status=record.status,
+                        )  # fmt: skip
+        return list(best.values())
+
+    def _knowledge(
+        self,
+        knowledge: Knowledge,
+        tenant_id: str,
+        query: str,
+        vector: Vectors,
+        k: int,
+        key: str,
+        by_profile: dict[str, list[ModelRecord]],
+    ) -> list[Capability]:
+        """Chunks of the tenant's documents, model profiles left out (they are models). A
+        search filter cannot say "not", so profile chunks are dropped after, and the search
+        asked deeper while they took places and it had more to give."""
+        fetch = k + min(len(by_profile), k)
+        for _ in range(REFETCHES):
+            hits = knowledge.search.search(
+                tenant_id=tenant_id, query=query, k=fetch, mode=Mode.HYBRID, request_id=key,
+                record_gaps=False, query_vector=vector,
+            )  # fmt: skip
+            kept = [h for h in hits if h.document_id not in by_profile]
+            if len(kept) >= k or len(hits) < fetch:
+                break
+            fetch *= 2
+        kept = kept[:k]
+        scores = self._cosines(knowledge, tenant_id, vector, kept)
+        documents = {h.document_id for h in kept if h.document_id}
+        with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
+            atoms = {d: uow.atoms.get(tenant_id, d) for d in sorted(documents)}
+        out = []
+        for hit in kept:
+            atom = atoms.get(hit.document_id or "")
+            meta = atom.metadata if atom is not None and isinstance(atom.metadata, dict) else {}
+            filename = meta.get("filename")
+            filename = filename if isinstance(filename, str) else None
+            title = filename or _first_line(hit.text)
+            out.append(
+                Capability(
+                    Kind.KNOWLEDGE, hit.atom_id, scores[hit.atom_id], title, _why(hit),
+                    document_id=hit.document_id, filename=filename,
+                )
+            )  # fmt: skip
+        return out
+
+    def _cosines(
+        self, knowledge: Knowledge, tenant_id: str, vector: Vectors, hits: list[SearchResult]
+    ) -> dict[str, float]:
+        """Each hit's cosine to the query. A hybrid hit found by the vector index carries it;
+        one found by its words alone (or lifted by a learned association) does not, and its
+        chunk's stored embedding gives it: one indexed read of a few rows (0.2-0.4 ms here,
+        see bench/agents.py), exact, where a second, vector-mode search would scan the
+        tenant's vectors again and still miss a chunk ranked below its depth, and
+        embedding the chunk's text again would cost ~10 ms a chunk on CPU."""
+        scores = {h.atom_id: h.vector_score for h in hits if h.vector_score is not None}
+        missing = [h.atom_id for h in hits if h.atom_id not in scores]
+        if missing:
+            model = knowledge.embedder.model_name
+            with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
+                stored = uow.knowledge.chunk_embeddings(tenant_id, model, missing)
+            for atom_id, raw in stored.items():
+                scores[atom_id] = float(np.frombuffer(raw, dtype=np.float32) @ vector)
+        return {h.atom_id: float(scores.get(h.atom_id, 0.0)) for h in hits}
+
+    @staticmethod
+    def _tools(embedder: Embedder, query: str, vector: Vectors) -> list[Capability]:
+        specs = sorted(REGISTRY.values(), key=lambda s: s.name)
+        matrix = EMBEDDED.matrix(embedder, [tool_text(s) for s in specs])
+        # Elementwise, not a BLAS call (knowledge/search.py: OpenBLAS's threads spin after
+        # each call and starve torch embedding the next query).
+        cosines = (matrix * vector).sum(axis=1)
+        asked = {w for w in query_words(query) if w not in _STOPWORDS and len(w) > 1}
+        out = []
+        for spec, score in zip(specs, cosines, strict=True):
+            shared = tuple(w for w in query_words(tool_text(spec)) if w in asked)
+            out.append(
+                Capability(
+                    Kind.TOOL, spec.name, float(score), spec.name,
+                    Why(passage=spec.description, vector_score=float(score),
+                        shared_words=shared),
+                    callers=tuple(sorted(c.value for c in spec.callers)),
+                    requires_approval=spec.default_requires_approval,
+                )
+            )  # fmt: skip
+        return out
+
+
+def _why(hit: SearchResult) -> Why:
+    return Why(
+        passage=hit.text[:PASSAGE_CHARS],
+        highlights=tuple(hit.highlights),
+        vector_score=hit.vector_score,
+        keyword_score=hit.keyword_score,
+    )
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line[:120] or "(untitled passage)"
