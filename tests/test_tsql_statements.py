@@ -22,7 +22,13 @@ from sqlalchemy.dialects.mssql.pyodbc import MSDialect_pyodbc
 from tsql_rules import problems
 
 from conftest import TenantKeys
-from hartonomous.agents.records import VersionRecord
+from hartonomous.agents.records import (
+    AgentApprovalRecord,
+    AgentRunRecord,
+    StepRecord,
+    VersionRecord,
+    ViolationRecord,
+)
 from hartonomous.agents.store import AgentRepository
 from hartonomous.autonomy.records import (
     ActionRecord,
@@ -264,6 +270,7 @@ def drive_every_repository(platform: Platform, tenant: str) -> None:
         sessions.delete_expired_before(AT - timedelta(7))
         drive_autonomy(uow.autonomy, tenant, ids)
         drive_agent_names(uow.agents, tenant)
+        drive_agent_runs(uow.agents, tenant, ids)
         drive_effects(uow, tenant, ids)
         uow.commit()
 
@@ -391,6 +398,42 @@ def drive_agent_names(a: AgentRepository, tenant: str) -> None:
         a.retire(tenant, "helper", AT)
 
 
+def drive_agent_runs(a: AgentRepository, tenant: str, ids: list[str]) -> None:
+    """Agents' runs, steps, violations and approvals (agents/runs.py, the approvals API):
+    each insert-or-ignore and compare-and-set twice."""
+    run = AgentRunRecord(ids[20], tenant, "helper", "e" * 64, "agent-x", "running", "q", 7, 1.0,
+                         6, 600, 0, 0.0, None, None, None, None, AT, None)  # fmt: skip
+    a.add_run(run)
+    a.run(tenant, run.id)
+    a.runs(tenant, 21)
+    a.runs(tenant, 21, (AT, ids[0]), "helper")
+    step = StepRecord(ids[21], tenant, run.id, 1, "tool", "save_note", {"text": "t"},
+                      "awaiting_approval", None, None, None, 0.0, AT, None)  # fmt: skip
+    for _ in range(2):
+        a.add_step(step)
+    a.add_cost(tenant, run.id, 0.1, 1)
+    a.step(tenant, step.id)
+    a.steps(tenant, run.id)
+    for _ in range(2):
+        a.add_violation(ViolationRecord(tenant, run.id, 1, "require_approval", "d", "approval",
+                                        AT))  # fmt: skip
+    a.violations(tenant, run.id)
+    approval = AgentApprovalRecord(ids[22], tenant, run.id, step.id, run.instance_id, "r",
+                                   "pending", AT, AT + timedelta(1), None, None, None)  # fmt: skip
+    for _ in range(2):
+        a.add_approval(approval)
+    a.approval(tenant, approval.id)
+    a.approvals(tenant, "pending", 21, (AT, ids[0]))
+    a.approvals(tenant, None, 21)
+    a.run_approvals(tenant, run.id)
+    for _ in range(2):
+        a.decide(tenant, approval.id, "approved", "key:k", AT, "note")
+        a.update_step(tenant, step.id, ["awaiting_approval"], status="approved", decided_by="k")
+    for _ in range(2):
+        a.end_run(tenant, run.id, "cancelled", AT, error="cancelled by key:k")
+    a.update_run(tenant, run.id, receipt={"status": "cancelled"})
+
+
 def drive_the_azure_only_adapters(tenant: str) -> list[tuple[Any, list[Any]]]:
     """What the Azure world's session setup and vector search send, to a recorder."""
     recorder = DriverRecorder()
@@ -414,6 +457,7 @@ def test_every_repository_statement_would_run_on_azure_sql(
     assert {"autonomy_policies", "autonomy_runs", "autonomy_phases", "autonomy_actions",
             "autonomy_approvals", "autonomy_dead_letters"} <= touched  # fmt: skip
     assert {"agents", "agent_versions"} <= touched
+    assert {"agent_runs", "agent_steps", "agent_violations", "agent_approvals"} <= touched
     found = [p for element, rows in captured for p in check(element, rows)]
     assert found == []
 

@@ -15,6 +15,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from hartonomous.agents.capabilities import CapabilityService
+from hartonomous.agents.runs import AgentRunService
 from hartonomous.agents.service import AgentService
 from hartonomous.autonomy.service import AutonomyService
 from hartonomous.blobs.local import LocalBlobStore
@@ -84,6 +85,7 @@ class Platform:
     autonomy: AutonomyService = field(init=False)
     capabilities: CapabilityService = field(init=False)
     agents: AgentService = field(init=False)
+    agent_runs: AgentRunService = field(init=False)
     _autonomy_loop: LoopActivities | None = field(default=None, init=False, repr=False)
     _autonomy_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -106,6 +108,12 @@ class Platform:
         )
         self.capabilities = CapabilityService(self.uow_factory, self.knowledge.get)
         self.agents = AgentService(self.uow_factory, self.generation.resolve, self.autonomy.policy)
+        self.agent_runs = AgentRunService(
+            self.uow_factory,
+            resolve_model=self.generation.resolve,
+            current_version=self.agents.current_version,
+            retry_first_ms=self.settings.autonomy_retry_first_ms,
+        )
 
     def autonomy_loop(self) -> LoopActivities:
         """The loop's activities, built on first use (its executors and search need the

@@ -294,6 +294,16 @@ class AgentRepository:
         query = _page(query, t, "requested_at", after).limit(limit)
         return [_record(AgentApprovalRecord, r) for r in self._conn.execute(query)]
 
+    def run_approvals(self, tenant_id: str, run_id: str) -> list[AgentApprovalRecord]:
+        """A run's requests in the order they were made (a run makes at most one per step)."""
+        t = agent_approvals
+        query = (
+            t.select()
+            .where(t.c.tenant_id == tenant_id, t.c.run_id == run_id)
+            .order_by(t.c.requested_at, t.c.id)
+        )
+        return [_record(AgentApprovalRecord, r) for r in self._conn.execute(query)]
+
     def decide(
         self, tenant_id: str, approval_id: str, status: str, by: str, at: datetime,
         note: str | None = None,

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from hartonomous import __version__
 from hartonomous.api import (
+    agent_runs,
     agents,
     atoms,
     autonomy,
@@ -56,6 +57,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(upload_sessions.router)
     app.include_router(autonomy.router)
     app.include_router(capabilities.router)
+    app.include_router(agent_runs.router)
     # After agent_runs.router: /v1/agents/runs must not be read as an agent's name.
     app.include_router(agents.router)
     app.add_middleware(

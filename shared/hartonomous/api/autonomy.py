@@ -16,12 +16,13 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from hartonomous.agents.records import StepRecord
+from hartonomous.agents.runs import AgentApprovalDetail, AnyApproval
 from hartonomous.api.auth import Admin, Reader
 from hartonomous.api.deps import PlatformDep, WorkflowClientDep, get_workflow_client
 from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
 from hartonomous.autonomy.policy import Policy, not_a_boolean
 from hartonomous.autonomy.records import ActionRecord, DeadLetterRecord, PhaseRecord, RunRecord
-from hartonomous.autonomy.service import ApprovalDetail
 from hartonomous.autonomy.types import ApprovalStatus, DeadLetterStatus
 from hartonomous.bootstrap import Platform
 from hartonomous.errors import ServiceUnavailable
@@ -196,10 +197,25 @@ class ApprovalActionOut(BaseModel):
     status: str
 
 
+class ApprovalStepOut(BaseModel):
+    """The agent's step that waits: the tool call (or the answer) and why it is gated."""
+
+    run_id: str = Field(description="The agent run (GET /v1/agents/runs/{id})")
+    step: int
+    kind: str = Field(description="tool (a gated tool call) or model (a gated answer)")
+    tool: str | None
+    arguments: dict[str, Any] | None
+    reason: str = Field(description="The rule or flag that asks for a human")
+    status: str
+
+
 class ApprovalOut(BaseModel):
     id: str
+    kind: Literal["loop", "agent"] = Field(
+        description="loop: an autonomy run's action; agent: an agent run's step"
+    )
     run_id: str
-    action_id: str
+    action_id: str | None = Field(description="The loop's action; null for an agent's request")
     instance_id: str = Field(description="The run's workflow, which waits for the decision")
     status: ApprovalStatus
     requested_at: datetime
@@ -207,13 +223,19 @@ class ApprovalOut(BaseModel):
     decided_at: datetime | None
     decided_by: str | None = Field(description="key:<api key id>, or timer when it expired")
     comment: str | None
-    action: ApprovalActionOut | None
+    action: ApprovalActionOut | None = Field(description="The loop's action; null for an agent's")
+    step: ApprovalStepOut | None = Field(
+        default=None, description="The agent's step; null for the loop's"
+    )
 
     @classmethod
-    def of(cls, detail: ApprovalDetail) -> ApprovalOut:
+    def of(cls, detail: AnyApproval) -> ApprovalOut:
+        if isinstance(detail, AgentApprovalDetail):
+            return cls.of_agent(detail)
         a, action = detail.approval, detail.action
         return cls(
             id=a.id,
+            kind="loop",
             run_id=a.run_id,
             action_id=a.action_id,
             instance_id=a.instance_id,
@@ -227,6 +249,32 @@ class ApprovalOut(BaseModel):
             if action
             else None,
         )
+
+    @classmethod
+    def of_agent(cls, detail: AgentApprovalDetail) -> ApprovalOut:
+        a, step = detail.approval, detail.step
+        return cls(
+            id=a.id,
+            kind="agent",
+            run_id=a.run_id,
+            action_id=None,
+            instance_id=a.instance_id,
+            status=ApprovalStatus(a.status),
+            requested_at=a.requested_at,
+            expires_at=a.expires_at,
+            decided_at=a.decided_at,
+            decided_by=a.decided_by,
+            comment=a.note,
+            action=None,
+            step=_step_out(a.run_id, a.reason, step) if step else None,
+        )
+
+
+def _step_out(run_id: str, reason: str, step: StepRecord) -> ApprovalStepOut:
+    return ApprovalStepOut(
+        run_id=run_id, step=step.step, kind=step.kind, tool=step.name,
+        arguments=step.arguments, reason=reason, status=step.status,
+    )  # fmt: skip
 
 
 class ApprovalPage(BaseModel):
@@ -356,8 +404,8 @@ def list_approvals(
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> ApprovalPage:
-    """Approval requests, newest first, each with its action."""
-    page = platform.autonomy.approvals(
+    """Approval requests of the loop's actions and agents' steps, newest first."""
+    page = platform.agent_runs.approvals(
         principal.tenant_id, status.value if status else None, limit, cursor
     )
     return ApprovalPage(items=[ApprovalOut.of(a) for a in page.items], next_cursor=page.next_cursor)
@@ -365,7 +413,7 @@ def list_approvals(
 
 @router.get("/v1/approvals/{approval_id}", response_model=ApprovalOut)
 def get_approval(approval_id: Id, principal: Reader, platform: PlatformDep) -> ApprovalOut:
-    return ApprovalOut.of(platform.autonomy.approval(principal.tenant_id, approval_id))
+    return ApprovalOut.of(platform.agent_runs.approval(principal.tenant_id, approval_id))
 
 
 DECISION_RESPONSES = {**_problem(409, "Not pending, or expired"), **UNAVAILABLE}
@@ -383,7 +431,8 @@ async def approve(
     client: WorkflowClientDep,
     body: DecisionIn | None = None,
 ) -> ApprovalOut:
-    """Approve the action; its run executes it. The approver is the calling key."""
+    """Approve the action (or the agent's step); its run executes it. The approver is the
+    calling key."""
     return await _decide(platform, client, principal, approval_id, True, body)
 
 
@@ -399,7 +448,7 @@ async def reject(
     client: WorkflowClientDep,
     body: DecisionIn | None = None,
 ) -> ApprovalOut:
-    """Reject the action; it is never executed."""
+    """Reject the action (or the agent's step); it is never executed."""
     return await _decide(platform, client, principal, approval_id, False, body)
 
 
@@ -411,8 +460,15 @@ async def _decide(
     approve: bool,
     body: DecisionIn | None,
 ) -> ApprovalOut:
+    note = body.comment if body else None
+    tenant_id = principal.tenant_id
+    agent = await platform.agent_runs.decide(
+        client, tenant_id, approval_id, approve, principal, note
+    )
+    if agent is not None:
+        return ApprovalOut.of_agent(agent)
     decided = await platform.autonomy.decide(
-        client, principal.tenant_id, approval_id, approve, principal, body.comment if body else None
+        client, tenant_id, approval_id, approve, principal, note
     )
     return ApprovalOut.of(decided)
 
