@@ -44,7 +44,7 @@ from hartonomous.errors import NotFound
 from hartonomous.generation.prompting import CHARS_PER_TOKEN, Assembled
 from hartonomous.generation.service import GenerateRequest, GenerationService, Outcome
 from hartonomous.generation.service import filters_from_json as scope_of
-from hartonomous.inference.types import Completion, CompletionRequest, ModelRef
+from hartonomous.inference.types import BUILTIN_MODEL, Completion, CompletionRequest, ModelRef
 from hartonomous.knowledge.search import Mode, SearchResult, SearchService
 from hartonomous.knowledge.store import SearchFilter
 from hartonomous.metering.pricing import price
@@ -127,7 +127,8 @@ class AgentActivities:
             json_schema=step_schema(agent, list(handles)), seed=run.seed,
         )  # fmt: skip
         receipt_id = derived_id("receipt", f"{run.id}:{inp.step}")
-        model = ModelRef(agent.model.id, agent.model.sha256, agent.model.name, inp.tenant_id)
+        owner = None if agent.model.id == BUILTIN_MODEL else inp.tenant_id  # a platform model
+        model = ModelRef(agent.model.id, agent.model.sha256, agent.model.name, owner)
         completion, output_atom = self._generate(
             inp.tenant_id, receipt_id, model, request, run, agent, scope, sources, inp.step,
             searched - started,

@@ -45,12 +45,29 @@ class Proposal:
     invalid: str | None = None
 
 
+def decodable(schema: Any) -> Any:
+    """The schema as the grammar takes it: without string length bounds and patterns.
+
+    llama.cpp expands ``maxLength: 2000`` into a chain of 2,000 optional rules, and its
+    sampler crashed (a segmentation fault) on the search tool's schema on this machine; the
+    step's ``max_tokens`` bounds the output anyway, and the governor checks the registry's
+    full schema afterwards."""
+    if isinstance(schema, dict):
+        return {k: decodable(v) for k, v in schema.items() if k not in ("maxLength", "pattern")}
+    if isinstance(schema, list):
+        return [decodable(v) for v in schema]
+    return schema
+
+
 def step_schema(agent: CompiledAgent, handles: list[str]) -> dict[str, Any]:
     """``{"tool", "arguments"}`` for each compiled tool, or ``{"answer", "citations"}``."""
     branches: list[dict[str, Any]] = [
         {
             "type": "object",
-            "properties": {"tool": {"const": t.name}, "arguments": REGISTRY[t.name].parameters},
+            "properties": {
+                "tool": {"const": t.name},
+                "arguments": decodable(REGISTRY[t.name].parameters),
+            },
             "required": ["tool", "arguments"],
             "additionalProperties": False,
         }
