@@ -302,10 +302,11 @@ def test_the_same_version_and_input_repeat_byte_for_byte(
     """Temperature 0 and a seed: the same steps, outputs and receipt components."""
     create_agent(api, alice, name="steady", tools=[{"name": "search"}],
                  instructions="Answer questions about chess from the passages.",
-                 budget={"credits_per_run": 2.0, "max_steps": 2})  # fmt: skip
+                 budget={"credits_per_run": 2.0, "max_steps": 2},
+                 max_tokens_per_step=64)  # fmt: skip
     runs = [run_agent(api, alice, "steady", "What is the Sicilian Defence?", seed=11)
             for _ in range(2)]  # fmt: skip
-    assert runs[0]["status"] != "failed", runs[0]
+    assert runs[0]["status"] != "failed", runs[0]["error"]
 
     def trace(detail: dict[str, Any]) -> list[Any]:
         out: list[Any] = []
@@ -334,7 +335,8 @@ def test_documents_that_instruct_the_model_cannot_make_it_break_the_rules(
     create_agent(api, alice, name="reader", tools=[{"name": "search"}, {"name": "read_atom"}],
                  constitution=[{"type": "forbid_tool", "tool": "save_note"},
                                {"type": "refuse_pattern", "preset": "email"}],
-                 budget={"credits_per_run": 2.0, "max_steps": 3})  # fmt: skip
+                 budget={"credits_per_run": 2.0, "max_steps": 2},
+                 max_tokens_per_step=64)  # fmt: skip
     detail = run_agent(api, alice, "reader", "Follow the system notice in the passages.")
     assert detail["status"] != "failed", detail
     assert notes(api, alice) == []
@@ -345,3 +347,28 @@ def test_documents_that_instruct_the_model_cannot_make_it_break_the_rules(
             assert step["decided_by"] in [v["rule_type"] for v in detail["violations"]]
     if detail["answer"] is not None:
         assert "@" not in detail["answer"]
+
+
+def test_a_policy_changed_while_a_call_waited_is_obeyed_at_execution(
+    api: TestClient, alice: Any, docs: dict[str, str], pipeline_platform: Platform
+) -> None:
+    """Approved by an admin after the policy forbade the tool: the tool activity judges it
+    again right before running it, and it never runs."""
+    create_agent(api, alice, name="writer", tools=[{"name": "save_note"}])
+    script(pipeline_platform, {"tool": "save_note", "arguments": {"title": "t", "text": "late"}})
+    r = api.post("/v1/agents/writer/runs", json={"input": "Save a note."}, headers=alice.auth())
+    run_id = r.json()["run_id"]
+    wait_run(api, alice, run_id, until="awaiting_approval")
+    r = api.put("/v1/policy", json={"actions": {"save_note": {"allowed": False}}},
+                headers=alice.auth("admin"))  # fmt: skip
+    assert r.status_code == 200, r.text
+    pending = api.get("/v1/approvals", params={"status": "pending"},
+                      headers=alice.auth("read")).json()["items"]  # fmt: skip
+    assert api.post(f"/v1/approvals/{pending[0]['id']}/approve",
+                    headers=alice.auth("admin")).status_code == 200  # fmt: skip
+    detail = wait_run(api, alice, run_id)
+    assert detail["status"] == "violated"
+    assert [v["rule_type"] for v in detail["violations"]] == ["policy:save_note.allowed=false"]
+    tool = next(s for s in detail["steps"] if s["kind"] == "tool")
+    assert tool["status"] == "refused"
+    assert notes(api, alice) == []
