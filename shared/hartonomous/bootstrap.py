@@ -51,6 +51,7 @@ from hartonomous.store.upsert import PortableInsertOrIgnore, SqliteInsertOrIgnor
 from hartonomous.workflows.runtime import LocalWorkflowRuntime
 
 if TYPE_CHECKING:
+    from hartonomous.agents.activities import AgentActivities
     from hartonomous.autonomy.actions.base import ActionExecutor
     from hartonomous.autonomy.activities import LoopActivities
 
@@ -87,6 +88,7 @@ class Platform:
     agents: AgentService = field(init=False)
     agent_runs: AgentRunService = field(init=False)
     _autonomy_loop: LoopActivities | None = field(default=None, init=False, repr=False)
+    _agent_activities: AgentActivities | None = field(default=None, init=False, repr=False)
     _autonomy_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -133,6 +135,25 @@ class Platform:
                     model=builtin_model,
                 )
             return self._autonomy_loop
+
+    def agent_activities(self) -> AgentActivities:
+        """An agent run's activities, built on first use (search loads the embedder)."""
+        from hartonomous.agents.activities import AgentActivities
+        from hartonomous.agents.tools import AgentTools
+
+        with self._autonomy_lock:
+            if self._agent_activities is None:
+                search = lambda: self.knowledge.get().search  # noqa: E731
+                self._agent_activities = AgentActivities(
+                    uow_factory=self.uow_factory,
+                    atoms=self.atoms,
+                    generation=self.generation,
+                    search=search,
+                    inference=self.inference.get,
+                    tools=AgentTools(self.uow_factory, self.atoms, search),
+                    policy=self.autonomy.policy,
+                )
+            return self._agent_activities
 
     def start_background(self) -> None:
         """Start the outbox relay, and the local workflow host and timer triggers. The local
