@@ -55,6 +55,12 @@ EXPECTED = {
     "autonomy_finish": ("activityTrigger", {"activityTrigger": "IN"}),
     "autonomy_schedule_policy": ("activityTrigger", {"activityTrigger": "IN"}),
     "autonomy_start_scheduled": ("activityTrigger", {"activityTrigger": "IN"}),
+    "agent_run": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
+    "agent_think": ("activityTrigger", {"activityTrigger": "IN"}),
+    "agent_request_approval": ("activityTrigger", {"activityTrigger": "IN"}),
+    "agent_settle_approval": ("activityTrigger", {"activityTrigger": "IN"}),
+    "agent_tool": ("activityTrigger", {"activityTrigger": "IN"}),
+    "agent_finish": ("activityTrigger", {"activityTrigger": "IN"}),
 }
 
 
