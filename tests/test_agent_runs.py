@@ -171,6 +171,8 @@ def test_output_rules_refuse_an_answer_in_code(
          "constitution[0]:refuse_pattern"),
         ({"answer": "Card 4111 1111 1111 1111", "citations": ["S1"]},
          "constitution[1]:refuse_pattern"),
+        ({"answer": "Ref 12 4111-1111-1111-1111 7", "citations": ["S1"]},
+         "constitution[1]:refuse_pattern"),  # digit groups around it do not hide it
         ({"answer": "An opening.", "citations": []}, "constitution[2]:cite_sources"),
         ({"answer": "An opening.", "citations": ["00000000-0000-0000-0000-000000000000"]},
          "constitution[2]:cite_sources"),
@@ -213,6 +215,7 @@ def test_an_approval_gated_output_rule_asks_a_human(
     wait_run(api, alice, run_id, until="awaiting_approval")
     pending = api.get("/v1/approvals", params={"status": "pending"},
                       headers=alice.auth("read")).json()["items"]  # fmt: skip
+    assert pending[0]["step"]["answer"] == "Mail support@example.com"  # what a yes releases
     api.post(f"/v1/approvals/{pending[0]['id']}/approve", headers=alice.auth("admin"))
     detail = wait_run(api, alice, run_id)
     assert detail["status"] == "answered" and detail["answer"] == "Mail support@example.com"
@@ -224,9 +227,11 @@ def test_caps_end_the_run_and_a_rule_that_set_them_is_recorded(
 ) -> None:
     create_agent(api, alice, name="looper", tools=[{"name": "search"}],
                  constitution=[{"type": "max_steps", "steps": 2}])  # fmt: skip
-    script(pipeline_platform, {"tool": "search", "arguments": {"query": "chess"}})
+    # k as 3.0: an integer to JSON Schema, and to the tool too.
+    script(pipeline_platform, {"tool": "search", "arguments": {"query": "chess", "k": 3.0}})
     detail = run_agent(api, alice, "looper", "Search forever.")
     assert detail["status"] == "steps_exhausted"
+    assert {s["status"] for s in detail["steps"] if s["kind"] == "tool"} == {"executed"}
     assert max(s["step"] for s in detail["steps"]) == 2
     assert [v["rule_type"] for v in detail["violations"]] == ["constitution[0]:max_steps"]
 
@@ -372,3 +377,50 @@ def test_a_policy_changed_while_a_call_waited_is_obeyed_at_execution(
     tool = next(s for s in detail["steps"] if s["kind"] == "tool")
     assert tool["status"] == "refused"
     assert notes(api, alice) == []
+
+
+def test_the_workflows_api_is_no_side_door_into_an_agent_run(
+    api: TestClient, alice: Any, docs: dict[str, str], pipeline_platform: Platform
+) -> None:
+    """Approval events and terminate go through the agent's own API, never /v1/workflows."""
+    create_agent(api, alice, name="writer", tools=[{"name": "save_note"}])
+    script(pipeline_platform, {"tool": "save_note", "arguments": {"title": "t", "text": "x"}})
+    r = api.post("/v1/agents/writer/runs", json={"input": "Save a note."}, headers=alice.auth())
+    started = r.json()
+    wait_run(api, alice, started["run_id"], until="awaiting_approval")
+    pending = api.get("/v1/approvals", params={"status": "pending"},
+                      headers=alice.auth("read")).json()["items"]  # fmt: skip
+    base = f"/v1/workflows/{started['instance_id']}"
+    r = api.post(f"{base}/events/approval-{pending[0]['id']}", json={"status": "approved"},
+                 headers=alice.auth())  # fmt: skip
+    assert r.status_code == 403, r.text
+    r = api.post(f"{base}/terminate", headers=alice.auth())
+    assert r.status_code == 403, r.text
+    r = api.post(f"/v1/agents/runs/{started['run_id']}/cancel", headers=alice.auth())
+    assert r.status_code == 200, r.text
+    detail = wait_run(api, alice, started["run_id"])
+    assert detail["status"] == "cancelled"
+    assert notes(api, alice) == []
+    tool = next(s for s in detail["steps"] if s["kind"] == "tool")
+    assert tool["status"] == "expired"
+
+
+def test_tenant_schemas_cannot_hang_or_reach_out(api: TestClient, alice: Any) -> None:
+    """Output schemas run under RE2 and stay inside themselves: refused at compile."""
+    for schema in ({"type": "object", "patternProperties": {"^(a+)+$": {}}},
+                   {"$ref": "https://example.com/schema.json"},
+                   {"type": "string", "pattern": "(?<=a)b"}):  # fmt: skip
+        body = {"name": "bad", "model_id": "gemma-3-270m", "output_schema": schema}
+        r = api.post("/v1/agents", json=body, headers=alice.auth())
+        assert r.status_code == 422, (schema, r.text)
+
+
+def test_a_catastrophic_pattern_in_an_output_schema_is_matched_in_linear_time(
+    api: TestClient, alice: Any, docs: dict[str, str], pipeline_platform: Platform
+) -> None:
+    schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": "^(a+)+$"}}}
+    create_agent(api, alice, name="typed", output_schema=schema)
+    script(pipeline_platform, {"answer": {"code": "a" * 60 + "!"}, "citations": []})
+    detail = run_agent(api, alice, "typed", "Give the code.", timeout=60)
+    assert detail["status"] == "violated"
+    assert "does not match" in detail["violations"][0]["detail"]

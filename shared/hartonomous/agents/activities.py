@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from hartonomous.agents import messages as m
 from hartonomous.agents.compiled import CompiledAgent
 from hartonomous.agents.constitution import Governor, Violation
+from hartonomous.agents.names import PROMPT_TOKENS_ESTIMATE
 from hartonomous.agents.prompting import (
     Proposal,
     Source,
@@ -118,7 +119,10 @@ class AgentActivities:
         )  # fmt: skip
         searched = time.perf_counter()
         sources, history = _context(hits, steps)
-        budget = (self.generation.context_tokens - agent.max_tokens_per_step) * CHARS_PER_TOKEN
+        # The prompt stays within what the budget's step estimate assumed, and the context.
+        room = min(self.generation.context_tokens - agent.max_tokens_per_step,
+                   PROMPT_TOKENS_ESTIMATE)  # fmt: skip
+        budget = room * CHARS_PER_TOKEN
         prompt, sources = prompt_for(agent, run.input_text, sources, history, budget)
         handles = {s.handle: s.atom_id for s in sources}
         request = CompletionRequest(
@@ -223,7 +227,7 @@ class AgentActivities:
                 out = m.ThinkOut("refused", tool_id, cost, verdict.invalid)
             elif verdict.needs_approval:
                 tool_status = StepStatus.AWAITING_APPROVAL
-                out = m.ThinkOut("approval", tool_id, cost, verdict.decided_by, about="tool")
+                out = m.ThinkOut("approval", tool_id, cost, verdict.decided_by[:200], about="tool")
             else:
                 tool_status = StepStatus.APPROVED
                 out = m.ThinkOut("run", tool_id, cost)
@@ -232,8 +236,9 @@ class AgentActivities:
             tool_row = StepRecord(
                 id=tool_id, tenant_id=inp.tenant_id, run_id=run.id, step=inp.step,
                 kind=StepKind.TOOL, name=proposal.tool, arguments=arguments, status=tool_status,
-                decided_by=verdict.decided_by, receipt_id=None,
-                result={"detail": out.detail} if out.detail else None, cost_credits=0.0,
+                decided_by=verdict.decided_by[:100], receipt_id=None,
+                result={"detail": out.detail, "deciders": verdict.approvers or None},
+                cost_credits=0.0,
                 started_at=now, ended_at=None if tool_status == StepStatus.APPROVED else now,
             )  # fmt: skip
         result["violations"] = [v.rule for v in violations]
@@ -309,19 +314,30 @@ class AgentActivities:
         run, agent = self._load(inp.tenant_id, inp.run_id)
         with self.uow_factory(write=False, tenant_id=inp.tenant_id) as uow:
             step = uow.agents.step(inp.tenant_id, inp.step_id)
-        if step is None or step.kind != StepKind.TOOL or step.name is None:
+        if (
+            step is None
+            or step.kind != StepKind.TOOL
+            or step.name is None
+            or (step.run_id != run.id)
+        ):
             raise NotFound(f"no tool step {inp.step_id!r} in run {inp.run_id!r}")
         if step.status in (StepStatus.EXECUTED, StepStatus.FAILED):  # a replay: done once
             detail = (step.result or {}).get("detail")
             return m.ToolOut(step.status, step.cost_credits, detail).to_json()
         if run.status != RunStatus.RUNNING:
             return m.ToolOut("ended", 0.0, run.status).to_json()
-        if step.status != StepStatus.APPROVED:  # never run what no rule or human approved
+        if step.status not in (StepStatus.APPROVED, StepStatus.EXECUTING):
+            # never run what no rule or human approved
             return m.ToolOut("refused", 0.0, f"the step is {step.status}").to_json()
         verdict = Governor(agent).tool_call(step.name, step.arguments, self.policy(run.tenant_id))
         now = self.clock()
         if verdict.violation is not None or (verdict.needs_approval and not _human(step)):
             return self._refuse_now(run, step, verdict.violation, verdict.decided_by, now)
+        with self.uow_factory(write=True, tenant_id=run.tenant_id) as uow:
+            claimed = uow.agents.claim_tool(run.tenant_id, run.id, step.id)
+            uow.commit()
+        if not claimed:  # the run ended (a cancel) since it was read: nothing runs
+            return m.ToolOut("ended", 0.0, RunStatus.CANCELLED).to_json()
         ctx = ToolContext(run.tenant_id, run.id, step.step, agent.name, scope_filter(agent))
         try:
             done = self.tools.run(ctx, step.name, dict(step.arguments or {}))
@@ -329,7 +345,7 @@ class AgentActivities:
         except ToolError as exc:
             status, result, cost = StepStatus.FAILED, {"detail": exc.detail}, 0.0
         with self.uow_factory(write=True, tenant_id=run.tenant_id) as uow:
-            if uow.agents.update_step(run.tenant_id, step.id, [StepStatus.APPROVED],
+            if uow.agents.update_step(run.tenant_id, step.id, [StepStatus.EXECUTING],
                                       status=status, result=result, cost_credits=cost,
                                       ended_at=self.clock()):  # fmt: skip
                 uow.agents.add_cost(run.tenant_id, run.id, cost)
@@ -351,7 +367,8 @@ class AgentActivities:
                 _violate(repo, run.tenant_id, run.id, step.step, [violation], now)
             else:
                 repo.update_step(run.tenant_id, step.id, [StepStatus.APPROVED],
-                                 status=StepStatus.AWAITING_APPROVAL, decided_by=by)  # fmt: skip
+                                 status=StepStatus.AWAITING_APPROVAL,
+                                 decided_by=by[:100])  # fmt: skip
             uow.commit()
         if violation is not None:
             return m.ToolOut("violated", 0.0, violation.detail).to_json()

@@ -173,6 +173,10 @@ class CapabilityService:
         """The ``k`` best candidates of the kinds asked (all by default), inside the tenant.
         ``request_id`` keys the usage row: the searches of one request count as one."""
         wanted = set(Kind) if kinds is None else set(kinds)
+        order = list(Kind)
+        unavailable = sorted(wanted & UNAVAILABLE, key=order.index)
+        if not wanted - UNAVAILABLE:  # nothing to embed the query for
+            return CapabilitySearch(query=query, items=[], kinds_unavailable=unavailable)
         knowledge = self.knowledge()
         vector = knowledge.embedder.embed([query])[0]
         key = request_id or new_id()
@@ -190,13 +194,8 @@ class CapabilityService:
                 found += self._knowledge(knowledge, tenant_id, query, vector, k, key, by_profile)
         if Kind.TOOL in wanted:
             found += self._tools(knowledge.embedder, query, vector)
-        order = list(Kind)
         found.sort(key=lambda c: (-c.score, order.index(c.kind), c.id))
-        return CapabilitySearch(
-            query=query,
-            items=found[:k],
-            kinds_unavailable=sorted(wanted & UNAVAILABLE, key=order.index),
-        )
+        return CapabilitySearch(query=query, items=found[:k], kinds_unavailable=unavailable)
 
     def _models(
         self,

@@ -31,8 +31,8 @@ from functools import cached_property
 from typing import Any
 
 import re2
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import ValidationError, best_match
 
 from hartonomous.agents.compiled import CompiledAgent
 from hartonomous.agents.spec import QUIET
@@ -44,10 +44,26 @@ from hartonomous.autonomy.registry import AGENT_TOOLS, REGISTRY, parameter_error
 # order number of 16 digits is not refused by chance (9 in 10 random numbers fail it).
 PRESETS = {
     "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
-    "card_number": r"(?:\d[ -]?){12,18}\d",
+    # A run of digit groups (spaces or dashes between them); every span of whole groups
+    # holding 13 to 19 digits is Luhn-checked, so groups before or after a card number do
+    # not hide it. Every window of an ungrouped run would refuse most 16-digit numbers.
+    "card_number": r"\d+(?:[ -]\d+)*",
     "phone": r"\+?\(?\d{1,4}\)?(?:[ .-]?\(?\d{2,4}\)?){2,5}",
 }
 MIN_PHONE_DIGITS = 9
+
+
+def _re2_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    """JSON Schema's ``pattern`` matched with RE2 (linear time): a tenant's output schema
+    cannot hang a worker with a catastrophic pattern (Python's ``re`` backtracks)."""
+    if validator.is_type(instance, "string") and not re2.search(pattern, instance, QUIET):
+        yield ValidationError(f"{instance[:100]!r} does not match {pattern!r}")
+
+
+# The output schemas' validator (spec.py refuses patternProperties, which would use ``re``).
+OutputValidator = validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator, {"pattern": _re2_pattern}
+)
 
 
 @dataclass(frozen=True)
@@ -189,10 +205,23 @@ def _match(rule: dict[str, Any], text: str) -> bool:
     preset = rule.get("preset")
     regex = re2.compile(PRESETS[preset] if preset else rule["pattern"], QUIET)
     if preset == "card_number":
-        return any(luhn(_digits(m.group(0))) for m in regex.finditer(text))
+        return any(_holds_card(re2.split(r"[ -]", m.group(0))) for m in regex.finditer(text))
     if preset == "phone":
         return any(len(_digits(m.group(0))) >= MIN_PHONE_DIGITS for m in regex.finditer(text))
     return regex.search(text) is not None
+
+
+def _holds_card(groups: list[str]) -> bool:
+    """Does a span of consecutive groups hold 13 to 19 digits that pass the Luhn check?"""
+    for start in range(len(groups)):
+        digits = ""
+        for group in groups[start:]:
+            digits += group
+            if len(digits) > 19:
+                break
+            if len(digits) >= 13 and luhn(digits):
+                return True
+    return False
 
 
 def _digits(text: str) -> str:
@@ -204,7 +233,7 @@ def _schema_problem(schema: dict[str, Any], text: str) -> str | None:
         value = json.loads(text)
     except ValueError:
         return "the answer is not JSON, and the output schema requires it"
-    error = best_match(Draft202012Validator(schema).iter_errors(value))
+    error = best_match(OutputValidator(schema).iter_errors(value))
     if error is None:
         return None
     where = "/".join(map(str, error.path)) or "(answer)"

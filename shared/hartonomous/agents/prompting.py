@@ -45,15 +45,25 @@ class Proposal:
     invalid: str | None = None
 
 
+UNDECODED = ("maxLength", "minLength", "pattern", "format")
+MAX_ITEMS_DECODED = 8  # larger item bounds also unroll into chains of rules
+
+
 def decodable(schema: Any) -> Any:
-    """The schema as the grammar takes it: without string length bounds and patterns.
+    """The schema as the grammar takes it: without string bounds, patterns and formats, and
+    without item bounds over ``MAX_ITEMS_DECODED`` (a tenant's output schema goes through here
+    too).
 
     llama.cpp expands ``maxLength: 2000`` into a chain of 2,000 optional rules, and its
     sampler crashed (a segmentation fault) on the search tool's schema on this machine; the
     step's ``max_tokens`` bounds the output anyway, and the governor checks the registry's
     full schema afterwards."""
     if isinstance(schema, dict):
-        return {k: decodable(v) for k, v in schema.items() if k not in ("maxLength", "pattern")}
+        return {
+            k: decodable(v)
+            for k, v in schema.items()
+            if k not in UNDECODED and not (k in ("minItems", "maxItems") and v > MAX_ITEMS_DECODED)
+        }
     if isinstance(schema, list):
         return [decodable(v) for v in schema]
     return schema
@@ -73,7 +83,7 @@ def step_schema(agent: CompiledAgent, handles: list[str]) -> dict[str, Any]:
         }
         for t in agent.tools
     ]
-    answer: dict[str, Any] = agent.output_schema or {"type": "string", "minLength": 1}
+    answer: dict[str, Any] = decodable(agent.output_schema) or {"type": "string"}
     cites: dict[str, Any] = (
         {"type": "array", "items": {"enum": handles}, "maxItems": MAX_CITATIONS}
         if handles

@@ -38,11 +38,39 @@ def _bounded_schema(value: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"the schema is longer than {MAX_SCHEMA_CHARS} characters as JSON")
     if _depth(value) > MAX_SCHEMA_DEPTH:
         raise ValueError(f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels")
+    _tenant_safe(value)
     try:
         Draft202012Validator.check_schema(value)
     except SchemaError as exc:
         raise ValueError(f"not a valid JSON Schema (2020-12): {exc.message}") from exc
     return value
+
+
+def _tenant_safe(value: Any) -> None:
+    """What the platform will not run for a tenant: ``pattern`` must compile as RE2 (the
+    validator matches it with RE2, in linear time); ``patternProperties`` is refused (the
+    reference validator matches those with Python's backtracking ``re``, also inside
+    ``additionalProperties``); ``$ref`` must stay inside the schema (``#...``: nothing is
+    fetched)."""
+    if isinstance(value, list):
+        for item in value:
+            _tenant_safe(item)
+        return
+    if not isinstance(value, dict):
+        return
+    if "patternProperties" in value:
+        raise ValueError("patternProperties is not supported (use properties or propertyNames)")
+    ref = value.get("$ref")
+    if isinstance(ref, str) and not ref.startswith("#"):
+        raise ValueError(f"$ref {ref[:100]!r} points outside the schema; only '#...' is allowed")
+    pattern = value.get("pattern")
+    if isinstance(pattern, str):
+        try:
+            re2.compile(pattern, QUIET)
+        except re2.error as exc:
+            raise ValueError(f"pattern {pattern[:100]!r} is not valid RE2 syntax: {exc}") from exc
+    for item in value.values():
+        _tenant_safe(item)
 
 
 def _depth(value: Any, level: int = 0) -> int:

@@ -191,7 +191,7 @@ class AgentRepository:
             .where(
                 s.c.tenant_id == tenant_id,
                 s.c.run_id == run_id,
-                s.c.status == "awaiting_approval",
+                s.c.status.in_(["awaiting_approval", "approved"]),  # not yet claimed to run
             )
             .values(status="expired", decided_by=RUN_ENDED, ended_at=at)
         )
@@ -230,6 +230,29 @@ class AgentRepository:
             t.update()
             .where(t.c.tenant_id == tenant_id, t.c.id == step_id, t.c.status.in_(list(expected)))
             .values(**values)
+        )
+        return done.rowcount == 1
+
+    def claim_tool(self, tenant_id: str, run_id: str, step_id: str) -> bool:
+        """An approved (or already claimed) tool step of ``run_id`` becomes ``executing`` in
+        one statement, only while its run is running: a cancel that commits first leaves it
+        expired, never run; one that commits after finds it executing and it finishes."""
+        s, r = agent_steps, agent_runs
+        running = (
+            sa.select(r.c.id)
+            .where(r.c.tenant_id == tenant_id, r.c.id == run_id, r.c.status == "running")
+            .exists()
+        )
+        done = self._conn.execute(
+            s.update()
+            .where(
+                s.c.tenant_id == tenant_id,
+                s.c.id == step_id,
+                s.c.run_id == run_id,
+                s.c.status.in_(["approved", "executing"]),
+                running,
+            )
+            .values(status="executing")
         )
         return done.rowcount == 1
 

@@ -84,7 +84,8 @@ class AgentTools:
 
     def _search(self, ctx: ToolContext, arguments: dict[str, Any]) -> ToolResult:
         hits = self.search().search(
-            tenant_id=ctx.tenant_id, query=arguments["query"], k=arguments.get("k", DEFAULT_K),
+            tenant_id=ctx.tenant_id, query=arguments["query"],
+            k=int(arguments.get("k", DEFAULT_K)),  # JSON Schema's integers include 3.0
             mode=Mode.HYBRID, flt=ctx.scope, request_id=f"agent:{ctx.run_id}:{ctx.step}:tool",
             record_gaps=False,
         )  # fmt: skip

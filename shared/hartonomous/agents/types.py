@@ -41,7 +41,8 @@ class StepStatus(StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"
     APPROVED = "approved"
     REJECTED = "rejected"  # a human said no: never ran
-    EXPIRED = "expired"  # nobody decided in time: never ran
+    EXPIRED = "expired"  # nobody decided in time, or the run ended first: never ran
+    EXECUTING = "executing"  # claimed by the tool activity while its run was running
     EXECUTED = "executed"
     FAILED = "failed"  # ran and raised; the model is told
 

@@ -207,6 +207,10 @@ class ApprovalStepOut(BaseModel):
     arguments: dict[str, Any] | None
     reason: str = Field(description="The rule or flag that asks for a human")
     status: str
+    answer: str | None = Field(
+        default=None, description="A gated answer: the text a decision would release"
+    )
+    citations: list[str] | None = Field(default=None, description="A gated answer's citations")
 
 
 class ApprovalOut(BaseModel):
@@ -271,9 +275,11 @@ class ApprovalOut(BaseModel):
 
 
 def _step_out(run_id: str, reason: str, step: StepRecord) -> ApprovalStepOut:
+    result = step.result or {} if step.kind == "model" else {}
     return ApprovalStepOut(
         run_id=run_id, step=step.step, kind=step.kind, tool=step.name,
         arguments=step.arguments, reason=reason, status=step.status,
+        answer=result.get("answer"), citations=result.get("citations"),
     )  # fmt: skip
 
 

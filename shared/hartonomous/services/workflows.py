@@ -15,6 +15,7 @@ from typing import Any
 
 from anyio import to_thread
 
+from hartonomous.agents import names as agent_names
 from hartonomous.autonomy import names
 from hartonomous.domain.workflows import WorkflowRun, WorkflowStatus
 from hartonomous.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -24,6 +25,8 @@ from hartonomous.store.repositories import WriteConflict
 
 EVENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
 APPROVAL_EVENT_PREFIX = names.approval_event("")  # the run's; only the approvals API raises it
+# Runs whose approvals only /v1/approvals decides: the loop's and agents'.
+GOVERNED_RUNS = {names.RUN: "an autonomy run", agent_names.RUN: "an agent run"}
 
 
 def _time(value: Any) -> datetime | None:
@@ -110,11 +113,11 @@ class WorkflowService:
                 "starting with a letter"
             )
         current = await self.status(client, tenant_id=tenant_id, instance_id=instance_id)
-        if current.name == names.RUN and name.startswith(APPROVAL_EVENT_PREFIX):
+        if current.name in GOVERNED_RUNS and name.startswith(APPROVAL_EVENT_PREFIX):
             # The run takes decisions from the store; an early event would be kept by the SDK
             # and wake every later wait for it at once.
             raise Forbidden(
-                f"event {name!r}: an autonomy run's approvals are decided through "
+                f"event {name!r}: {GOVERNED_RUNS[current.name]}'s approvals are decided through "
                 "/v1/approvals/{id}/approve or /reject, not raised as workflow events"
             )
         if not current.finished:
@@ -135,6 +138,13 @@ class WorkflowService:
         self, client: WorkflowClient, *, tenant_id: str, instance_id: str, reason: str
     ) -> None:
         current = await self.status(client, tenant_id=tenant_id, instance_id=instance_id)
+        if current.name == agent_names.RUN:
+            # Terminating the workflow alone would leave its run "running" for ever, with
+            # approvals still decidable: cancel ends both.
+            raise Forbidden(
+                f"workflow {instance_id!r} is an agent run: cancel it with "
+                "POST /v1/agents/runs/{run_id}/cancel, which ends its record too"
+            )
         if current.finished:
             raise Conflict(f"workflow {instance_id!r} already ended: {current.runtime_status}")
         await client.terminate(instance_id, reason)
