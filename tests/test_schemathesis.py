@@ -110,10 +110,18 @@ SEMANTIC_REFUSALS: list[tuple[str, str, str, str]] = [
     ("GET", "/v1/autonomy/dead-letters", "400", "a cursor this API did not return (it is opaque)"),
     ("POST", "/v1/uploads", "422", "purpose document with a media type ingestion cannot parse"),
     ("GET", "/v1/usage", "400", "from after to (each valid alone)"),
+    ("GET", "/v1/agents", "400", "a cursor this API did not return (it is opaque)"),
+    ("GET", "/v1/agents/runs", "400", "a cursor this API did not return (it is opaque)"),
+    ("POST", "/v1/agents", "422", "a tool or rule naming what the registry lacks, a budget "
+     "under one step's estimate, a schema RE2 cannot run"),
 ]
 # Where schema-violating data is rightly accepted, the negative-data check accepts that status.
 LENIENT: list[tuple[str, str, str, str]] = [
     ("POST", "/v1/ingestions", "202", "a text/* body is text whatever it spells: '1.5' too"),
+    # A multipart `metadata` part holding an empty array is encoded as no part at all, and
+    # absent metadata is valid: the negative case the generator meant never reaches us.
+    ("POST", "/v1/atoms", "200", "metadata [] is sent as no part (absent metadata is valid)"),
+    ("POST", "/v1/atoms", "201", "metadata [] is sent as no part (absent metadata is valid)"),
 ]
 POSITIVE_OK = ["2xx", "3xx", "401", "403", "404", "409", "429"]
 # schemathesis' own list, and 413: a body or size past a limit is refused as too large.

@@ -48,7 +48,7 @@ Cursor = Annotated[
 AgentName = Annotated[str | None, Query(pattern=NAME_PATTERN, description="Only this agent's runs")]
 EVENT_ID = r"^[0-9]{1,9}:(model|tool)$"
 LastEventId = Annotated[
-    str | None,
+    str,  # not nullable: a client that sends none simply omits it
     Header(
         pattern=EVENT_ID,
         description="The `id` of the last event received: the stream resumes after it",
@@ -286,7 +286,7 @@ async def run_events(
     run_id: RunId,
     principal: Reader,
     platform: PlatformDep,
-    last_event_id: LastEventId = None,
+    last_event_id: LastEventId = "",
 ) -> StreamingResponse:
     """The run's steps as they are recorded, as Server-Sent Events."""
     service = platform.agent_runs
@@ -296,7 +296,7 @@ async def run_events(
         return await to_thread.run_sync(service.progress, principal.tenant_id, run_id)
 
     return StreamingResponse(
-        _stream(first, look, StepFeed(last_event_id)),
+        _stream(first, look, StepFeed(last_event_id or None)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

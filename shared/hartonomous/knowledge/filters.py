@@ -68,6 +68,14 @@ class Filters(BaseModel):
     created_after: datetime | None = Field(default=None, description="RFC 3339, with an offset")
     created_before: datetime | None = Field(default=None, description="RFC 3339, with an offset")
 
+    @field_validator("created_after", "created_before", mode="before")
+    @classmethod
+    def _text(cls, value: object) -> object:
+        """RFC 3339 text, as the schema says: pydantic would take a number as Unix time."""
+        if value is not None and not isinstance(value, str):
+            raise ValueError("a date-time as RFC 3339 text, e.g. 2026-12-01T00:00:00Z")
+        return value
+
     @field_validator("created_after", "created_before")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
