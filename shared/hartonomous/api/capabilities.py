@@ -45,12 +45,16 @@ class WhyOut(BaseModel):
     passage: str | None = Field(
         default=None, description="The matched passage (its first 300 characters)"
     )
-    highlights: list[str] = Field(default=[], description="Keyword matches marked with <mark>")
-    vector_score: float | None = Field(
-        default=None, description="The search's cosine (absent for a keyword-only hit)"
+    highlights: list[str] = Field(
+        default=[], description="The query's words in the passage, marked with <mark>"
     )
-    keyword_score: float | None = None
-    shared_words: list[str] = Field(default=[], description="A tool's words the query has")
+    vector_score: float | None = Field(
+        default=None, description="The vector search's cosine (absent for a keyword-only hit)"
+    )
+    keyword_score: float | None = Field(default=None, description="BM25, for knowledge")
+    shared_words: list[str] = Field(
+        default=[], description="The query's words in a tool's description or a model's profile"
+    )
 
 
 class CapabilityOut(BaseModel):

@@ -201,6 +201,29 @@ class KnowledgeRepository:
                     found[r.atom_id] = r.vector
         return found
 
+    def document_chunk_vectors(
+        self, tenant_id: str, model: str, document_ids: Sequence[str]
+    ) -> list[tuple[str, str, str, bytes]]:
+        """(document id, chunk atom id, text, vector by ``model``) of the documents' chunks,
+        in document order: scoring a few known documents (model profiles) without a search
+        filter, which reads every document's metadata."""
+        out: list[tuple[str, str, str, bytes]] = []
+        for batch in batched(document_ids):
+            query = (
+                chunk_vectors(model)
+                .add_columns(edges.c.src_id, chunks.c.text)
+                .join(edges, edges.c.dst_id == chunks.c.atom_id)
+                .where(
+                    edges.c.tenant_id == tenant_id,
+                    edges.c.kind == HAS_CHUNK,
+                    edges.c.src_id.in_(batch),
+                    chunks.c.tenant_id == tenant_id,
+                )
+                .order_by(edges.c.src_id, edges.c.ordinal)
+            )
+            out += [(r.src_id, r.atom_id, r.text, r.vector) for r in self._conn.execute(query)]
+        return out
+
     # -- chunks, edges, documents -----------------------------------------------------------
 
     def document(self, tenant_id: str, atom_id: str) -> Any:

@@ -318,6 +318,16 @@ class AtomRepository:
         ).first()
         return _atom(row) if row else None
 
+    def get_many(self, tenant_id: str, atom_ids: Sequence[str]) -> dict[str, Atom]:
+        """The tenant's atoms among these ids, by id (one query per batch, not one each)."""
+        found: dict[str, Atom] = {}
+        for batch in batched(atom_ids):
+            for row in self._conn.execute(
+                atoms.select().where(atoms.c.tenant_id == tenant_id, atoms.c.id.in_(batch))
+            ):
+                found[row.id] = _atom(row)
+        return found
+
     def find_by_sha256(self, tenant_id: str, sha256: str) -> Atom | None:
         row = self._conn.execute(
             atoms.select().where(atoms.c.tenant_id == tenant_id, atoms.c.sha256 == sha256)
