@@ -485,7 +485,8 @@ def test_approvals_list_both_kinds_under_one_cursor(
     assert agent["step"] == {"run_id": agent_b.run_id, "step": 1, "kind": "tool",
                              "tool": "save_note", "arguments": {"text": "remember quasars"},
                              "reason": "require_approval:save_note",
-                             "status": "awaiting_approval"}  # fmt: skip
+                             "status": "awaiting_approval", "answer": None,
+                             "citations": None}  # fmt: skip
     assert agent["instance_id"] == names.run_instance_id(agent_b.run_id)
     loop = client.get(f"/v1/approvals/{loop_a.id}", headers=read).json()
     assert loop["kind"] == "loop" and loop["step"] is None and loop["action"]["status"]
