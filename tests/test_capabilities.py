@@ -18,7 +18,7 @@ from conftest import TenantKeys, make_tenant
 from functions import indexed_app, runtime
 from hartonomous.agents.capabilities import BUILTIN_PROFILE, CapabilityService
 from hartonomous.api.app import create_app
-from hartonomous.bootstrap import bootstrap
+from hartonomous.bootstrap import Platform, bootstrap
 from hartonomous.inference.types import BUILTIN_MODEL
 from hartonomous.knowledge.embeddings import MiniLMEmbedder
 from hartonomous.knowledge.search import Mode, SearchResult
@@ -47,6 +47,7 @@ SEARCH = "/v1/capabilities/search"
 @dataclass
 class World:
     api: TestClient
+    platform: Platform
     service: CapabilityService
     alice: TenantKeys
     bob: TenantKeys
@@ -98,6 +99,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, embedder: MiniLMEmbedder) ->
         alice, bob = make_tenant(platform, "alice"), make_tenant(platform, "bob")
         yield World(
             api=api,
+            platform=platform,
             service=platform.capabilities,
             alice=alice,
             bob=bob,
@@ -230,6 +232,21 @@ def test_bad_input_is_a_422_problem(world, body):
     r = world.api.post(SEARCH, json=body, headers=world.alice.auth("read"))
     assert r.status_code == 422, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
+
+
+def searches(world: World) -> int:
+    world.platform.knowledge.flush()
+    r = world.api.get("/v1/usage", headers=world.alice.auth("read"))
+    return sum(line["quantity"] for line in r.json()["lines"] if line["kind"] == "search.queries")
+
+
+def test_a_request_counts_as_one_search_and_its_retry_as_none(world):
+    before = searches(world)
+    headers = {**world.alice.auth("read"), "X-Request-Id": "capabilities-1"}
+    for _ in range(2):
+        r = world.api.post(SEARCH, json={"query": "chess openings", "k": 20}, headers=headers)
+        assert r.status_code == 200
+    assert searches(world) == before + 1
 
 
 def test_a_key_is_needed(world):
