@@ -10,7 +10,8 @@
    and the knowledge snapshot, compile, store the version, point the name), wall time
    around the call, for specs that each make a new version and for a spec compiled again
    (the version exists). Goal: p95 <= 100 ms.
-3. A run's overhead outside model time per step: ``run_overhead`` (left to the lead).
+3. A run's overhead outside model time per step (``run_overhead``): agent runs with the
+   embedded model on the local Durable host; wall time less model time, per model step.
 
 The corpus: synthetic documents on 24 topics (templated sentences with varied words and
 numbers, so no two paragraphs are alike), ingested through ``POST /v1/ingestions`` and the
@@ -52,6 +53,7 @@ from hartonomous.agents.spec import AgentSpecIn  # noqa: E402
 from hartonomous.api.app import create_app  # noqa: E402
 from hartonomous.autonomy.registry import REGISTRY  # noqa: E402
 from hartonomous.bootstrap import Platform, bootstrap  # noqa: E402
+from hartonomous.domain.tenants import Scope  # noqa: E402
 from hartonomous.inference.types import BUILTIN_MODEL  # noqa: E402
 from hartonomous.knowledge.chunking import chunk_text  # noqa: E402
 from hartonomous.knowledge.embeddings import MINILM, MiniLMEmbedder, minilm_tokenizer  # noqa: E402
@@ -336,7 +338,7 @@ def corpus(
         shutil.copytree(built / "data", Path(tmp) / "data")
         platform = bootstrap(Settings(data_dir=Path(tmp) / "data"), embedder=embedder)
         try:
-            yield platform, {**info, "cache": str(built)}
+            yield platform, {**info, "cache": str(built), "data_dir": str(Path(tmp) / "data")}
         finally:
             platform.close()
 
@@ -471,9 +473,95 @@ def bench_compile(platform: Platform, tenant_id: str, count: int) -> dict[str, A
 # the table shows "not measured".
 
 
-def run_overhead(platform: Platform, tenant_id: str, runs: int) -> dict[str, Any] | None:
-    """PLACEHOLDER for the lead: per-step overhead of agent runs outside model time."""
-    return None
+RUN_TASKS = [
+    "Which chess opening begins with 1.e4 c5?",
+    "How does sourdough bread rise?",
+    "What is a GGUF model file?",
+]
+
+
+def run_overhead(
+    data: Path, embedder: MiniLMEmbedder, tenant_id: str, runs: int, max_tokens: int
+) -> dict[str, Any]:
+    """Agent runs on the built tenant with the embedded model (llama.cpp, Gemma 3 270M) on
+    the local Durable host, through the API. Per run: its wall time (the run row's start to
+    its end), its model time (each step's ``generation_ms`` from its receipt: the whole
+    inference call) and its model steps; overhead = wall - model, per step, and as a share
+    of a step's model time."""
+    platform = bootstrap(
+        Settings(data_dir=data), embedder=embedder, functions=indexed_app().get_functions()
+    )
+    runtime.use(platform)
+    rows: list[dict[str, Any]] = []
+    try:
+        with TestClient(create_app(platform)) as api:
+            admin = tenant_service.create_key(
+                platform.uow_factory, tenant=tenant_id, scope=Scope.ADMIN
+            ).secret
+            headers = {"Authorization": f"Bearer {admin}"}
+            body = {
+                "name": "bench-runner", "model_id": BUILTIN_MODEL,
+                "instructions": "Answer from the passages, citing them.",
+                "tools": [{"name": "search"}],
+                "budget": {"credits_per_run": 5.0, "max_steps": 2},
+                "max_tokens_per_step": max_tokens,
+            }  # fmt: skip
+            r = api.post("/v1/agents", json=body, headers=headers)
+            assert r.status_code in (200, 201), r.text
+            for i in range(runs):
+                task = RUN_TASKS[i % len(RUN_TASKS)]
+                r = api.post("/v1/agents/bench-runner/runs", json={"input": task, "seed": i},
+                             headers=headers)  # fmt: skip
+                assert r.status_code == 202, r.text
+                run_id = r.json()["run_id"]
+                url = f"/v1/agents/runs/{run_id}"
+                while (detail := api.get(url, headers=headers).json())["status"] == "running":
+                    time.sleep(0.02)
+                wall_ms = (_at(detail["ended_at"]) - _at(detail["started_at"])) * 1000
+                model_ms = search_ms = 0.0
+                steps = 0
+                for step in detail["steps"]:
+                    if step["kind"] == "model":
+                        receipt = api.get(f"/v1/receipts/{step['receipt_id']}",
+                                          headers=headers).json()  # fmt: skip
+                        model_ms += receipt["timings_ms"]["generation_ms"]
+                        search_ms += receipt["timings_ms"]["search_ms"]
+                        steps += 1
+                tools = sum(s["kind"] == "tool" for s in detail["steps"])
+                rows.append({"status": detail["status"], "steps": steps, "wall_ms": wall_ms,
+                             "model_ms": model_ms, "retrieval_ms": search_ms,
+                             "tools": tools})  # fmt: skip
+                print(f"  run {i + 1}/{runs}: {detail['status']}, {steps} steps, wall "
+                      f"{wall_ms:.0f} ms, model {model_ms:.0f} ms", flush=True)  # fmt: skip
+    finally:
+        runtime.use(None)
+        platform.close()
+    steps = sum(r["steps"] for r in rows)
+    overhead = [(r["wall_ms"] - r["model_ms"]) / r["steps"] for r in rows if r["steps"]]
+    model = [r["model_ms"] / r["steps"] for r in rows if r["steps"]]
+    return {
+        "runs": rows,
+        "model_steps": steps,
+        "max_tokens_per_step": max_tokens,
+        "overhead_ms_per_step_p50": round(float(np.percentile(overhead, 50)), 1),
+        "overhead_ms_per_step_max": round(max(overhead), 1),
+        "model_ms_per_step_p50": round(float(np.percentile(model, 50)), 1),
+        "retrieval_ms_per_step_p50": round(
+            float(np.percentile([r["retrieval_ms"] / r["steps"] for r in rows if r["steps"]], 50)),
+            1,
+        ),
+        "overhead_share_of_model_time": round(
+            (sum(r["wall_ms"] for r in rows) - sum(r["model_ms"] for r in rows))
+            / sum(r["model_ms"] for r in rows),
+            4,
+        ),
+    }
+
+
+def _at(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text).timestamp()
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -500,7 +588,14 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=10_000, help="searchable chunks, at least")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--compiles", type=int, default=200)
-    parser.add_argument("--runs", type=int, default=5, help="for run_overhead (the lead's)")
+    parser.add_argument("--runs", type=int, default=5, help="agent runs with the real model")
+    parser.add_argument("--run-max-tokens", type=int, default=96, help="per step of those runs")
+    parser.add_argument(
+        "--only",
+        choices=["search", "compile", "runs"],
+        action="append",
+        help="run only these sections (default: all)",
+    )
     parser.add_argument(
         "--cache", type=Path, default=Path.home() / ".cache" / "hartonomous-bench",
         help="where the built tenant is kept between runs (minutes to build)",
@@ -520,9 +615,18 @@ def main() -> None:
         chunks = platform.knowledge.get().index.refresh(tenant_id)  # all: a fresh process
         with platform.uow_factory(write=False, tenant_id=tenant_id) as uow:
             snapshot = uow.knowledge.snapshot(tenant_id)
-        search = bench_search(platform, tenant_id, queries(args.queries))
-        compiled = bench_compile(platform, tenant_id, args.compiles)
-        overhead = run_overhead(platform, tenant_id, args.runs)
+        only = set(args.only or ["search", "compile", "runs"])
+        empty: dict[str, Any] = {"rows": {}, "queries": 0, "queries_with_keyword_only_hits": 0}
+        search = bench_search(platform, tenant_id, queries(args.queries)) if (
+            "search" in only) else empty  # fmt: skip
+        compiled = bench_compile(platform, tenant_id, args.compiles) if (
+            "compile" in only) else {"rows": {}}  # fmt: skip
+        overhead = None
+        if "runs" in only:
+            platform.close()  # the runs' platform (Durable host, llama.cpp) takes the store
+            overhead = run_overhead(Path(info.pop("data_dir")), embedder, tenant_id,
+                                    args.runs, args.run_max_tokens)  # fmt: skip
+        info.pop("data_dir", None)
 
     figures = {
         "machine": f"{os.cpu_count()} cores, {cpu_name()}, CPU only",
@@ -549,9 +653,18 @@ def main() -> None:
             print(f"{name:44} {row['p50_ms']:8.2f} {row['p95_ms']:8.2f} {row['n']:5}{note}")
     print(f"  ({search['queries_with_keyword_only_hits']} of {search['queries']} queries had "
           "keyword-only hits in their top 10)")  # fmt: skip
-    print("run overhead per step outside model time: "
-          + ("not measured (run_overhead is the lead's)" if overhead is None
-             else json.dumps(overhead)))  # fmt: skip
+    if overhead is not None:
+        print(f"agent runs (Gemma 3 270M in process, {overhead['max_tokens_per_step']} tokens "
+              f"per step at most): {overhead['model_steps']} model steps in "
+              f"{len(overhead['runs'])} runs")  # fmt: skip
+        print(f"  model time per step p50       {overhead['model_ms_per_step_p50']:10.1f} ms")
+        print(f"  overhead per step p50 (max)   {overhead['overhead_ms_per_step_p50']:10.1f} ms "
+              f"({overhead['overhead_ms_per_step_max']:.1f})")  # fmt: skip
+        print(f"    of which retrieval p50      {overhead['retrieval_ms_per_step_p50']:10.1f} ms")
+        print(
+            f"  overhead / model time         {overhead['overhead_share_of_model_time']:10.2%}"
+            "   (goal <= 10%)"
+        )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
         print(f"figures written to {args.json}")

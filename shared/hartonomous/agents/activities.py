@@ -37,6 +37,7 @@ from hartonomous.agents.records import (
     StepRecord,
     ViolationRecord,
 )
+from hartonomous.agents.scope import effective, scope_filter
 from hartonomous.agents.tools import AgentTools, ToolContext, ToolError
 from hartonomous.agents.types import RunStatus, StepKind, StepStatus, ViolationOutcome
 from hartonomous.autonomy.policy import Policy
@@ -44,7 +45,6 @@ from hartonomous.autonomy.types import ApprovalStatus
 from hartonomous.errors import NotFound
 from hartonomous.generation.prompting import CHARS_PER_TOKEN, Assembled
 from hartonomous.generation.service import GenerateRequest, GenerationService, Outcome
-from hartonomous.generation.service import filters_from_json as scope_of
 from hartonomous.inference.types import BUILTIN_MODEL, Completion, CompletionRequest, ModelRef
 from hartonomous.knowledge.search import Mode, SearchResult, SearchService
 from hartonomous.knowledge.store import SearchFilter
@@ -68,12 +68,6 @@ def derived_id(kind: str, of: str) -> str:
 
 def step_id(run_id: str, step: int, kind: StepKind) -> str:
     return derived_id(f"step-{kind.value}", f"{run_id}:{step}")
-
-
-def scope_filter(agent: CompiledAgent) -> SearchFilter:
-    """The frozen knowledge scope: the compiled filters, at the compiled snapshot."""
-    flt = scope_of(agent.filters)
-    return SearchFilter(**{**flt.__dict__, "snapshot": agent.snapshot})
 
 
 @dataclass
@@ -113,9 +107,11 @@ class AgentActivities:
             return done.to_json()
         started = time.perf_counter()
         scope = scope_filter(agent)
+        with self.uow_factory(write=False, tenant_id=inp.tenant_id) as uow:
+            now_scope = effective(uow, inp.tenant_id, scope)
         hits = self.search().search(
             tenant_id=inp.tenant_id, query=run.input_text, k=RETRIEVE_K, mode=Mode.HYBRID,
-            flt=scope, request_id=f"agent:{run.id}:{inp.step}:retrieve", record_gaps=False,
+            flt=now_scope, request_id=f"agent:{run.id}:{inp.step}:retrieve", record_gaps=False,
         )  # fmt: skip
         searched = time.perf_counter()
         sources, history = _context(hits, steps)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hartonomous.agents.scope import effective
 from hartonomous.errors import HartonomousError
 from hartonomous.knowledge.search import Mode, SearchService
 from hartonomous.knowledge.store import SearchFilter, allowed_chunks_query
@@ -83,10 +84,12 @@ class AgentTools:
         return handler(ctx, arguments)
 
     def _search(self, ctx: ToolContext, arguments: dict[str, Any]) -> ToolResult:
+        with self.uow_factory(write=False, tenant_id=ctx.tenant_id) as uow:
+            scope = effective(uow, ctx.tenant_id, ctx.scope)
         hits = self.search().search(
             tenant_id=ctx.tenant_id, query=arguments["query"],
             k=int(arguments.get("k", DEFAULT_K)),  # JSON Schema's integers include 3.0
-            mode=Mode.HYBRID, flt=ctx.scope, request_id=f"agent:{ctx.run_id}:{ctx.step}:tool",
+            mode=Mode.HYBRID, flt=scope, request_id=f"agent:{ctx.run_id}:{ctx.step}:tool",
             record_gaps=False,
         )  # fmt: skip
         passages = [Passage(h.atom_id, h.text[:PASSAGE_CHARS], h.document_id) for h in hits]
