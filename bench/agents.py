@@ -487,7 +487,8 @@ def run_overhead(
     the local Durable host, through the API. Per run: its wall time (the run row's start to
     its end), its model time (each step's ``generation_ms`` from its receipt: the whole
     inference call) and its model steps; overhead = wall - model, per step, and as a share
-    of a step's model time."""
+    of a step's model time. A first run warms up (loads the model, the index) uncounted.
+    Seeds vary by run, so runs take different paths (answer at once, or search first)."""
     platform = bootstrap(
         Settings(data_dir=data), embedder=embedder, functions=indexed_app().get_functions()
     )
@@ -508,7 +509,7 @@ def run_overhead(
             }  # fmt: skip
             r = api.post("/v1/agents", json=body, headers=headers)
             assert r.status_code in (200, 201), r.text
-            for i in range(runs):
+            for i in range(-1, runs):  # run -1 warms up (loads llama.cpp): not counted
                 task = RUN_TASKS[i % len(RUN_TASKS)]
                 r = api.post("/v1/agents/bench-runner/runs", json={"input": task, "seed": i},
                              headers=headers)  # fmt: skip
@@ -527,6 +528,9 @@ def run_overhead(
                         model_ms += receipt["timings_ms"]["generation_ms"]
                         search_ms += receipt["timings_ms"]["search_ms"]
                         steps += 1
+                if i < 0:
+                    print(f"  warm-up run: {detail['status']}, wall {wall_ms:.0f} ms", flush=True)
+                    continue
                 tools = sum(s["kind"] == "tool" for s in detail["steps"])
                 rows.append({"status": detail["status"], "steps": steps, "wall_ms": wall_ms,
                              "model_ms": model_ms, "retrieval_ms": search_ms,

@@ -319,13 +319,17 @@ class AtomRepository:
         return _atom(row) if row else None
 
     def get_many(self, tenant_id: str, atom_ids: Sequence[str]) -> dict[str, Atom]:
-        """The tenant's atoms among these ids, by id (one query per batch, not one each)."""
+        """The tenant's atoms among these ids, by id (one query per batch, not one each).
+
+        Looked up by the primary key alone, the tenant checked on each row: with the tenant
+        in the WHERE clause SQLite (no statistics) walked a (tenant_id, ...) index over the
+        whole tenant, 7.7 ms for 10 ids at 10k documents' chunks (a profile of capability
+        search); by the key it is a few index probes."""
         found: dict[str, Atom] = {}
         for batch in batched(atom_ids):
-            for row in self._conn.execute(
-                atoms.select().where(atoms.c.tenant_id == tenant_id, atoms.c.id.in_(batch))
-            ):
-                found[row.id] = _atom(row)
+            for row in self._conn.execute(atoms.select().where(atoms.c.id.in_(batch))):
+                if row.tenant_id == tenant_id:
+                    found[row.id] = _atom(row)
         return found
 
     def find_by_sha256(self, tenant_id: str, sha256: str) -> Atom | None:
