@@ -502,16 +502,17 @@ def run_overhead(
             headers = {"Authorization": f"Bearer {admin}"}
             body = {
                 "name": "bench-runner", "model_id": BUILTIN_MODEL,
-                "instructions": "Answer from the passages, citing them.",
+                "instructions": "First call the search tool with a query, then answer from "
+                "the passages, citing them.",
                 "tools": [{"name": "search"}],
-                "budget": {"credits_per_run": 5.0, "max_steps": 2},
+                "budget": {"credits_per_run": 5.0, "max_steps": 3},
                 "max_tokens_per_step": max_tokens,
             }  # fmt: skip
             r = api.post("/v1/agents", json=body, headers=headers)
             assert r.status_code in (200, 201), r.text
             for i in range(-1, runs):  # run -1 warms up (loads llama.cpp): not counted
                 task = RUN_TASKS[i % len(RUN_TASKS)]
-                r = api.post("/v1/agents/bench-runner/runs", json={"input": task, "seed": i},
+                r = api.post("/v1/agents/bench-runner/runs", json={"input": task, "seed": i + 1},
                              headers=headers)  # fmt: skip
                 assert r.status_code == 202, r.text
                 run_id = r.json()["run_id"]
