@@ -204,7 +204,8 @@ def test_policy_defaults_round_trip_and_refusals(client: TestClient, alice: Tena
     # The loop's actions and writing tools wait for a human by default; reading tools do not.
     assert all(policy.decide(name).needs_approval for name in LOOP_ACTIONS)
     assert policy.decide("save_note").needs_approval
-    assert not policy.decide("search").needs_approval and not policy.decide("read_atom").needs_approval
+    assert not policy.decide("search").needs_approval
+    assert not policy.decide("read_atom").needs_approval
     assert set(AGENT_TOOLS) == {"search", "read_atom", "save_note"}
 
     wanted = {

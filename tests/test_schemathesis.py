@@ -112,8 +112,13 @@ SEMANTIC_REFUSALS: list[tuple[str, str, str, str]] = [
     ("GET", "/v1/usage", "400", "from after to (each valid alone)"),
     ("GET", "/v1/agents", "400", "a cursor this API did not return (it is opaque)"),
     ("GET", "/v1/agents/runs", "400", "a cursor this API did not return (it is opaque)"),
-    ("POST", "/v1/agents", "422", "a tool or rule naming what the registry lacks, a budget "
-     "under one step's estimate, a schema RE2 cannot run"),
+    (
+        "POST",
+        "/v1/agents",
+        "422",
+        "a tool or rule naming what the registry lacks, a budget "
+        "under one step's estimate, a schema RE2 cannot run",
+    ),
 ]
 # Where schema-violating data is rightly accepted, the negative-data check accepts that status.
 LENIENT: list[tuple[str, str, str, str]] = [
