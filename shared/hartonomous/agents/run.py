@@ -22,7 +22,7 @@ Rules the code keeps (docs/agents.md states them for users):
 from __future__ import annotations
 
 from collections.abc import Generator
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import azure.durable_functions as df
@@ -31,13 +31,11 @@ from hartonomous.agents import messages as m
 from hartonomous.agents import names
 from hartonomous.agents.names import RunInput
 from hartonomous.agents.types import RunStatus
-from hartonomous.autonomy.names import approval_event
+from hartonomous.autonomy.approval_wait import decision
 from hartonomous.autonomy.types import ApprovalStatus
 from hartonomous.workflows.actions import BackoffRetryOptions
 
 STEP_ATTEMPTS = 3  # think and tool: the model or the store briefly unavailable
-TIMER_CAP = timedelta(days=6)  # the Python SDK's longest single timer
-POLL_INTERVAL = timedelta(minutes=5)  # after an event that decided nothing: poll the store
 
 Orchestration = Generator[Any, Any, Any]
 
@@ -143,33 +141,16 @@ class _Run:
         return status
 
     def wait(self, request: m.ApprovalOut) -> Orchestration:
-        """The decision or the expiry, as the store has it (the loop's rules)."""
-        ctx = self.context
+        """The decision or the expiry, as the store has it (``approval_wait``)."""
+        ctx, tenant = self.context, self.inp.tenant_id
+
+        def settle(expire: bool) -> Any:
+            settle_in = m.SettleIn(tenant, request.approval_id, expire)
+            return ctx.call_activity(names.SETTLE_APPROVAL, settle_in.to_json())
+
         deadline = datetime.fromisoformat(request.expires_at)
-        event_name = approval_event(request.approval_id)
-        woken = False
-        while True:
-            expire = self.now >= deadline
-            if not expire and woken:
-                # An event raised early is kept by the SDK for ever: waiting on it again
-                # would win at once, so poll the store instead.
-                yield ctx.create_timer(min(deadline, self.now + POLL_INTERVAL))
-                expire = self.now >= deadline
-            elif not expire:
-                timer = ctx.create_timer(min(deadline, self.now + TIMER_CAP))
-                event = ctx.wait_for_external_event(event_name)
-                winner = yield ctx.task_any([event, timer])
-                if winner != event:
-                    continue
-                timer.cancel()
-                woken = True
-            settled = m.Settled.from_json(
-                (yield ctx.call_activity(
-                    names.SETTLE_APPROVAL,
-                    m.SettleIn(self.inp.tenant_id, request.approval_id, expire).to_json()))
-            )  # fmt: skip
-            if settled.status != ApprovalStatus.PENDING:
-                return settled.status
+        settled = yield from decision(ctx, request.approval_id, deadline, settle)
+        return m.Settled.from_json(settled).status
 
 
 def run(context: df.DurableOrchestrationContext) -> Orchestration:

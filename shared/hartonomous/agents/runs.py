@@ -36,14 +36,7 @@ from hartonomous.agents.store import RUN_ENDED
 from hartonomous.agents.types import AgentStatus, RunStatus, StepStatus
 from hartonomous.autonomy.names import approval_event
 from hartonomous.autonomy.records import ApprovalRecord
-from hartonomous.autonomy.service import (
-    ApprovalDetail,
-    Page,
-    _after,
-    _page,
-    _runtime,
-    _started_anyway,
-)
+from hartonomous.autonomy.service import ApprovalDetail
 from hartonomous.autonomy.types import ApprovalStatus
 from hartonomous.domain.tenants import Scope
 from hartonomous.domain.workflows import FINISHED, WorkflowRun
@@ -51,6 +44,8 @@ from hartonomous.errors import Conflict, Forbidden, Gone, NotFound, Unprocessabl
 from hartonomous.inference.types import ModelRef
 from hartonomous.ports import UnitOfWork, UnitOfWorkFactory, WorkflowClient
 from hartonomous.services.clock import new_id, utcnow
+from hartonomous.services.pages import Page, page_of, position_after
+from hartonomous.services.starts import runtime_status, started_anyway
 from hartonomous.services.tenants import Principal
 
 log = logging.getLogger(__name__)
@@ -114,7 +109,7 @@ class AgentRunService:
             await client.start_new(names.RUN, run.instance_id, run_input.to_json())
         except BaseException as exc:
             with CancelScope(shield=True):
-                started = await _started_anyway(client, run.instance_id, exc)
+                started = await started_anyway(client, run.instance_id, exc)
                 if started and isinstance(exc, Exception):  # a cancellation goes on up
                     return run
                 if started is False:
@@ -213,10 +208,10 @@ class AgentRunService:
         self, tenant_id: str, limit: int, cursor: str | None = None, agent_name: str | None = None
     ) -> Page[AgentRunRecord]:
         """Newest first; one agent's when named."""
-        after = _after(cursor)
+        after = position_after(cursor)
         with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
             items = uow.agents.runs(tenant_id, limit + 1, after, agent_name)
-        return _page(items, limit, lambda r: (r.started_at, r.id))
+        return page_of(items, limit, lambda r: (r.started_at, r.id))
 
     def run(self, tenant_id: str, run_id: str) -> RunDetail:
         """The run with its steps, violations and approval requests; another tenant's: 404."""
@@ -276,14 +271,14 @@ class AgentRunService:
         """The loop's and agents' requests, newest first, under one cursor: the keyset
         (requested_at, id) bounds both tables, each gives ``limit + 1``, and the merge is
         cut to ``limit``."""
-        after = _after(cursor)
+        after = position_after(cursor)
         with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
             loop: list[ApprovalRecord | AgentApprovalRecord] = list(
                 uow.autonomy.approvals(tenant_id, status, limit + 1, after)
             )
             agents = uow.agents.approvals(tenant_id, status, limit + 1, after)
             merged = sorted([*loop, *agents], key=lambda a: (a.requested_at, a.id), reverse=True)
-            page = _page(merged, limit, lambda a: (a.requested_at, a.id))
+            page = page_of(merged, limit, lambda a: (a.requested_at, a.id))
             return Page([_detail(uow, a) for a in page.items], page.next_cursor)
 
     def approval(self, tenant_id: str, approval_id: str) -> AnyApproval:
@@ -421,7 +416,7 @@ async def _terminate(client: WorkflowClient, instance_id: str, reason: str) -> N
         await client.terminate(instance_id, reason)
     except Exception:
         try:
-            runtime = _runtime(await client.get_status(instance_id))
+            runtime = runtime_status(await client.get_status(instance_id))
         except Exception:
             runtime = "unknown"
         if runtime is None or runtime in FINISHED:

@@ -6,9 +6,9 @@ nothing twice."""
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -20,6 +20,7 @@ from hartonomous.agents.records import (
     VersionRecord,
     ViolationRecord,
 )
+from hartonomous.store.rows import newest_first, record
 from hartonomous.store.schema import (
     agent_approvals,
     agent_runs,
@@ -32,22 +33,7 @@ from hartonomous.store.schema import (
 if TYPE_CHECKING:
     from hartonomous.ports import InsertOrIgnore
 
-R = TypeVar("R")
 RUN_ENDED = "run-ended"  # the decider of approvals a run's end expired
-
-
-def _record(cls: type[R], row: Any) -> R:
-    return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})  # type: ignore[arg-type]
-
-
-def _page(
-    query: sa.Select[Any], table: sa.Table, time_column: str, after: tuple[datetime, str] | None
-) -> sa.Select[Any]:
-    """Newest first by (time, id): stable while rows are added."""
-    at, key = table.c[time_column], table.c.id
-    if after is not None:
-        query = query.where(sa.or_(at < after[0], sa.and_(at == after[0], key < after[1])))
-    return query.order_by(at.desc(), key.desc())
 
 
 class AgentRepository:
@@ -62,7 +48,7 @@ class AgentRepository:
         row = self._conn.execute(
             t.select().where(t.c.tenant_id == tenant_id, t.c.name == name)
         ).first()
-        return _record(AgentRecord, row) if row else None
+        return record(AgentRecord, row) if row else None
 
     def agents(
         self, tenant_id: str, limit: int, after: str | None = None, *, retired: bool = False
@@ -75,7 +61,7 @@ class AgentRepository:
         if after is not None:
             query = query.where(t.c.name > after)
         query = query.order_by(t.c.name).limit(limit)
-        return [_record(AgentRecord, r) for r in self._conn.execute(query)]
+        return [record(AgentRecord, r) for r in self._conn.execute(query)]
 
     def point(self, tenant_id: str, name: str, version_id: str, at: datetime) -> None:
         """The name now has ``version_id`` as its latest (created, or re-activated when it
@@ -126,15 +112,15 @@ class AgentRepository:
         row = self._conn.execute(
             t.select().where(t.c.tenant_id == tenant_id, t.c.id == version_id)
         ).first()
-        return _record(VersionRecord, row) if row else None
+        return record(VersionRecord, row) if row else None
 
     def versions(
         self, tenant_id: str, name: str, limit: int, after: tuple[datetime, str] | None = None
     ) -> list[VersionRecord]:
         t = agent_versions
         query = t.select().where(t.c.tenant_id == tenant_id, t.c.name == name)
-        query = _page(query, t, "created_at", after).limit(limit)
-        return [_record(VersionRecord, r) for r in self._conn.execute(query)]
+        query = newest_first(query, t, "created_at", after).limit(limit)
+        return [record(VersionRecord, r) for r in self._conn.execute(query)]
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -146,7 +132,7 @@ class AgentRepository:
         row = self._conn.execute(
             t.select().where(t.c.tenant_id == tenant_id, t.c.id == run_id)
         ).first()
-        return _record(AgentRunRecord, row) if row else None
+        return record(AgentRunRecord, row) if row else None
 
     def runs(
         self, tenant_id: str, limit: int, after: tuple[datetime, str] | None = None,
@@ -156,8 +142,8 @@ class AgentRepository:
         query = t.select().where(t.c.tenant_id == tenant_id)
         if agent_name is not None:
             query = query.where(t.c.agent_name == agent_name)
-        query = _page(query, t, "started_at", after).limit(limit)
-        return [_record(AgentRunRecord, r) for r in self._conn.execute(query)]
+        query = newest_first(query, t, "started_at", after).limit(limit)
+        return [record(AgentRunRecord, r) for r in self._conn.execute(query)]
 
     def update_run(self, tenant_id: str, run_id: str, **values: Any) -> None:
         t = agent_runs
@@ -209,7 +195,7 @@ class AgentRepository:
         row = self._conn.execute(
             t.select().where(t.c.tenant_id == tenant_id, t.c.id == step_id)
         ).first()
-        return _record(StepRecord, row) if row else None
+        return record(StepRecord, row) if row else None
 
     def steps(self, tenant_id: str, run_id: str) -> list[StepRecord]:
         """In order: by step, the model's row before its tool row."""
@@ -219,7 +205,7 @@ class AgentRepository:
             .where(t.c.tenant_id == tenant_id, t.c.run_id == run_id)
             .order_by(t.c.step, sa.case((t.c.kind == "model", 0), else_=1))
         )
-        return [_record(StepRecord, r) for r in self._conn.execute(query)]
+        return [record(StepRecord, r) for r in self._conn.execute(query)]
 
     def update_step(
         self, tenant_id: str, step_id: str, expected: Collection[str], **values: Any
@@ -281,7 +267,7 @@ class AgentRepository:
             .where(t.c.tenant_id == tenant_id, t.c.run_id == run_id)
             .order_by(t.c.step, t.c.id)
         )
-        return [_record(ViolationRecord, r) for r in self._conn.execute(query)]
+        return [record(ViolationRecord, r) for r in self._conn.execute(query)]
 
     # -- approvals ---------------------------------------------------------------------------
 
@@ -297,14 +283,14 @@ class AgentRepository:
         row = self._conn.execute(
             t.select().where(t.c.tenant_id == tenant_id, t.c.id == approval_id)
         ).first()
-        return _record(AgentApprovalRecord, row) if row else None
+        return record(AgentApprovalRecord, row) if row else None
 
     def approval_of_step(self, tenant_id: str, step_id: str) -> AgentApprovalRecord | None:
         t = agent_approvals
         row = self._conn.execute(
             t.select().where(t.c.tenant_id == tenant_id, t.c.step_id == step_id)
         ).first()
-        return _record(AgentApprovalRecord, row) if row else None
+        return record(AgentApprovalRecord, row) if row else None
 
     def approvals(
         self, tenant_id: str, status: str | None, limit: int,
@@ -314,8 +300,8 @@ class AgentRepository:
         query = t.select().where(t.c.tenant_id == tenant_id)
         if status is not None:
             query = query.where(t.c.status == status)
-        query = _page(query, t, "requested_at", after).limit(limit)
-        return [_record(AgentApprovalRecord, r) for r in self._conn.execute(query)]
+        query = newest_first(query, t, "requested_at", after).limit(limit)
+        return [record(AgentApprovalRecord, r) for r in self._conn.execute(query)]
 
     def run_approvals(self, tenant_id: str, run_id: str) -> list[AgentApprovalRecord]:
         """A run's requests in the order they were made (a run makes at most one per step)."""
@@ -325,7 +311,7 @@ class AgentRepository:
             .where(t.c.tenant_id == tenant_id, t.c.run_id == run_id)
             .order_by(t.c.requested_at, t.c.id)
         )
-        return [_record(AgentApprovalRecord, r) for r in self._conn.execute(query)]
+        return [record(AgentApprovalRecord, r) for r in self._conn.execute(query)]
 
     def decide(
         self, tenant_id: str, approval_id: str, status: str, by: str, at: datetime,

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import anyio
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -29,11 +29,13 @@ from hartonomous.agents.runs import Progress
 from hartonomous.agents.spec import NAME_PATTERN
 from hartonomous.agents.types import RunStatus, StepStatus
 from hartonomous.api.auth import Reader, Writer
-from hartonomous.api.deps import PlatformDep, WorkflowClientDep, get_workflow_client
-from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
+from hartonomous.api.deps import PlatformDep, WorkflowClientDep, WorkflowsIfAny
+from hartonomous.api.problems import (
+    PROBLEM_RESPONSES,
+    UNAVAILABLE,
+)
+from hartonomous.api.problems import documented as _problem
 from hartonomous.autonomy.policy import not_a_boolean
-from hartonomous.errors import ServiceUnavailable
-from hartonomous.ports import WorkflowClient
 
 router = APIRouter(tags=["agents"], responses=PROBLEM_RESPONSES)
 
@@ -62,23 +64,6 @@ RETRY_MS = 1000  # what EventSource waits before it reconnects
 # A step in one of these will change again (a human decides; an approved tool then runs):
 # its events carry no id, so a reconnection sends it again as it is then.
 TRANSIENT = {StepStatus.AWAITING_APPROVAL.value, StepStatus.APPROVED.value}
-
-
-def _problem(status: int, description: str) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": description}}
-
-
-UNAVAILABLE = _problem(503, "Workflows are not available in this process")
-
-
-def _workflows_if_any(platform: PlatformDep) -> WorkflowClient | None:
-    try:
-        return get_workflow_client(platform)
-    except ServiceUnavailable:
-        return None
-
-
-WorkflowsIfAny = Annotated[WorkflowClient | None, Depends(_workflows_if_any)]
 
 
 # -- models -----------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from hartonomous.agents.spec import VERSION_PATTERN, AgentSpecIn
 from hartonomous.agents.types import AgentStatus
 from hartonomous.api.auth import Reader, Writer
 from hartonomous.api.deps import PlatformDep
-from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
+from hartonomous.api.problems import PROBLEM_RESPONSES
+from hartonomous.api.problems import documented as _problem
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"], responses=PROBLEM_RESPONSES)
 
@@ -32,10 +33,6 @@ Limit = Annotated[int, Query(ge=1, le=100, description="Items per page")]
 Cursor = Annotated[
     str | None, Query(max_length=512, description="`next_cursor` of the previous page")
 ]
-
-
-def _problem(status: int, description: str) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": description}}
 
 
 # -- models -----------------------------------------------------------------------------------

@@ -12,20 +12,23 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hartonomous.agents.records import StepRecord
 from hartonomous.agents.runs import AgentApprovalDetail, AnyApproval
 from hartonomous.api.auth import Admin, Reader
-from hartonomous.api.deps import PlatformDep, WorkflowClientDep, get_workflow_client
-from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
+from hartonomous.api.deps import PlatformDep, WorkflowClientDep, WorkflowsIfAny
+from hartonomous.api.problems import (
+    PROBLEM_RESPONSES,
+    UNAVAILABLE,
+)
+from hartonomous.api.problems import documented as _problem
 from hartonomous.autonomy.policy import Policy, not_a_boolean
 from hartonomous.autonomy.records import ActionRecord, DeadLetterRecord, PhaseRecord, RunRecord
 from hartonomous.autonomy.types import ApprovalStatus, DeadLetterStatus
 from hartonomous.bootstrap import Platform
-from hartonomous.errors import ServiceUnavailable
 from hartonomous.ports import WorkflowClient
 from hartonomous.services.tenants import Principal
 
@@ -36,23 +39,6 @@ Limit = Annotated[int, Query(ge=1, le=100, description="Items per page")]
 Cursor = Annotated[
     str | None, Query(max_length=512, description="`next_cursor` of the previous page")
 ]
-
-
-def _problem(status: int, description: str) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": description}}
-
-
-UNAVAILABLE = _problem(503, "Workflows are not available in this process")
-
-
-def _workflows_if_any(platform: PlatformDep) -> WorkflowClient | None:
-    try:
-        return get_workflow_client(platform)
-    except ServiceUnavailable:
-        return None
-
-
-WorkflowsIfAny = Annotated[WorkflowClient | None, Depends(_workflows_if_any)]
 
 
 # -- models -----------------------------------------------------------------------------------

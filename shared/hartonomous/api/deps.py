@@ -37,6 +37,17 @@ def get_workflow_client(platform: PlatformDep) -> WorkflowClient:
 WorkflowClientDep = Annotated[WorkflowClient, Depends(get_workflow_client)]
 
 
+def _workflows_if_any(platform: PlatformDep) -> WorkflowClient | None:
+    try:
+        return get_workflow_client(platform)
+    except ServiceUnavailable:
+        return None
+
+
+# Routes that read the store first and need the client only sometimes (a run's status).
+WorkflowsIfAny = Annotated[WorkflowClient | None, Depends(_workflows_if_any)]
+
+
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 
 

@@ -34,6 +34,14 @@ class Problem(BaseModel):
     instance: str | None = None
 
 
+def documented(status: int, description: str) -> dict[int | str, dict[str, Any]]:
+    """An OpenAPI ``responses`` entry: ``status`` answers problem+json, for ``description``."""
+    return {status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": description}}
+
+
+UNAVAILABLE = documented(503, "Workflows are not available in this process")
+
+
 def problem_response(
     request: Request,
     *,

@@ -23,7 +23,8 @@ from hartonomous.api.auth import Writer, _bearer, _principal
 from hartonomous.api.deps import PlatformDep, get_workflow_client
 from hartonomous.api.knowledge import IngestionOut
 from hartonomous.api.models import ModelStarted
-from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
+from hartonomous.api.problems import PROBLEM_RESPONSES
+from hartonomous.api.problems import documented as _problem
 from hartonomous.bootstrap import Platform
 from hartonomous.domain.atoms import MEDIA_TYPE_PATTERN
 from hartonomous.domain.metadata import check_metadata
@@ -94,10 +95,6 @@ class UploadStatusOut(BaseModel):
             model_id=s.model_id,
             error=s.error,
         )
-
-
-def _problem(status: int, description: str) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": description}}
 
 
 @router.post(

@@ -60,6 +60,8 @@ import azure.durable_functions as df
 
 from hartonomous.autonomy import messages as m
 from hartonomous.autonomy import names
+from hartonomous.autonomy.approval_wait import POLL_INTERVAL as POLL_INTERVAL
+from hartonomous.autonomy.approval_wait import TIMER_CAP, decision
 from hartonomous.autonomy.names import RunInput
 from hartonomous.autonomy.registry import REGISTRY
 from hartonomous.autonomy.types import ApprovalStatus, Phase, RunStatus
@@ -93,8 +95,6 @@ HYPOTHESIZE_CREDITS = price(
 MEASURE_CREDITS = 0.01  # a measurement's estimate (baseline, Learn) when it reports none
 ACT_ATTEMPTS = 6
 MEASURE_ATTEMPTS = 3  # a baseline's or Learn's activity: the same backoff, fewer tries
-TIMER_CAP = timedelta(days=6)  # the Python SDK's longest single timer
-POLL_INTERVAL = timedelta(minutes=5)  # after an event that decided nothing: poll the store
 
 Orchestration = Generator[Any, Any, Any]
 
@@ -242,34 +242,18 @@ class _Run:
         return approved
 
     def wait(self, request: m.ApprovalRequest) -> Orchestration:
-        """The admin's decision, or the expiry: timers of at most 6 days, in a loop. Either
-        way the store's answer is taken (an activity reads it; past the deadline it expires
-        a pending request first), so an event that decided nothing changes nothing."""
-        ctx = self.context
+        """The admin's decision, or the expiry (``approval_wait``: the store's answer)."""
+        ctx, tenant = self.context, self.inp.tenant_id
+
+        def settle(expire: bool) -> Any:
+            settle_in = m.SettleIn(tenant, request.approval_id, expire)
+            return ctx.call_activity(SETTLE_APPROVAL, settle_in.to_json())
+
         deadline = datetime.fromisoformat(request.expires_at)
-        event_name = names.approval_event(request.approval_id)
-        woken = False  # an event woke the wait but decided nothing: poll from then on
-        while True:
-            expire = self.now >= deadline
-            if not expire and woken:
-                # The SDK keeps an event raised before anyone waited and never drops it, so
-                # waiting on that name again would win at once, for ever: poll the store.
-                yield ctx.create_timer(min(deadline, self.now + POLL_INTERVAL))
-                expire = self.now >= deadline
-            elif not expire:
-                timer = ctx.create_timer(min(deadline, self.now + TIMER_CAP))
-                event = ctx.wait_for_external_event(event_name)
-                winner = yield ctx.task_any([event, timer])
-                if winner != event:
-                    continue  # a capped timer fired before the deadline: wait again
-                timer.cancel()
-                woken = True
-            settle = m.SettleIn(self.inp.tenant_id, request.approval_id, expire)
-            decided = m.Decided.from_json(
-                (yield ctx.call_activity(SETTLE_APPROVAL, settle.to_json()))
-            )
-            if decided.status != ApprovalStatus.PENDING:
-                return decided.status, decided.decided_by
+        decided = m.Decided.from_json(
+            (yield from decision(ctx, request.approval_id, deadline, settle))
+        )
+        return decided.status, decided.decided_by
 
     def act(self, approved: list[m.PlannedAction]) -> Orchestration:
         ctx, inp = self.context, self.inp

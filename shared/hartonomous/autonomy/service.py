@@ -8,10 +8,9 @@ talk to the Durable client and run their database work with ``anyio.to_thread``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from anyio import CancelScope, to_thread
 from pydantic import ValidationError
@@ -42,8 +41,9 @@ from hartonomous.errors import (
     UnprocessableContent,
 )
 from hartonomous.ports import UnitOfWork, UnitOfWorkFactory, WorkflowClient
-from hartonomous.services.atoms import decode_cursor, encode_position
 from hartonomous.services.clock import new_id, utcnow
+from hartonomous.services.pages import Page, page_of, position_after
+from hartonomous.services.starts import runtime_status, started_anyway
 from hartonomous.services.tenants import Principal
 from hartonomous.store.repositories import WriteConflict
 
@@ -59,12 +59,6 @@ OVERDUE_MARGIN = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
-class Page(Generic[T]):
-    items: list[T]
-    next_cursor: str | None
-
-
-@dataclass(frozen=True)
 class RunDetail:
     run: RunRecord
     phases: list[PhaseRecord]
@@ -75,27 +69,6 @@ class RunDetail:
 class ApprovalDetail:
     approval: ApprovalRecord
     action: ActionRecord | None
-
-
-def _runtime(status: Any) -> str | None:
-    """The SDK status's runtime status by name; None when the instance has no state."""
-    if not status or status.runtime_status is None:
-        return None
-    return str(status.runtime_status.value)
-
-
-def _after(cursor: str | None) -> tuple[datetime, str] | None:
-    if not cursor:
-        return None
-    position = decode_cursor(cursor)  # 400 when it is not one this API returned
-    return position.created_at, position.id
-
-
-def _page(items: list[T], limit: int, position: Callable[[T], tuple[datetime, str]]) -> Page[T]:
-    """A page of ``limit`` from ``limit + 1`` rows: the extra row says there is more."""
-    more = len(items) > limit
-    items = items[:limit]
-    return Page(items, encode_position(*position(items[-1])) if more else None)
 
 
 @dataclass
@@ -291,7 +264,7 @@ class AutonomyService:
             await client.start_new(names.RUN, run.instance_id, run_input.to_json())
         except BaseException as exc:
             with CancelScope(shield=True):
-                started = await _started_anyway(client, run.instance_id, exc)
+                started = await started_anyway(client, run.instance_id, exc)
                 if started and isinstance(exc, Exception):  # a cancellation goes on up
                     return run
                 if started is False:
@@ -304,7 +277,7 @@ class AutonomyService:
         active = await to_thread.run_sync(self._active_run, tenant_id)
         if active is None:
             return
-        runtime = _runtime(await client.get_status(active.instance_id))
+        runtime = runtime_status(await client.get_status(active.instance_id))
         if runtime is None and utcnow() - active.started_at < START_GRACE:
             return  # maybe being started right now
         if runtime is not None and runtime not in FINISHED:
@@ -329,10 +302,10 @@ class AutonomyService:
 
     def runs(self, tenant_id: str, limit: int, cursor: str | None = None) -> Page[RunRecord]:
         """Newest first."""
-        after = _after(cursor)
+        after = position_after(cursor)
         with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
             items = uow.autonomy.runs(tenant_id, limit + 1, after)
-        return _page(items, limit, lambda r: (r.started_at, r.id))
+        return page_of(items, limit, lambda r: (r.started_at, r.id))
 
     def run(self, tenant_id: str, run_id: str) -> RunDetail:
         """The run with its audit (a row per phase) and its actions; another tenant's: 404."""
@@ -350,10 +323,10 @@ class AutonomyService:
         self, tenant_id: str, status: str | None, limit: int, cursor: str | None = None
     ) -> Page[ApprovalDetail]:
         """Newest request first, each with the action it is about."""
-        after = _after(cursor)
+        after = position_after(cursor)
         with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
             items = uow.autonomy.approvals(tenant_id, status, limit + 1, after)
-            page = _page(items, limit, lambda a: (a.requested_at, a.id))
+            page = page_of(items, limit, lambda a: (a.requested_at, a.id))
             details = [
                 ApprovalDetail(a, uow.autonomy.action(tenant_id, a.action_id)) for a in page.items
             ]
@@ -456,10 +429,10 @@ class AutonomyService:
     def dead_letters(
         self, tenant_id: str, status: str | None, limit: int, cursor: str | None = None
     ) -> Page[DeadLetterRecord]:
-        after = _after(cursor)
+        after = position_after(cursor)
         with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
             items = uow.autonomy.dead_letters(tenant_id, status, limit + 1, after)
-        return _page(items, limit, lambda d: (d.created_at, d.id))
+        return page_of(items, limit, lambda d: (d.created_at, d.id))
 
     def dead_letter(self, tenant_id: str, letter_id: str) -> DeadLetterRecord:
         with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
@@ -491,7 +464,7 @@ class AutonomyService:
         for letter in retrying:
             instance_id = names.retry_instance_id(letter.id, letter.attempts, letter.updated_at)
             try:
-                runtime = _runtime(await client.get_status(instance_id))
+                runtime = runtime_status(await client.get_status(instance_id))
             except Exception:  # unknown: leave it for the next look
                 log.warning("could not look at retry %s", instance_id, exc_info=True)
                 continue
@@ -539,7 +512,7 @@ class AutonomyService:
             return await client.start_new(names.RETRY_DEAD_LETTER, instance_id, retry_input)
         except BaseException as exc:
             with CancelScope(shield=True):
-                started = await _started_anyway(client, instance_id, exc)
+                started = await started_anyway(client, instance_id, exc)
                 if started and isinstance(exc, Exception):  # a cancellation goes on up
                     return instance_id
                 if started is False:
@@ -632,24 +605,6 @@ def _require_scope(principal: Principal, action: ActionRecord | None) -> None:
         )
 
 
-async def _started_anyway(
-    client: WorkflowClient, instance_id: str, error: BaseException
-) -> bool | None:
-    """After ``start_new`` raised: did the instance start all the same (the request went
-    through, its answer was lost)? False only when it has no state: then it did not start.
-    None when even the look fails: unknown, so nothing is undone (a run left active is
-    ended by the stale-run rule, a letter left retrying is parked again after the grace)."""
-    try:
-        runtime = _runtime(await client.get_status(instance_id))
-    except Exception:
-        log.warning("could not tell whether %s started", instance_id, exc_info=True)
-        return None
-    if runtime is None:
-        return False
-    log.warning("starting %s raised (%s), but it has started (%s)", instance_id, error, runtime)
-    return True
-
-
 def overdue(uow: UnitOfWork, run: RunRecord, policy: Policy, now: datetime) -> str | None:
     """Why an active run is presumed dead, or None while it may still be working: its
     phases may take ``max_duration_s`` (waiting for a human is not counted), each of its
@@ -670,7 +625,7 @@ def overdue(uow: UnitOfWork, run: RunRecord, policy: Policy, now: datetime) -> s
 
 
 def _live(status: Any) -> bool:
-    runtime = _runtime(status)
+    runtime = runtime_status(status)
     return runtime is not None and runtime not in FINISHED
 
 

@@ -5,9 +5,9 @@ replayed activity or a late decision changes nothing twice."""
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -20,6 +20,7 @@ from hartonomous.autonomy.records import (
 )
 from hartonomous.autonomy.types import DeadLetterStatus
 from hartonomous.store.repositories import WriteConflict
+from hartonomous.store.rows import newest_first, record
 from hartonomous.store.schema import (
     autonomy_actions,
     autonomy_approvals,
@@ -32,22 +33,7 @@ from hartonomous.store.schema import (
 if TYPE_CHECKING:
     from hartonomous.ports import InsertOrIgnore
 
-R = TypeVar("R")
 RUN_ENDED = "run-ended"  # the decider of approvals a run's end expired
-
-
-def _record(cls: type[R], row: Any) -> R:
-    return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})  # type: ignore[arg-type]
-
-
-def _page(
-    query: sa.Select[Any], table: sa.Table, time_column: str, after: tuple[datetime, str] | None
-) -> sa.Select[Any]:
-    """Newest first by (time, id): stable while rows are added."""
-    at, key = table.c[time_column], table.c.id
-    if after is not None:
-        query = query.where(sa.or_(at < after[0], sa.and_(at == after[0], key < after[1])))
-    return query.order_by(at.desc(), key.desc())
 
 
 class AutonomyRepository:
@@ -94,19 +80,19 @@ class AutonomyRepository:
         row = self._conn.execute(
             t.select().where(t.c.tenant_id == tenant_id, t.c.id == run_id)
         ).first()
-        return _record(RunRecord, row) if row else None
+        return record(RunRecord, row) if row else None
 
     def active_run(self, tenant_id: str) -> RunRecord | None:
         t = autonomy_runs
         row = self._conn.execute(t.select().where(t.c.active_tenant == tenant_id)).first()
-        return _record(RunRecord, row) if row else None
+        return record(RunRecord, row) if row else None
 
     def runs(
         self, tenant_id: str, limit: int, after: tuple[datetime, str] | None = None
     ) -> list[RunRecord]:
         t = autonomy_runs
-        query = _page(t.select().where(t.c.tenant_id == tenant_id), t, "started_at", after)
-        return [_record(RunRecord, r) for r in self._conn.execute(query.limit(limit))]
+        query = newest_first(t.select().where(t.c.tenant_id == tenant_id), t, "started_at", after)
+        return [record(RunRecord, r) for r in self._conn.execute(query.limit(limit))]
 
     def update_run(self, tenant_id: str, run_id: str, **values: Any) -> None:
         t = autonomy_runs
@@ -179,7 +165,7 @@ class AutonomyRepository:
                 t.c.phase == name,
             )
         ).first()
-        return _record(PhaseRecord, row) if row else None
+        return record(PhaseRecord, row) if row else None
 
     def phases(self, tenant_id: str, run_id: str) -> list[PhaseRecord]:
         t = autonomy_phases
@@ -188,7 +174,7 @@ class AutonomyRepository:
             .where(t.c.tenant_id == tenant_id, t.c.run_id == run_id)
             .order_by(t.c.iteration, t.c.id)
         )
-        return [_record(PhaseRecord, r) for r in self._conn.execute(query)]
+        return [record(PhaseRecord, r) for r in self._conn.execute(query)]
 
     # -- actions -----------------------------------------------------------------------------
 
@@ -201,7 +187,7 @@ class AutonomyRepository:
         row = self._conn.execute(
             t.select().where(t.c.tenant_id == tenant_id, t.c.id == action_id)
         ).first()
-        return _record(ActionRecord, row) if row else None
+        return record(ActionRecord, row) if row else None
 
     def actions(
         self, tenant_id: str, *, run_id: str | None = None, name: str | None = None,
@@ -216,7 +202,7 @@ class AutonomyRepository:
         if statuses is not None:
             query = query.where(t.c.status.in_(list(statuses)))
         query = query.order_by(t.c.created_at, t.c.id).limit(limit)
-        return [_record(ActionRecord, r) for r in self._conn.execute(query)]
+        return [record(ActionRecord, r) for r in self._conn.execute(query)]
 
     def transition(
         self, tenant_id: str, action_id: str, from_statuses: Collection[str], to_status: str,
@@ -253,14 +239,14 @@ class AutonomyRepository:
         row = self._conn.execute(
             t.select().where(t.c.tenant_id == tenant_id, t.c.id == approval_id)
         ).first()
-        return _record(ApprovalRecord, row) if row else None
+        return record(ApprovalRecord, row) if row else None
 
     def approval_for_action(self, tenant_id: str, action_id: str) -> ApprovalRecord | None:
         t = autonomy_approvals
         row = self._conn.execute(
             t.select().where(t.c.tenant_id == tenant_id, t.c.action_id == action_id)
         ).first()
-        return _record(ApprovalRecord, row) if row else None
+        return record(ApprovalRecord, row) if row else None
 
     def pending_until(self, tenant_id: str, run_id: str) -> datetime | None:
         """When the run's last pending approval expires (None: it waits for none)."""
@@ -279,8 +265,8 @@ class AutonomyRepository:
         query = t.select().where(t.c.tenant_id == tenant_id)
         if status is not None:
             query = query.where(t.c.status == status)
-        query = _page(query, t, "requested_at", after).limit(limit)
-        return [_record(ApprovalRecord, r) for r in self._conn.execute(query)]
+        query = newest_first(query, t, "requested_at", after).limit(limit)
+        return [record(ApprovalRecord, r) for r in self._conn.execute(query)]
 
     def decide(
         self, tenant_id: str, approval_id: str, status: str, by: str, at: datetime,
@@ -328,7 +314,7 @@ class AutonomyRepository:
         row = self._conn.execute(
             t.select().where(t.c.tenant_id == tenant_id, t.c.id == letter_id)
         ).first()
-        return _record(DeadLetterRecord, row) if row else None
+        return record(DeadLetterRecord, row) if row else None
 
     def dead_letters(
         self, tenant_id: str, status: str | None, limit: int,
@@ -338,8 +324,8 @@ class AutonomyRepository:
         query = t.select().where(t.c.tenant_id == tenant_id)
         if status is not None:
             query = query.where(t.c.status == status)
-        query = _page(query, t, "created_at", after).limit(limit)
-        return [_record(DeadLetterRecord, r) for r in self._conn.execute(query)]
+        query = newest_first(query, t, "created_at", after).limit(limit)
+        return [record(DeadLetterRecord, r) for r in self._conn.execute(query)]
 
     def transition_dead_letter(
         self, tenant_id: str, letter_id: str, from_statuses: Collection[str], to_status: str,
