@@ -35,6 +35,10 @@ CREATE INDEX ix_agent_runs_tenant_id_agent_name_started_at ON agent_runs (tenant
 
 GO
 
+CREATE INDEX ix_agent_runs_tenant_id_status ON agent_runs (tenant_id, status);
+
+GO
+
 CREATE INDEX ix_agent_runs_tenant_id_started_at ON agent_runs (tenant_id, started_at);
 
 GO

@@ -426,3 +426,27 @@ def test_a_catastrophic_pattern_in_an_output_schema_is_matched_in_linear_time(
     detail = run_agent(api, alice, "typed", "Give the code.", timeout=60)
     assert detail["status"] == "violated"
     assert "does not match" in detail["violations"][0]["detail"]
+
+
+def test_one_tenant_cannot_fill_the_host_with_runs(
+    api: TestClient, alice: Any, docs: dict[str, str], pipeline_platform: Platform,
+    tenant_maker: Callable[..., Any],
+) -> None:  # fmt: skip
+    """Past its cap of running runs a tenant gets 429; another tenant still starts its own."""
+    pipeline_platform.agent_runs.max_active_runs = 1
+    bob = tenant_maker(pipeline_platform, "bob")
+    for who in (alice, bob):
+        create_agent(api, who, name="writer", tools=[{"name": "save_note"}])
+    script(pipeline_platform, {"tool": "save_note", "arguments": {"title": "t", "text": "x"}})
+    first = api.post("/v1/agents/writer/runs", json={"input": "Save."}, headers=alice.auth())
+    assert first.status_code == 202, first.text
+    wait_run(api, alice, first.json()["run_id"], until="awaiting_approval")  # still running
+    r = api.post("/v1/agents/writer/runs", json={"input": "Save."}, headers=alice.auth())
+    assert r.status_code == 429, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.headers["retry-after"] == "5"
+    assert api.post("/v1/agents/writer/runs", json={"input": "Save."},
+                    headers=bob.auth()).status_code == 202  # fmt: skip
+    api.post(f"/v1/agents/runs/{first.json()['run_id']}/cancel", headers=alice.auth())
+    r = api.post("/v1/agents/writer/runs", json={"input": "Save."}, headers=alice.auth())
+    assert r.status_code == 202, r.text

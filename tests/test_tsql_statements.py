@@ -409,6 +409,7 @@ def drive_agent_runs(a: AgentRepository, tenant: str, ids: list[str]) -> None:
     a.run(tenant, run.id)
     a.runs(tenant, 21)
     a.runs(tenant, 21, (AT, ids[0]), "helper")
+    a.running(tenant, 16)
     step = StepRecord(ids[21], tenant, run.id, 1, "tool", "save_note", {"text": "t"},
                       "awaiting_approval", None, None, None, 0.0, AT, None)  # fmt: skip
     for _ in range(2):

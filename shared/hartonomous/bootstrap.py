@@ -115,6 +115,7 @@ class Platform:
             resolve_model=self.generation.resolve,
             current_version=self.agents.current_version,
             retry_first_ms=self.settings.autonomy_retry_first_ms,
+            max_active_runs=self.settings.agent_max_active_runs,
         )
 
     def autonomy_loop(self) -> LoopActivities:

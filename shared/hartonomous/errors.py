@@ -72,5 +72,9 @@ class UnprocessableContent(HartonomousError):
     status, title, slug = 422, "Unprocessable content", "unprocessable-content"
 
 
+class TooManyRequests(HartonomousError):
+    status, title, slug = 429, "Too many requests", "too-many-requests"
+
+
 class ServiceUnavailable(HartonomousError):
     status, title, slug = 503, "Service unavailable", "service-unavailable"

@@ -100,6 +100,12 @@ class Settings(BaseSettings):
         le=60_000,
         description="First wait of an autonomy action's retries, in ms (it doubles each time).",
     )
+    agent_max_active_runs: int = Field(
+        default=16,
+        ge=1,
+        le=10_000,
+        description="Agent runs a tenant may have running at once (more: 429).",
+    )
     autonomy_max_associations: int = Field(
         default=1000,
         ge=0,

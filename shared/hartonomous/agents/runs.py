@@ -40,7 +40,14 @@ from hartonomous.autonomy.service import ApprovalDetail
 from hartonomous.autonomy.types import ApprovalStatus
 from hartonomous.domain.tenants import Scope
 from hartonomous.domain.workflows import FINISHED, WorkflowRun
-from hartonomous.errors import Conflict, Forbidden, Gone, NotFound, UnprocessableContent
+from hartonomous.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    NotFound,
+    TooManyRequests,
+    UnprocessableContent,
+)
 from hartonomous.inference.types import ModelRef
 from hartonomous.ports import UnitOfWork, UnitOfWorkFactory, WorkflowClient
 from hartonomous.services.clock import new_id, utcnow
@@ -87,6 +94,7 @@ class AgentRunService:
     resolve_model: ModelResolver
     current_version: VersionLookup | None = None  # None: read the versions here
     retry_first_ms: int = 1000  # Settings.autonomy_retry_first_ms
+    max_active_runs: int = 16  # Settings.agent_max_active_runs, per tenant
 
     # -- start -----------------------------------------------------------------------------
 
@@ -123,7 +131,9 @@ class AgentRunService:
     ) -> tuple[AgentRunRecord, names.RunInput]:
         """The run's row (running) and its orchestration's input; the workflow's owner is
         recorded in the same transaction. 404 unknown agent, 410 retired name, 409 when its
-        model is gone, not ready or has other bytes, 422 when its cap cannot pay a step."""
+        model is gone, not ready or has other bytes, 422 when its cap cannot pay a step,
+        429 when the tenant already has ``max_active_runs`` running (one tenant's runs
+        cannot fill the workflow host for everyone)."""
         version, _ = self._version(tenant_id, name_or_version)
         agent = CompiledAgent.from_json(version.spec)
         self._check_model(tenant_id, agent)
@@ -146,6 +156,13 @@ class AgentRunService:
             started_at=now, ended_at=None,
         )  # fmt: skip
         with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
+            if uow.agents.running(tenant_id, self.max_active_runs) >= self.max_active_runs:
+                raise TooManyRequests(
+                    f"the tenant has {self.max_active_runs} agent runs running, its most; "
+                    "retry when one has ended (or cancel one)",
+                    headers={"Retry-After": "5"},
+                    max_active_runs=self.max_active_runs,
+                )
             uow.agents.add_run(run)
             uow.workflow_runs.add(WorkflowRun(run.instance_id, tenant_id, names.RUN, now))
             uow.commit()

@@ -145,6 +145,17 @@ class AgentRepository:
         query = newest_first(query, t, "started_at", after).limit(limit)
         return [record(AgentRunRecord, r) for r in self._conn.execute(query)]
 
+    def running(self, tenant_id: str, limit: int) -> int:
+        """How many of the tenant's runs are running, counted up to ``limit``."""
+        t = agent_runs
+        ids = (
+            sa.select(t.c.id)
+            .where(t.c.tenant_id == tenant_id, t.c.status == "running")
+            .limit(limit)
+            .subquery()
+        )
+        return int(self._conn.execute(sa.select(sa.func.count()).select_from(ids)).scalar_one())
+
     def update_run(self, tenant_id: str, run_id: str, **values: Any) -> None:
         t = agent_runs
         self._conn.execute(

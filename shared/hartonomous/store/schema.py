@@ -707,6 +707,7 @@ agent_runs = sa.Table(
     sa.Column("ended_at", UTCDateTime(), nullable=True),
     sa.Index(None, "tenant_id", "started_at"),
     sa.Index(None, "tenant_id", "agent_name", "started_at"),
+    sa.Index(None, "tenant_id", "status"),  # the tenant's running runs, counted at start
 )
 
 # A run's steps in order: each ``step`` has a ``model`` row (the model's choice, with its

@@ -58,6 +58,9 @@ def upgrade() -> None:
             unique=False,
         )
         batch_op.create_index(
+            batch_op.f("ix_agent_runs_tenant_id_status"), ["tenant_id", "status"], unique=False
+        )
+        batch_op.create_index(
             batch_op.f("ix_agent_runs_tenant_id_started_at"),
             ["tenant_id", "started_at"],
             unique=False,
@@ -231,6 +234,7 @@ def downgrade() -> None:
 
     op.drop_table("agent_versions")
     with op.batch_alter_table("agent_runs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_agent_runs_tenant_id_status"))
         batch_op.drop_index(batch_op.f("ix_agent_runs_tenant_id_started_at"))
         batch_op.drop_index(batch_op.f("ix_agent_runs_tenant_id_agent_name_started_at"))
 
