@@ -48,7 +48,7 @@ def compile_spec(
         temperature=float(spec.temperature),
         max_tokens_per_step=spec.max_tokens_per_step,
     )
-    _check_budget(compiled)
+    check_startable(compiled)
     try:
         compiled.canonical()
     except rfc8785.CanonicalizationError as exc:
@@ -104,7 +104,8 @@ def _tool(spec: AgentSpecIn, name: str, flag: bool | None, policy: Policy) -> Co
     return CompiledTool(name, action.version, action.scope.value, gated)
 
 
-def _check_budget(compiled: CompiledAgent) -> None:
+def check_startable(compiled: CompiledAgent) -> None:
+    """422 when the credit cap cannot pay one step (at compile, and again at a run's start)."""
     governor = Governor(compiled)
     needed = step_credits(compiled.max_tokens_per_step)
     if governor.credit_cap < needed:

@@ -22,6 +22,7 @@ from anyio import CancelScope, to_thread
 
 from hartonomous.agents import names
 from hartonomous.agents.compiled import CompiledAgent
+from hartonomous.agents.compiler import check_startable
 from hartonomous.agents.constitution import Governor
 from hartonomous.agents.receipts import run_receipt
 from hartonomous.agents.records import (
@@ -46,7 +47,6 @@ from hartonomous.errors import (
     Gone,
     NotFound,
     TooManyRequests,
-    UnprocessableContent,
 )
 from hartonomous.inference.types import ModelRef
 from hartonomous.ports import UnitOfWork, UnitOfWorkFactory, WorkflowClient
@@ -137,15 +137,9 @@ class AgentRunService:
         version, _ = self._version(tenant_id, name_or_version)
         agent = CompiledAgent.from_json(version.spec)
         self._check_model(tenant_id, agent)
+        check_startable(agent)
         governor = Governor(agent)
         needed = names.step_credits(agent.max_tokens_per_step)
-        if governor.credit_cap < needed:
-            raise UnprocessableContent(
-                f"budget too small to start: one step is estimated {needed} credits and the "
-                f"cap ({governor.cap_rule('max_credits')}) is {governor.credit_cap}",
-                step_credits=needed,
-                credit_cap=governor.credit_cap,
-            )
         now, run_id = utcnow(), new_id()
         run = AgentRunRecord(
             id=run_id, tenant_id=tenant_id, agent_name=version.name, version_id=version.id,
