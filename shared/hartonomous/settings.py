@@ -152,6 +152,42 @@ class Settings(BaseSettings):
     generation_max_tokens: int = Field(
         default=1024, gt=0, le=32_768, description="Largest max_tokens a generation may ask for."
     )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis (Azure Managed Redis) holding the admission limiters' state, shared "
+        "by every instance (unset: in this process, the embedded world).",
+    )
+    plan_requests_per_second: float = Field(
+        default=20.0,
+        gt=0,
+        le=100_000,
+        description="The default plan's requests per second per tenant (token bucket refill).",
+    )
+    plan_burst: int = Field(
+        default=40,
+        ge=1,
+        le=1_000_000,
+        description="The default plan's burst: requests a tenant may make at once after a pause.",
+    )
+    plan_concurrent_generations: int = Field(
+        default=2,
+        ge=1,
+        le=10_000,
+        description="The default plan's generations a tenant may have running or queued at once.",
+    )
+    plan_tokens_per_minute: int = Field(
+        default=20_000,
+        ge=1,
+        le=100_000_000,
+        description="The default plan's model tokens (prompt and output) per tenant per minute.",
+    )
+    generation_queue_depth: int = Field(
+        default=8,
+        ge=1,
+        le=10_000,
+        description="Generations that may wait for a model, per model (more: 503 with "
+        "Retry-After, at once).",
+    )
 
     @model_validator(mode="after")
     def _azure_blob_needs_credentials(self) -> Settings:
