@@ -100,6 +100,10 @@ CREATE SECURITY POLICY security.tenant_isolation
     ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.agent_approvals,
     ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.agent_approvals AFTER INSERT,
     ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.agent_approvals AFTER UPDATE,
+    -- Tenants' plans (migration 0010): every row is one tenant's.
+    ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.tenant_plans,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.tenant_plans AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.tenant_plans AFTER UPDATE,
     -- The outbox publisher reads every tenant's events (acting for no tenant): no filter
     -- predicate there; the block predicate still keeps each write inside its tenant.
     ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.outbox AFTER INSERT,

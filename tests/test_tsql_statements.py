@@ -40,6 +40,7 @@ from hartonomous.autonomy.records import (
 from hartonomous.autonomy.store import AutonomyRepository
 from hartonomous.bootstrap import Platform
 from hartonomous.domain.atoms import Atom, Modality
+from hartonomous.domain.tenants import Scope
 from hartonomous.domain.uploads import Purpose, Status, UploadSession
 from hartonomous.domain.workflows import WorkflowRun
 from hartonomous.generation.store import ReceiptRow
@@ -195,6 +196,13 @@ def drive_every_repository(platform: Platform, tenant: str) -> None:
         uow.tenants.get_by_name("alice")
         uow.tenants.count()
         uow.api_keys.find_active_by_hash("0" * 64)
+        uow.api_keys.get(ids[0], tenant)
+        uow.api_keys.get(ids[0], None)
+        uow.api_keys.list(tenant, 21, (AT, ids[0]))
+        uow.api_keys.count_active(tenant)
+        uow.api_keys.count_active(tenant, Scope.ADMIN)
+        uow.api_keys.hold_tenant(tenant)
+        uow.api_keys.revoke(tenant, ids[0], AT)
         uow.blobs.acquire_many({s: 3 for s in shas}, AT)
         uow.blobs.acquire(shas[0], 3, AT)
         uow.atoms.add_many(items)
@@ -274,6 +282,9 @@ def drive_every_repository(platform: Platform, tenant: str) -> None:
         drive_agent_names(uow.agents, tenant)
         drive_agent_runs(uow.agents, tenant, ids)
         drive_effects(uow, tenant, ids)
+        uow.plans.get(tenant)
+        uow.plans.set(tenant, {"burst": 5}, AT)  # inserts
+        uow.plans.set(tenant, {"requests_per_second": 2.5, "burst": None}, AT)  # updates
         uow.commit()
 
 
@@ -460,6 +471,7 @@ def test_every_repository_statement_would_run_on_azure_sql(
     assert {"autonomy_policies", "autonomy_runs", "autonomy_phases", "autonomy_actions",
             "autonomy_approvals", "autonomy_dead_letters"} <= touched  # fmt: skip
     assert {"agents", "agent_versions"} <= touched
+    assert "tenant_plans" in touched
     assert {"agent_runs", "agent_steps", "agent_violations", "agent_approvals"} <= touched
     found = [p for element, rows in captured for p in check(element, rows)]
     assert found == []

@@ -14,6 +14,9 @@ from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from hartonomous.admission.memory import MemoryState
+from hartonomous.admission.plans import PlanBook, default_plan
+from hartonomous.admission.service import AdmissionService
 from hartonomous.agents.capabilities import CapabilityService
 from hartonomous.agents.runs import AgentRunService
 from hartonomous.agents.service import AgentService
@@ -71,6 +74,7 @@ class Platform:
     generation: GenerationService
     events: LocalEventBus
     outbox: OutboxRelay
+    admission: AdmissionService
     # Only in the local world: on Azure the Durable extension runs workflows and timers.
     workflows: LocalWorkflowRuntime | None = None
     _running: bool = False
@@ -192,6 +196,7 @@ class Platform:
     def close(self) -> None:
         self.stop_background()
         self.knowledge.close()
+        self.admission.close()
         self.engines.dispose()
 
 
@@ -297,6 +302,20 @@ def inference_factory(settings: Settings, files: ModelFiles) -> Callable[[], Inf
         )
 
     return build
+
+
+def admission_for(settings: Settings, uow_factory: UnitOfWorkFactory) -> AdmissionService:
+    """The limiters' state in this process, or in Redis (Azure Managed Redis) when
+    ``redis_url`` is set: shared by every instance the Function App scales out to."""
+    plans = PlanBook(uow_factory, default_plan(settings))
+    if settings.redis_url is not None:
+        from hartonomous.admission.redis_state import RedisState
+
+        # Tokens reach Redis in batches of 16: one round trip per 16 generated tokens.
+        return AdmissionService(
+            plans, RedisState(settings.redis_url.get_secret_value()), flush_every=16
+        )
+    return AdmissionService(plans, MemoryState())
 
 
 def blob_store_for(settings: Settings) -> BlobStore:
@@ -405,8 +424,13 @@ def bootstrap(
             context_tokens=settings.inference_context_tokens,
             max_tokens=settings.generation_max_tokens,
             on_commit=outbox.notify,
+            queue_depth=settings.generation_queue_depth,
+            # One generation at a time on CPUs: a second model's would halve both and leave
+            # the API no core; a GPU, or the worker's, runs one per model concurrently.
+            queue_threads=4 if settings.inference_url or settings.inference_gpu_layers else 1,
         ),
         events=events,
         outbox=outbox,
+        admission=admission_for(settings, uow_factory),
         workflows=workflows,
     )

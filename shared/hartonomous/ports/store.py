@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
+    from hartonomous.admission.plans import PlanRepository
     from hartonomous.agents.store import AgentRepository
     from hartonomous.autonomy.store import AutonomyRepository
     from hartonomous.events.outbox import OutboxRepository
@@ -52,6 +53,7 @@ class UnitOfWork(Protocol):
     answer_cache: AnswerCacheRepository
     workflow_failures: WorkflowFailureRepository
     agents: AgentRepository
+    plans: PlanRepository
 
     def __enter__(self) -> UnitOfWork: ...
 

@@ -769,3 +769,20 @@ agent_approvals = sa.Table(
     sa.UniqueConstraint("tenant_id", "step_id"),
     sa.Index(None, "tenant_id", "status", "requested_at"),
 )
+
+
+# -- admission control (docs/serving.md) -----------------------------------------------------------
+
+# A tenant's own limits, set by the operator (``hartonomous plan set``). A NULL column, or no
+# row, is the default plan's value from settings (``HARTONOMOUS_PLAN_*``), so a default
+# follows the settings and GET /v1/billing/plan can say which limits are defaults.
+tenant_plans = sa.Table(
+    "tenant_plans",
+    metadata,
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("requests_per_second", sa.Float(), nullable=True),
+    sa.Column("burst", sa.Integer(), nullable=True),
+    sa.Column("concurrent_generations", sa.Integer(), nullable=True),
+    sa.Column("tokens_per_minute", sa.Integer(), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)

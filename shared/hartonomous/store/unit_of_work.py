@@ -12,6 +12,7 @@ from types import TracebackType
 
 import sqlalchemy as sa
 
+from hartonomous.admission.plans import PlanRepository
 from hartonomous.agents.store import AgentRepository
 from hartonomous.autonomy.store import AutonomyRepository
 from hartonomous.events.outbox import OutboxRepository
@@ -54,6 +55,7 @@ class UnitOfWork:
     answer_cache: AnswerCacheRepository
     workflow_failures: WorkflowFailureRepository
     agents: AgentRepository
+    plans: PlanRepository
 
     def __init__(
         self,
@@ -91,6 +93,7 @@ class UnitOfWork:
         self.answer_cache = AnswerCacheRepository(self._conn, ignore)
         self.workflow_failures = WorkflowFailureRepository(self._conn, ignore)
         self.agents = AgentRepository(self._conn, ignore)
+        self.plans = PlanRepository(self._conn)
         return self
 
     def commit(self) -> None:

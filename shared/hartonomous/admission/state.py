@@ -1,0 +1,78 @@
+"""Where the limiters keep their counts: in this process (``memory.py``, the embedded world)
+or in Redis, shared by every instance (``redis_state.py``, Azure). ``bootstrap.py`` chooses.
+
+The request rate is a token bucket computed as GCRA (the generic cell rate algorithm: one
+number per tenant, the time the bucket would be full again). The ``limits`` library has fixed
+window, moving window and sliding window counter strategies, none a token bucket: its moving
+window with ``burst`` per ``burst / rate`` seconds keeps ``burst`` timestamps per tenant (up to
+a million here) and takes whole seconds as windows; GCRA is a token bucket exactly, with a
+refill of any rate. Tokens per minute are ``limits``' sliding window counter.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+from limits import RateLimitItemPerMinute
+from limits.storage.base import SlidingWindowCounterSupport
+from limits.strategies import SlidingWindowCounterRateLimiter
+
+
+@dataclass(frozen=True)
+class Take:
+    """One request's decision: ``remaining`` whole requests left in the bucket, seconds until
+    one more is allowed (``retry_after``, 0 when taken) and until the bucket is full."""
+
+    allowed: bool
+    remaining: int
+    retry_after: float
+    full_in: float
+
+
+def gcra(tat: float, now: float, rate: float, burst: int) -> tuple[Take, float]:
+    """A token bucket of ``burst`` refilled at ``rate`` per second, as GCRA: ``tat`` is when
+    the bucket would be full; the decision and the new ``tat``."""
+    interval = 1.0 / rate
+    capacity = interval * burst
+    new_tat = max(tat, now) + interval
+    if new_tat - now > capacity + 1e-9:
+        wait = new_tat - now - capacity
+        return Take(False, 0, wait, max(tat, now) - now), tat
+    remaining = math.floor((capacity - (new_tat - now)) / interval + 1e-9)
+    return Take(True, remaining, 0.0, new_tat - now), new_tat
+
+
+class LimiterState(Protocol):
+    tokens: SlidingWindowCounterRateLimiter
+
+    def take(self, tenant_id: str, rate: float, burst: int) -> Take:
+        """Take one request from the tenant's bucket."""
+        ...
+
+    def acquire(self, tenant_id: str, limit: int) -> str | None:
+        """A lease on one of the tenant's ``limit`` concurrent generations, or ``None``."""
+        ...
+
+    def release(self, tenant_id: str, lease: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def tokens_item(per_minute: int) -> RateLimitItemPerMinute:
+    return RateLimitItemPerMinute(per_minute, namespace="tokens")
+
+
+def tokens_retry_after(state: LimiterState, tenant_id: str, per_minute: int) -> float:
+    """Seconds until the sliding window counter lets one more token in: while the current
+    minute holds less than the limit, until the previous minute's weight has slid out
+    enough; otherwise past the minute's end, until this minute's weight has."""
+    item = tokens_item(per_minute)
+    storage = cast(SlidingWindowCounterSupport, state.tokens.storage)
+    window = item.get_expiry()
+    prev, prev_ttl, cur, cur_ttl = storage.get_sliding_window(item.key_for(tenant_id), window)
+    room = per_minute - 1  # floor(weighted) + 1 <= limit
+    if cur <= room:
+        return 0.0 if prev == 0 else max(0.0, float(prev_ttl) - (room - cur) * window / prev)
+    return max(0.0, float(cur_ttl) - window) + window * (1 - room / cur)
