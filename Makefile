@@ -6,7 +6,7 @@ DATA   ?= .hartonomous
 HOST   ?= 127.0.0.1
 PORT   ?= 7071
 
-.PHONY: run test lint sql bench clean
+.PHONY: run test lint sql bench clean llama-server
 
 # The venv is rebuilt only when pyproject.toml changes (stamp files).
 $(BIN)/python:
@@ -27,6 +27,18 @@ $(LLAMA_WHEEL): | $(BIN)/python
 		llama-cpp-python==$(LLAMA_VERSION) -w $(WHEELS)
 	touch $@
 
+# llama.cpp's own server (HARTONOMOUS_INFERENCE_ENGINE=llama-server: slots batch concurrent
+# generations), built once from the llama.cpp that llama-cpp-python's sdist vendors, with the
+# same no-OpenMP flags, the server target only (about N minutes on 2 cores), cached outside the clone.
+LLAMA_SERVER_CACHE ?= $(HOME)/.cache/hartonomous/llama-server
+LLAMA_SERVER := $(LLAMA_SERVER_CACHE)/$(LLAMA_VERSION)/llama-server
+
+$(LLAMA_SERVER): | $(BIN)/python
+	LLAMA_VERSION=$(LLAMA_VERSION) LLAMA_SERVER_CACHE=$(LLAMA_SERVER_CACHE) \
+		scripts/build-llama-server.sh $(BIN)/pip
+
+llama-server: $(LLAMA_SERVER)
+
 $(VENV)/.installed: pyproject.toml $(LLAMA_WHEEL) | $(BIN)/python
 	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[local]'
 	touch $@
@@ -43,7 +55,7 @@ run: $(VENV)/.installed
 	$(BIN)/hartonomous init --data-dir $(DATA) --demo-tenant demo
 	$(BIN)/hartonomous serve --data-dir $(DATA) --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-dev node_modules/.installed
+test: $(VENV)/.installed-dev node_modules/.installed $(LLAMA_SERVER)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -141,6 +141,17 @@ class Settings(BaseSettings):
     inference_gpu_layers: int = Field(
         default=0, ge=-1, description="Layers llama.cpp puts on the GPU (-1: all); the worker's."
     )
+    inference_engine: Literal["llama-cpp-python", "llama-server"] = Field(
+        default="llama-cpp-python",
+        description="In-process llama.cpp, or llama.cpp's llama-server as a managed subprocess "
+        "per model whose slots batch concurrent generations (make llama-server builds it).",
+    )
+    inference_slots: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="llama-server's parallel slots per model: generations batched together.",
+    )
     event_hubs_connection_string: SecretStr | None = Field(
         default=None,
         description="Event Hubs namespace connection string: the outbox publishes there "

