@@ -290,6 +290,18 @@ def inference_factory(settings: Settings, files: ModelFiles) -> Callable[[], Inf
 
             key = settings.worker_key.get_secret_value() if settings.worker_key else None
             return WorkerInference(settings.inference_url, key)
+        if settings.inference_engine == "llama-server":  # slots batch concurrent generations
+            from hartonomous.inference.llama_server import LlamaServerEngine, ServerOptions
+
+            return LlamaServerEngine(
+                files,
+                ServerOptions(
+                    n_ctx=settings.inference_context_tokens,
+                    slots=settings.inference_slots,
+                    n_threads=settings.inference_threads,
+                    n_gpu_layers=settings.inference_gpu_layers,
+                ),
+            )
         from hartonomous.inference.llama_engine import EngineOptions, LlamaEngine
 
         return LlamaEngine(
