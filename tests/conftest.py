@@ -20,7 +20,7 @@ from hartonomous.knowledge.embeddings import MiniLMEmbedder
 from hartonomous.services import tenants as tenant_service
 from hartonomous.settings import Settings
 
-pytest_plugins = ["fixtures_azurite"]
+pytest_plugins = ["fixtures_azurite", "fixtures_redis"]
 
 
 @pytest.fixture

@@ -14,11 +14,13 @@ from hartonomous.api import (
     agents,
     atoms,
     autonomy,
+    billing,
     capabilities,
     generation,
     knowledge,
     models,
     problems,
+    rate_headers,
     system,
     upload_sessions,
     workflows,
@@ -49,6 +51,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.state.platform = platform
     problems.install(app)
     app.include_router(system.router)
+    app.include_router(billing.router)
     app.include_router(atoms.router)
     app.include_router(workflows.router)
     app.include_router(knowledge.router)
@@ -63,7 +66,9 @@ def create_app(platform: Platform) -> FastAPI:
     app.add_middleware(
         BodyLimit, limit=platform.settings.max_json_body_bytes, openapi=lambda: app.openapi()
     )
+    app.add_middleware(rate_headers.RateLimitHeaders)
     _openapi_tells_settings(app, platform)
+    rate_headers.document(app)
     return app
 
 

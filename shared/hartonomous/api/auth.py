@@ -10,6 +10,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from hartonomous.api.deps import PlatformDep
+from hartonomous.api.rate_headers import admitted
+from hartonomous.bootstrap import Platform
 from hartonomous.domain.tenants import Scope
 from hartonomous.errors import Forbidden, Unauthenticated
 from hartonomous.services.tenants import Principal
@@ -27,11 +29,21 @@ async def _principal(
         if request.headers.get("authorization"):
             raise Unauthenticated("the Authorization header must be 'Bearer <api key>'")
         raise Unauthenticated("send your API key as 'Authorization: Bearer <api key>'")
-    return await run_in_threadpool(platform.tenants.authenticate, credentials.credentials)
+    principal, headers = await run_in_threadpool(_admit, platform, credentials.credentials)
+    admitted(request.scope, headers)
+    return principal
+
+
+def _admit(platform: Platform, secret: str) -> tuple[Principal, dict[str, str]]:
+    """Authenticate, then take one request from the tenant's bucket (429 past it; in one
+    worker-thread hop): unauthenticated floods are charged to no tenant."""
+    principal = platform.tenants.authenticate(secret)
+    return principal, platform.admission.admit_request(principal.tenant_id)
 
 
 def require(scope: Scope) -> Callable[..., object]:
-    """A dependency that authenticates and checks the key's scope (403 when too narrow)."""
+    """A dependency that authenticates, admits the request under the tenant's plan (429
+    past its rate) and checks the key's scope (403 when too narrow)."""
 
     async def dependency(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
         if not principal.scope.allows(scope):

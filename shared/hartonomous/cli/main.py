@@ -10,6 +10,7 @@ from hartonomous.cli import admin, knowledge, worker
 from hartonomous.cli.atoms import atoms_app
 from hartonomous.cli.models import models_app
 from hartonomous.cli.options import DataDir, settings_for
+from hartonomous.cli.plans import plan_app
 from hartonomous.errors import HartonomousError
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app.add_typer(admin.tenant_app, name="tenant")
 app.add_typer(admin.key_app, name="key")
 app.add_typer(atoms_app, name="atoms")
 app.add_typer(models_app, name="models")
+app.add_typer(plan_app, name="plan")
 app.command()(admin.init)
 app.command()(admin.status)
 app.command()(knowledge.ingest)
