@@ -6,7 +6,7 @@ DATA   ?= .hartonomous
 HOST   ?= 127.0.0.1
 PORT   ?= 7071
 
-.PHONY: run test lint sql bench clean llama-server
+.PHONY: run test lint sql bench clean redis llama-server
 
 # The venv is rebuilt only when pyproject.toml changes (stamp files).
 $(BIN)/python:
@@ -51,11 +51,18 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Debian's redis-server: the admission tests start one (the limiters' state on Azure is Azure
+# Managed Redis). Installed once; nothing happens when it is there.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+redis:
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq redis-server; }
+
 run: $(VENV)/.installed
 	$(BIN)/hartonomous init --data-dir $(DATA) --demo-tenant demo
 	$(BIN)/hartonomous serve --data-dir $(DATA) --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-dev node_modules/.installed $(LLAMA_SERVER)
+test: $(VENV)/.installed-dev node_modules/.installed $(LLAMA_SERVER) redis
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -89,7 +89,12 @@ def served(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[
     )
     runtime.use(platform)
     embedder.embed(["warm up"])  # the first query would pay for loading MiniLM
-    _, admin = tenants.create_tenant(platform.uow_factory, name="fuzz")
+    fuzz, admin = tenants.create_tenant(platform.uow_factory, name="fuzz")
+    # Hundreds of cases in seconds: the fuzz tenant's plan is the largest there is, so it is
+    # never throttled (429 and its headers are tested in test_admission_api.py).
+    platform.admission.plans.set(fuzz.id, {"requests_per_second": 100_000, "burst": 1_000_000,
+                                           "concurrent_generations": 10_000,
+                                           "tokens_per_minute": 100_000_000})  # fmt: skip
     app = create_app(platform)
     try:
         with TestClient(app):  # the lifespan: the workflow host runs what ingestions start
