@@ -1,0 +1,385 @@
+"""Serving many tenants at once, against a real ``hartonomous serve`` on loopback:
+
+1. mixed load: about ``--rate`` requests a minute (open loop: each request starts at its
+   scheduled time whatever the others do) of atom reads, hybrid searches and small uploads
+   by one tenant, for ``--duration`` seconds: p50/p95/p99 and errors (goal p95 < 100 ms);
+2. fairness: tenant B's ``GET /v1/me`` and ``POST /v1/search`` p95 unloaded, then while
+   tenant A floods ``POST /v1/generate`` far past its limits (``--flood`` requests always
+   in flight, each retried at once after a 429 or 503). Goal: B's loaded p95 within 2x its
+   unloaded p95 or 25 ms more, whichever is larger;
+3. admission-decision latency in process (goal p99 <= 1 ms);
+
+and the server's peak RSS (its process and children) throughout. Bounded in time: every
+phase has a duration, every request a timeout.
+
+    python bench/load.py [--rate 1000] [--duration 60] [--fair-duration 30] [--flood 60]
+                         [--only mixed|fairness|admission] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _server import BIN, serving  # noqa: E402
+from knowledge import stdlib_documents  # noqa: E402
+
+from hartonomous.bootstrap import bootstrap  # noqa: E402
+from hartonomous.services import tenants as tenant_service  # noqa: E402
+from hartonomous.settings import Settings  # noqa: E402
+
+DOCUMENTS = ["argparse", "threading", "json", "csv", "subprocess", "pathlib"]
+QUERIES = [
+    "parse command line options", "run a function in another thread", "write rows to a csv file",
+    "turn an object into json", "wait for a child process", "join two paths",
+    "read a file line by line", "a lock shared by threads", "exit code of a process",
+    "default value of an argument", "escape a quote in csv", "pretty print json",
+]  # fmt: skip
+TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    if not ms:
+        return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan"), "n": 0}
+    a = np.array(ms)
+    return {"p50_ms": round(float(np.percentile(a, 50)), 2),
+            "p95_ms": round(float(np.percentile(a, 95)), 2),
+            "p99_ms": round(float(np.percentile(a, 99)), 2), "n": len(ms)}  # fmt: skip
+
+
+# -- set-up -------------------------------------------------------------------------------------
+
+
+def prepare(data_dir: Path) -> dict[str, dict[str, str]]:
+    """Tenants ``mixed``, ``steady`` (B) and ``flood`` (A) in a fresh store: their admin keys
+    and ids. ``mixed`` and ``steady`` get plans that their own load stays under (the phases
+    measure latency, not refusals); ``flood`` keeps the default plan it floods past."""
+    platform = bootstrap(Settings(data_dir=data_dir))
+    tenants = {}
+    for name in ("mixed", "steady", "flood"):
+        tenant, issued = tenant_service.create_tenant(platform.uow_factory, name=name)
+        tenants[name] = {"key": issued.secret, "id": tenant.id}
+    platform.close()
+    for name in ("mixed", "steady"):
+        subprocess.run(
+            [str(BIN), "plan", "set", name, "--requests-per-second", "500", "--burst", "1000",
+             "--data-dir", str(data_dir)],
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+    return tenants
+
+
+def client(url: str, key: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=url,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=TIMEOUT,
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=200),
+    )
+
+
+async def ingest(c: httpx.AsyncClient) -> None:
+    documents = stdlib_documents()
+    started = []
+    for name in DOCUMENTS:
+        r = await c.post(
+            "/v1/ingestions",
+            content=documents[name].encode(),
+            headers={"Content-Type": "text/markdown",
+                     "X-Atom-Metadata": json.dumps({"filename": f"{name}.md"})},
+        )  # fmt: skip
+        r.raise_for_status()
+        started.append(r.json()["status_url"])
+    for status_url in started:
+        while (await c.get(status_url)).json()["runtimeStatus"] not in ("Completed", "Failed"):
+            await asyncio.sleep(0.2)
+
+
+@contextmanager
+def peak_rss(pid: int) -> Iterator[dict[str, float]]:
+    """The largest RSS of ``pid`` and its children, sampled every 100 ms."""
+    seen = {"peak_mib": 0.0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        process = psutil.Process(pid)
+        while not stop.is_set():
+            try:
+                rss = process.memory_info().rss + sum(
+                    c.memory_info().rss for c in process.children(recursive=True)
+                )
+            except psutil.Error:
+                break
+            seen["peak_mib"] = max(seen["peak_mib"], rss / 2**20)
+            stop.wait(0.1)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join()
+
+
+# -- 1. mixed load ------------------------------------------------------------------------------
+
+
+async def mixed(url: str, key: str, rate_per_minute: int, duration_s: float) -> dict[str, Any]:
+    """Atom reads 50%, hybrid searches 30%, uploads of 1-4 KiB 20%, open loop."""
+    rng = random.Random(5)
+    async with client(url, key) as c:
+        await ingest(c)
+        atoms = []
+        for i in range(50):
+            r = await c.post("/v1/atoms", content=f"seed atom {i} ".encode() * 64,
+                             headers={"Content-Type": "text/plain"})  # fmt: skip
+            r.raise_for_status()
+            atoms.append(r.json()["id"])
+        await c.post("/v1/search", json={"query": "warm up", "k": 5})  # loads the embedder
+
+        took: dict[str, list[float]] = {"read": [], "search": [], "upload": []}
+        late: list[float] = []
+        errors: Counter[str] = Counter()
+
+        async def one(kind: str, due: float) -> None:
+            start = time.perf_counter()
+            late.append((start - due) * 1000)
+            try:
+                if kind == "read":
+                    r = await c.get(f"/v1/atoms/{rng.choice(atoms)}/content")
+                elif kind == "search":
+                    r = await c.post("/v1/search", json={"query": rng.choice(QUERIES), "k": 10})
+                else:
+                    body = os.urandom(rng.randint(512, 2048)).hex().encode()
+                    r = await c.post(
+                        "/v1/atoms", content=body, headers={"Content-Type": "text/plain"}
+                    )
+                if r.status_code >= 400:
+                    errors[f"{kind} {r.status_code}"] += 1
+            except httpx.HTTPError as exc:
+                errors[f"{kind} {type(exc).__name__}"] += 1
+            took[kind].append((time.perf_counter() - start) * 1000)
+
+        interval = 60.0 / rate_per_minute
+        count = int(duration_s / interval)
+        t0 = time.perf_counter() + 0.5
+        tasks = []
+        for i in range(count):
+            due = t0 + i * interval
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            roll = rng.random()
+            kind = "read" if roll < 0.5 else "search" if roll < 0.8 else "upload"
+            tasks.append(asyncio.create_task(one(kind, due)))
+        await asyncio.gather(*tasks)
+    every = [ms for values in took.values() for ms in values]
+    return {
+        "requests": count,
+        "rate_per_minute": rate_per_minute,
+        "all": percentiles(every),
+        **{kind: percentiles(values) for kind, values in took.items()},
+        "errors": dict(errors),
+        "start_late_p99_ms": percentiles(late)["p99_ms"],
+    }
+
+
+# -- 2. fairness --------------------------------------------------------------------------------
+
+
+async def steady(c: httpx.AsyncClient, duration_s: float) -> dict[str, list[float]]:
+    """B's requests, one at a time, about 4 a second: /v1/me and a hybrid search in turn."""
+    took: dict[str, list[float]] = {"me": [], "search": []}
+    rng = random.Random(9)
+    end = time.perf_counter() + duration_s
+    while time.perf_counter() < end:
+        for kind in ("me", "search"):
+            start = time.perf_counter()
+            if kind == "me":
+                r = await c.get("/v1/me")
+            else:
+                r = await c.post("/v1/search", json={"query": rng.choice(QUERIES), "k": 10})
+            r.raise_for_status()
+            took[kind].append((time.perf_counter() - start) * 1000)
+            await asyncio.sleep(0.125)
+    return took
+
+
+async def flood(c: httpx.AsyncClient, in_flight: int, stop: asyncio.Event) -> Counter[str]:
+    """A's generations: ``in_flight`` at all times, each retried at once when refused."""
+    outcomes: Counter[str] = Counter()
+
+    async def loop(i: int) -> None:
+        while not stop.is_set():
+            try:
+                r = await c.post(
+                    "/v1/generate",
+                    json={"prompt": f"Write a short poem about the number {i}.",
+                          "max_tokens": 32, "k": 0},
+                )  # fmt: skip
+                outcomes[str(r.status_code)] += 1
+                if r.status_code in (429, 503):
+                    await asyncio.sleep(0.01)
+            except httpx.HTTPError as exc:
+                outcomes[type(exc).__name__] += 1
+
+    tasks = [asyncio.create_task(loop(i)) for i in range(in_flight)]
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return outcomes
+
+
+async def fairness(
+    url: str, tenants: dict[str, dict[str, str]], duration_s: float, in_flight: int
+) -> dict[str, Any]:
+    async with (
+        client(url, tenants["steady"]["key"]) as b,
+        client(url, tenants["flood"]["key"]) as a,
+    ):
+        await ingest(b)
+        await steady(b, 3)  # warm up
+        unloaded = await steady(b, duration_s)
+        stop = asyncio.Event()
+        flooding = asyncio.create_task(flood(a, in_flight, stop))
+        await asyncio.sleep(3)  # every flood request in flight
+        loaded = await steady(b, duration_s)
+        stop.set()
+        outcomes = await flooding
+    rows: dict[str, Any] = {}
+    for kind in ("me", "search"):
+        before, during = percentiles(unloaded[kind]), percentiles(loaded[kind])
+        bound = max(2 * before["p95_ms"], before["p95_ms"] + 25)
+        rows[kind] = {"unloaded": before, "flooded": during, "goal_p95_ms": round(bound, 2),
+                      "met": during["p95_ms"] <= bound}  # fmt: skip
+    return {"b": rows, "a_outcomes": dict(outcomes), "a_in_flight": in_flight}
+
+
+# -- 3. admission decisions ---------------------------------------------------------------------
+
+
+def admission(data_dir: Path, tenant_id: str, count: int = 10_000) -> dict[str, Any]:
+    """``admit_request`` and a generation permit taken and given back, in process."""
+    from hartonomous.errors import TooManyRequests
+
+    platform = bootstrap(Settings(data_dir=data_dir))
+    try:
+        gate = platform.admission
+
+        def timed(call: Callable[[], object]) -> dict[str, float]:
+            took = []
+            for _ in range(count):
+                start = time.perf_counter()
+                with suppress(TooManyRequests):
+                    call()
+                took.append((time.perf_counter() - start) * 1000)
+            return percentiles(took)
+
+        def permit() -> None:
+            with gate.generation(tenant_id):
+                pass
+
+        gate.plan(tenant_id)  # the plan read once, as a warm server has it
+        return {
+            "admit_request": timed(lambda: gate.admit_request(tenant_id)),
+            "generation_permit": timed(permit),
+        }
+    finally:
+        platform.close()
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def run(coroutine: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> dict[str, Any]:
+    return asyncio.run(coroutine())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=1000, help="mixed load, requests a minute")
+    parser.add_argument("--duration", type=float, default=60, help="mixed load, seconds")
+    parser.add_argument("--fair-duration", type=float, default=30, help="each fairness phase")
+    parser.add_argument("--flood", type=int, default=60, help="A's generations in flight")
+    parser.add_argument("--only", action="append",
+                        choices=["mixed", "fairness", "admission"])  # fmt: skip
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    only = set(args.only or ["mixed", "fairness", "admission"])
+    out: dict[str, Any] = {"machine": f"{os.cpu_count()} cores"}
+    with tempfile.TemporaryDirectory(prefix="hartonomous-load-") as tmp:
+        data_dir = Path(tmp) / "data"
+        tenants = prepare(data_dir)
+        if only & {"mixed", "fairness"}:
+            with serving(data_dir) as (url, pid), peak_rss(pid) as rss:
+                if "mixed" in only:
+                    key = tenants["mixed"]["key"]
+                    out["mixed"] = run(lambda: mixed(url, key, args.rate, args.duration))
+                if "fairness" in only:
+                    out["fairness"] = run(
+                        lambda: fairness(url, tenants, args.fair_duration, args.flood)
+                    )
+            out["server_peak_rss_mib"] = round(rss["peak_mib"], 1)
+        if "admission" in only:
+            out["admission"] = admission(data_dir, tenants["steady"]["id"])
+    report(out)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+def report(out: dict[str, Any]) -> None:
+    def row(name: str, p: dict[str, float]) -> str:
+        return (f"  {name:34s} {p['p50_ms']:8.2f} {p['p95_ms']:8.2f} {p['p99_ms']:8.2f} "
+                f"{p['n']:6d}")  # fmt: skip
+
+    print(f"load benchmarks on {out['machine']}, a real `hartonomous serve` on loopback")
+    print(f"  {'':34s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'n':>6s}")
+    if "mixed" in out:
+        m = out["mixed"]
+        print(f"1. mixed load, {m['rate_per_minute']} requests a minute (goal p95 < 100 ms)")
+        for kind in ("all", "read", "search", "upload"):
+            print(row(kind, m[kind]))
+        print(f"  errors: {m['errors'] or 'none'}; start lateness p99 {m['start_late_p99_ms']} ms")
+    if "fairness" in out:
+        f = out["fairness"]
+        print(f"2. fairness: B alone, then while A keeps {f['a_in_flight']} generations in flight")
+        for kind, r in f["b"].items():
+            print(row(f"B {kind}, unloaded", r["unloaded"]))
+            print(
+                row(f"B {kind}, A flooding", r["flooded"])
+                + f"   goal p95 <= {r['goal_p95_ms']} ms: {'met' if r['met'] else 'MISSED'}"
+            )
+        print(f"  A's answers: {f['a_outcomes']}")
+    if "admission" in out:
+        a = out["admission"]
+        print("3. admission decisions in process (goal p99 <= 1 ms)")
+        for name, p in a.items():
+            print(row(name, p))
+    if "server_peak_rss_mib" in out:
+        print(f"server peak RSS (with children): {out['server_peak_rss_mib']} MiB")
+
+
+if __name__ == "__main__":
+    main()
