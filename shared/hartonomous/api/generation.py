@@ -1,28 +1,47 @@
-"""``/v1/generate``, ``/v1/receipts``, ``/v1/atoms/{id}/lineage`` and ``/v1/usage``."""
+"""``/v1/generate``, ``/v1/receipts``, ``/v1/atoms/{id}/lineage`` and ``/v1/usage``.
+
+A generation is admitted (the tenant's plan: 429), then waits its turn in its model's queue
+(full: 503) as a future on the event loop, never on a thread; the queue's own threads run
+it. A client that goes away cancels it: still waiting, it is dropped without cost; running,
+it stops at its next token and its usage counts the tokens that ran.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
-from collections.abc import Generator
+import threading
+from collections.abc import AsyncGenerator, Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
+from hartonomous.admission.types import GenerationPermit
 from hartonomous.api.auth import Reader, Writer
 from hartonomous.api.deps import PlatformDep
 from hartonomous.api.problems import PROBLEM_RESPONSES
-from hartonomous.api.streams import ClosingStream, Primed
+from hartonomous.api.streams import CancellingStream
 from hartonomous.errors import HartonomousError, InvalidInput
+from hartonomous.generation.queue import Done, Ticket
 from hartonomous.generation.service import Generated, GenerateRequest
+from hartonomous.inference.types import Control
 from hartonomous.knowledge.filters import Filters
+
+if TYPE_CHECKING:
+    from hartonomous.bootstrap import Platform
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["generation"], responses=PROBLEM_RESPONSES)
+POLL_S = 0.1  # how often a waiting request looks for its client
+CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it
 
 
 class GenerateIn(BaseModel):
@@ -65,6 +84,90 @@ def _sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+class _Hold:
+    """The tenant's permit for one generation, left exactly once: by the job when it ends,
+    or by the request when its ticket was dropped before it ran."""
+
+    def __init__(self, context: AbstractContextManager[GenerationPermit]) -> None:
+        self._context = context
+        self._left = False
+        self._lock = threading.Lock()
+        self.permit: GenerationPermit | None = None
+
+    def enter(self) -> None:
+        self.permit = self._context.__enter__()
+
+    def leave(self) -> None:
+        with self._lock:
+            if self._left:
+                return
+            self._left = True
+        self._context.__exit__(None, None, None)
+
+    def charge(self, tokens: int) -> None:
+        if self.permit is not None:
+            self.permit.charge(tokens)
+
+
+class _ClientGone(Exception):
+    pass
+
+
+async def _next(ticket: Ticket[Any], request: Request) -> Any:
+    """The ticket's next piece (or ``Done``), looking for the client every ``POLL_S``."""
+    getter = asyncio.ensure_future(ticket.next())
+    try:
+        while True:
+            done, _ = await asyncio.wait({getter}, timeout=POLL_S)
+            if done:
+                return getter.result()
+            if await request.is_disconnected():
+                raise _ClientGone
+    finally:
+        if not getter.done():
+            getter.cancel()
+
+
+Job = Callable[[GenerateRequest, Ticket[Any]], Any]
+
+
+async def _submit(
+    platform: Platform, tenant_id: str, body: GenerateIn, job: Job
+) -> tuple[Ticket[Any], _Hold]:
+    """Admit the generation and queue it: 404/409 for the model, 429 over the tenant's plan,
+    503 when the model's queue is full, all at once (short calls off the event loop)."""
+    service = platform.generation
+    model = await run_in_threadpool(service.resolve, tenant_id, body.model_id)
+    hold = _Hold(platform.admission.generation(tenant_id))
+    await run_in_threadpool(hold.enter)
+    asked = _request(body)
+
+    def run(ticket: Ticket[Any]) -> Any:
+        try:
+            return job(asked, ticket)
+        finally:
+            hold.leave()
+
+    try:
+        ticket = service.queue.submit(model.sha256, run, Control(on_tokens=hold.charge))
+    except BaseException:
+        await run_in_threadpool(hold.leave)
+        raise
+    return ticket, hold
+
+
+async def _first(ticket: Ticket[Any], hold: _Hold, request: Request) -> Any:
+    """The ticket's first piece; a client gone before it: the ticket is cancelled (dropped
+    without cost if it had not started)."""
+    try:
+        return await _next(ticket, request)
+    except BaseException:
+        if ticket.cancel():
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(hold.leave)
+        raise
+
+
 @router.post(
     "/v1/generate",
     response_model=GenerateOut,
@@ -75,37 +178,51 @@ async def generate(
 ) -> Any:
     """Retrieve, generate, and answer ``{text, receipt}``; the receipt names every component
     that produced the text. ``stream: true`` sends ``token`` events, then ``receipt``."""
-    service = platform.generation
+    service, tenant_id = platform.generation, principal.tenant_id
     if not body.stream:
-        result = await run_in_threadpool(service.generate, principal.tenant_id, _request(body))
-        return GenerateOut(text=result.text, receipt=result.receipt)
-    pieces = service.stream(principal.tenant_id, _request(body))
-    # Primed here: an unknown model or a prompt that does not fit is still a problem with
-    # its status, not a 200 stream that fails (api/streams.py).
-    primed: Primed[str | Generated] = await run_in_threadpool(Primed, pieces)
-
-    def events() -> Generator[str, None, None]:
+        ticket, hold = await _submit(
+            platform, tenant_id, body,
+            lambda asked, own: service.generate(tenant_id, asked, control=own.control),
+        )  # fmt: skip
         try:
-            for piece in primed:
+            done = await _first(ticket, hold, request)
+        except _ClientGone:
+            return Response(status_code=CLIENT_GONE)
+        result: Generated = done.value
+        return GenerateOut(text=result.text, receipt=result.receipt)
+
+    def stream(asked: GenerateRequest, own: Ticket[Any]) -> None:
+        for piece in service.stream(tenant_id, asked, control=own.control):
+            own.emit(piece)
+
+    ticket, hold = await _submit(platform, tenant_id, body, stream)
+    # The first piece before the response: an unknown model or a prompt that does not fit is
+    # still a problem with its status, not a 200 stream that fails.
+    try:
+        first = await _first(ticket, hold, request)
+    except _ClientGone:
+        return Response(status_code=CLIENT_GONE)
+
+    async def events() -> AsyncGenerator[str, None]:
+        piece = first
+        try:
+            while not isinstance(piece, Done):
                 if isinstance(piece, Generated):
                     yield _sse("receipt", piece.receipt)
                 else:
                     yield _sse("token", {"text": piece})
+                piece = await ticket.next()
         except HartonomousError as exc:
             yield _sse("error", {"title": exc.title, "status": exc.status, "detail": exc.detail})
         except Exception:
             log.exception("generation failed mid-stream")
             yield _sse("error", {"title": "Internal error", "status": 500, "detail": None})
 
-    content = events()
-
-    def close() -> None:  # the model's lock is released even if the client went away
-        content.close()
-        primed.close()
-
-    return ClosingStream(
-        content, close, media_type="text/event-stream", headers={"Cache-Control": "no-store"}
-    )
+    # However the response ends (the client gone too), the generation stops at its next token.
+    return CancellingStream(
+        events(), ticket.cancel, media_type="text/event-stream",
+        headers={"Cache-Control": "no-store"},
+    )  # fmt: skip
 
 
 @router.get("/v1/receipts/{receipt_id}", response_model=dict[str, Any])

@@ -9,7 +9,7 @@ iterates), so the response closes the stream itself, however it ends.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -58,3 +58,21 @@ class ClosingStream(StreamingResponse):
             # No step of the stream is running: a cancelled thread-pool call is waited for.
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._close)
+
+
+class CancellingStream(StreamingResponse):
+    """A streaming response over pieces another thread produces: ``cancel`` runs when it
+    ends, however it ends (the client gone: the producer stops at its next piece). It only
+    sets a flag, so it runs here, on the event loop."""
+
+    def __init__(
+        self, content: AsyncIterator[str], cancel: Callable[[], object], **kwargs: Any
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self._cancel = cancel
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            self._cancel()

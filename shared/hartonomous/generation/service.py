@@ -2,8 +2,12 @@
 
 The receipt, its edges, the prompt, output and model-card atoms, the usage rows and the
 outbox event are written in one transaction after the model finishes, so an output either
-exists with its whole provenance or not at all (a client that disconnects mid-stream leaves
-nothing behind).
+exists with its whole provenance or not at all.
+
+A generation whose caller went away (``Control.cancel``) stops at its next token and writes
+its usage rows alone, for the tokens that ran: no receipt, no atoms, no event. Nobody is
+there to read a receipt, and a half answer recorded as an output would be provenance for
+text no one received.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -21,6 +26,7 @@ from hartonomous.domain.atoms import Atom
 from hartonomous.errors import Conflict, InvalidInput
 from hartonomous.generation.answer_cache import cache_key
 from hartonomous.generation.prompting import DEFAULT_STOP, Assembled, assemble
+from hartonomous.generation.queue import GenerationQueue
 from hartonomous.generation.store import (
     DERIVED_FROM,
     GENERATED,
@@ -28,7 +34,13 @@ from hartonomous.generation.store import (
     ReceiptRow,
 )
 from hartonomous.inference.model_files import builtin_model
-from hartonomous.inference.types import BUILTIN_MODEL, Completion, CompletionRequest, ModelRef
+from hartonomous.inference.types import (
+    BUILTIN_MODEL,
+    Completion,
+    CompletionRequest,
+    Control,
+    ModelRef,
+)
 from hartonomous.knowledge.search import Mode, SearchResult, SearchService
 from hartonomous.knowledge.store import SearchFilter
 from hartonomous.metering.ledger import Usage
@@ -77,6 +89,14 @@ class Generated:
     receipt: dict[str, Any]
 
 
+class Cancelled(Exception):
+    """The generation's caller went away: it stopped, its usage is recorded, nothing else."""
+
+    def __init__(self, completion: Completion) -> None:
+        super().__init__("the generation was cancelled")
+        self.completion = completion
+
+
 @dataclass(frozen=True)
 class Replayed:
     """A measurement's generation (``GenerationService.replay``): recorded nowhere but in
@@ -100,6 +120,19 @@ class GenerationService:
     context_tokens: int
     max_tokens: int
     on_commit: Callable[[], None] = lambda: None
+    queue_depth: int = 8  # generations that may wait per model (the API's queue)
+    queue_threads: int = 1  # generations that may run at once, every model together
+    _queue: GenerationQueue | None = field(default=None, init=False, repr=False)
+    _queue_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @property
+    def queue(self) -> GenerationQueue:
+        """The queue the API's generations wait in (``queue.py``), built on first use.
+        Agent runs and the autonomy loop call the model from their own activity threads."""
+        with self._queue_lock:
+            if self._queue is None:
+                self._queue = GenerationQueue(self.queue_depth, threads=self.queue_threads)
+            return self._queue
 
     def resolve(self, tenant_id: str, model_id: str | None) -> ModelRef:
         if model_id is None or model_id == BUILTIN_MODEL:
@@ -109,22 +142,30 @@ class GenerationService:
             raise Conflict(f"model {model_id!r} is {record.status}, not ready")
         return ModelRef(record.id, record.sha256, record.name, tenant_id)
 
-    def generate(self, tenant_id: str, request: GenerateRequest) -> Generated:
+    def generate(
+        self, tenant_id: str, request: GenerateRequest, *, control: Control | None = None
+    ) -> Generated:
         """The whole answer at once: the model is asked for one response, not a stream (over
-        HTTP that spares an event per token)."""
-        for piece in self.stream(tenant_id, request, live=False):
+        HTTP that spares an event per token). ``Cancelled`` when ``control`` is cancelled."""
+        for piece in self.stream(tenant_id, request, live=False, control=control):
             if isinstance(piece, Generated):
                 return piece
         raise AssertionError("a generation ended without its receipt")
 
     def stream(
-        self, tenant_id: str, request: GenerateRequest, *, live: bool = True
+        self,
+        tenant_id: str,
+        request: GenerateRequest,
+        *,
+        live: bool = True,
+        control: Control | None = None,
     ) -> Generator[str | Generated, None, None]:
         """Text pieces as they come (``live``), then the ``Generated`` (text and persisted
-        receipt)."""
+        receipt); ``Cancelled`` instead when ``control`` is cancelled."""
         started = time.perf_counter()
         receipt_id = new_id()  # known up front: it keys this generation's usage rows
         model, assembled, asked = self._prepare(tenant_id, request, receipt_id, record_gaps=True)
+        asked = dataclasses.replace(asked, control=control)
         searched = time.perf_counter()
         completion, cached_from = self._cached(tenant_id, request, model, assembled, asked)
         if completion is not None:
@@ -139,6 +180,11 @@ class GenerationService:
                 else:
                     yield piece
         assert completion is not None, "the inference stream ended without a completion"
+        if control is not None:
+            control.settle(completion.prompt_tokens + completion.completion_tokens)
+        if completion.finish_reason == "cancelled":
+            self._bill_cancelled(tenant_id, receipt_id, completion)
+            raise Cancelled(completion)
         timings = {
             "search_ms": round((searched - started) * 1000, 3),
             "prompt_ms": round(completion.prompt_ms, 3),
@@ -151,6 +197,23 @@ class GenerationService:
             )
         )
         yield Generated(completion.text, receipt)
+
+    def _bill_cancelled(self, tenant_id: str, receipt_id: str, completion: Completion) -> None:
+        """A cancelled generation's usage rows: the tokens that ran, keyed as its receipt's
+        would have been."""
+        tokens = [
+            Usage(kind, n, "tokens")
+            for kind, n in (
+                ("generation.prompt_tokens", completion.prompt_tokens),
+                ("generation.completion_tokens", completion.completion_tokens),
+            )
+            if n  # stopped before the model ran: nothing to bill
+        ]
+        if not tokens:
+            return
+        with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
+            uow.usage.record(tenant_id, f"receipt:{receipt_id}", tokens, utcnow())
+            uow.commit()
 
     def replay(self, tenant_id: str, request: GenerateRequest, key: str) -> Replayed:
         """Generate as ``generate`` would, for a measurement (the loop's ``cache_answer``):

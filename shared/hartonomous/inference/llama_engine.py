@@ -2,14 +2,22 @@
 worker, so the two give the same text for the same request.
 
 A ``Llama`` is not thread-safe: each loaded model has a lock and requests for it take turns
-(llama.cpp already spreads one request over every core). Loaded models are kept, least
+(llama.cpp already spreads one request over its threads). Loaded models are kept, least
 recently used first out, up to ``max_loaded``.
+
+Threads: every core but one by default (``default_threads``), for prompt and output alike.
+llama.cpp's threads spin while they work: given every core, a generation starves the API's
+own threads (authentication, search, SQLite) of the CPU, and on 2 cores a flood of
+generations would make every other tenant's requests wait on it. One core left over keeps
+them answering; decoding a small model is memory-bound, so the core it gives up costs
+little (measured by ``bench/load.py``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -19,7 +27,13 @@ from typing import Any
 
 from hartonomous.errors import InvalidInput, UnprocessableContent
 from hartonomous.inference.model_files import ModelFiles
-from hartonomous.inference.types import Completion, CompletionRequest, ModelRef, ModelUnavailable
+from hartonomous.inference.types import (
+    Completion,
+    CompletionRequest,
+    Control,
+    ModelRef,
+    ModelUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +41,18 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class EngineOptions:
     n_ctx: int = 4096
-    n_threads: int | None = None  # None: llama.cpp's default (every core)
+    n_threads: int | None = None  # None: default_threads()
     n_gpu_layers: int = 0  # -1: everything on the GPU (the worker's setting)
     max_loaded: int = 2
+
+
+def default_threads() -> int:
+    """Every core this process may run on but one (all of one): see the module's notes."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(cores - 1, 1)
 
 
 class _Sampled:
@@ -38,17 +61,27 @@ class _Sampled:
     count is the calls less one. The streamed chunks cannot be counted instead (tokens that
     end inside a UTF-8 character or a possible stop sequence are merged), and a logits
     processor would cost a 262k-entry array per token (Gemma's vocabulary): 12% of the
-    tokens per second, measured."""
+    tokens per second, measured.
 
-    def __init__(self) -> None:
+    It is also where a generation is cancelled: returning True stops llama.cpp at this token
+    (the one just sampled is counted, it ran, but not sent)."""
+
+    def __init__(self, control: Control | None = None) -> None:
         self.calls = 0
         self.first_at: float | None = None
+        self.control = control
+        self.stopped = False  # by a cancel
 
     def __call__(self, _input_ids: Any, _logits: Any) -> bool:
         if self.calls == 0:
             self.first_at = time.perf_counter()
         self.calls += 1
-        return False
+        if self.control is None:
+            return False
+        if self.calls > 1:  # the token of the call before this one has run
+            self.control.ran(1)
+        self.stopped = self.stopped or self.control.cancelled
+        return self.stopped
 
     @property
     def count(self) -> int:
@@ -101,12 +134,14 @@ class LlamaEngine:
             ) from exc
 
         o = self.options
+        threads = o.n_threads or default_threads()
         started = time.perf_counter()
         try:
             llm = Llama(
                 str(path),
                 n_ctx=o.n_ctx,
-                n_threads=o.n_threads,
+                n_threads=threads,
+                n_threads_batch=threads,  # llama-cpp-python's default: every core
                 n_gpu_layers=o.n_gpu_layers,
                 verbose=False,
             )
@@ -143,7 +178,11 @@ class LlamaEngine:
 
         llm, lock = self.loaded(model)
         grammar = _grammar(request.json_schema)
+        control = request.control
         with lock:
+            if control is not None and control.cancelled:  # gone while it waited for the lock
+                yield Completion("", "cancelled", 0, 0)
+                return
             prompt_tokens = len(llm.tokenize(request.prompt.encode("utf-8"), special=True))
             room = llm.n_ctx() - prompt_tokens
             if room < 1:
@@ -157,7 +196,9 @@ class LlamaEngine:
             # rest in other batch shapes, and on CPUs without AVX2 that changed temperature-0
             # outputs (' Earth' then ''), so a receipt's prompt would not give its text again.
             llm.reset()
-            sampled = _Sampled()
+            sampled = _Sampled(control)
+            if control is not None:
+                control.ran(prompt_tokens)
             started = time.perf_counter()
             finish_reason = "length"
             pieces = llm.create_completion(
@@ -179,6 +220,8 @@ class LlamaEngine:
                 if choice.get("finish_reason"):
                     finish_reason = choice["finish_reason"]
             ended = time.perf_counter()
+            if sampled.stopped:
+                finish_reason = "cancelled"
         yield Completion(
             text="".join(text),
             finish_reason=finish_reason,

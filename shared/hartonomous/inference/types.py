@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,35 @@ class ModelRef:
     tenant_id: str | None = None  # None: a platform model every tenant may use
 
 
+class Control:
+    """A generation's line to whoever waits for it: ``cancel()`` stops it at its next token
+    (the client went away), and ``on_tokens`` hears of the tokens it runs as they run (the
+    prompt's once evaluated, then each sampled one), for a tenant's tokens per minute."""
+
+    def __init__(self, on_tokens: Callable[[int], None] | None = None) -> None:
+        self._cancelled = threading.Event()
+        self._on_tokens = on_tokens
+        self.counted = 0
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def ran(self, tokens: int) -> None:
+        self.counted += tokens
+        if self._on_tokens is not None and tokens > 0:
+            self._on_tokens(tokens)
+
+    def settle(self, total: int) -> None:
+        """The generation's exact count at its end: what the running count missed (an
+        adapter that sees chunks, not tokens) is reported now."""
+        if total > self.counted:
+            self.ran(total - self.counted)
+
+
 @dataclass(frozen=True)
 class CompletionRequest:
     prompt: str
@@ -30,12 +60,14 @@ class CompletionRequest:
     stop: tuple[str, ...] = ()
     json_schema: dict[str, Any] | None = None  # constrains the output (a llama.cpp grammar)
     seed: int | None = None
+    # Not the request's content: how its caller steers it (None: it runs to its end).
+    control: Control | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class Completion:
     text: str
-    finish_reason: str  # stop | length
+    finish_reason: str  # stop | length | cancelled (its caller went away)
     prompt_tokens: int
     completion_tokens: int  # tokens the model sampled, an end-of-text token included
     prompt_ms: float = 0.0  # until the first token
