@@ -18,10 +18,10 @@ from hartonomous.admission.memory import MemoryState
 from hartonomous.admission.plans import PlanBook
 from hartonomous.admission.redis_state import RedisState
 from hartonomous.admission.service import AdmissionService
-from hartonomous.admission.state import LimiterState
 from hartonomous.admission.types import Plan
 from hartonomous.bootstrap import Platform
 from hartonomous.errors import InvalidInput, TooManyRequests
+from hartonomous.ports import LimiterState
 
 PLAN = Plan(requests_per_second=10, burst=3, concurrent_generations=2, tokens_per_minute=100)
 Make = Callable[..., AdmissionService]

@@ -27,6 +27,8 @@ ADAPTER_MODULES = {
     "hartonomous.inference.llama_engine",
     "hartonomous.inference.openai_http",
     "hartonomous.events.event_hubs",
+    "hartonomous.admission.memory",
+    "hartonomous.admission.redis_state",
 }
 ADAPTER_NAMES = {("hartonomous.knowledge.embeddings", "MiniLMEmbedder")}
 # Composition roots: the platform's, and the GPU worker's (a separate deployable that

@@ -9,9 +9,10 @@ from contextlib import contextmanager
 
 from hartonomous.admission.headers import generation_headers, request_headers, retry_after
 from hartonomous.admission.plans import PlanBook, TenantPlan
-from hartonomous.admission.state import LimiterState, tokens_item, tokens_retry_after
+from hartonomous.admission.state import tokens_item, tokens_retry_after
 from hartonomous.admission.types import Plan
 from hartonomous.errors import TooManyRequests
+from hartonomous.ports.admission import LimiterState
 
 # A refused generation cannot know when one of the tenant's generations will end.
 GENERATION_RETRY_S = 1.0

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 from limits import RateLimitItemPerMinute
 from limits.storage.base import SlidingWindowCounterSupport
-from limits.strategies import SlidingWindowCounterRateLimiter
+
+if TYPE_CHECKING:
+    from hartonomous.ports.admission import LimiterState
 
 
 @dataclass(frozen=True)
@@ -42,22 +44,6 @@ def gcra(tat: float, now: float, rate: float, burst: int) -> tuple[Take, float]:
         return Take(False, 0, wait, max(tat, now) - now), tat
     remaining = math.floor((capacity - (new_tat - now)) / interval + 1e-9)
     return Take(True, remaining, 0.0, new_tat - now), new_tat
-
-
-class LimiterState(Protocol):
-    tokens: SlidingWindowCounterRateLimiter
-
-    def take(self, tenant_id: str, rate: float, burst: int) -> Take:
-        """Take one request from the tenant's bucket."""
-        ...
-
-    def acquire(self, tenant_id: str, limit: int) -> str | None:
-        """A lease on one of the tenant's ``limit`` concurrent generations, or ``None``."""
-        ...
-
-    def release(self, tenant_id: str, lease: str) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def tokens_item(per_minute: int) -> RateLimitItemPerMinute:

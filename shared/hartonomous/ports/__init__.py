@@ -9,6 +9,7 @@ import BlobStore``.
 
 from __future__ import annotations
 
+from hartonomous.ports.admission import LimiterState
 from hartonomous.ports.blobs import (
     BlobStore,
     BlobWriter,
@@ -31,6 +32,7 @@ __all__ = [
     "Inference",
     "InsertOrIgnore",
     "KeywordIndex",
+    "LimiterState",
     "SessionSetup",
     "StagedBlob",
     "StagingWriter",
