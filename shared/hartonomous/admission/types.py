@@ -1,10 +1,10 @@
-"""The admission contract shared by the API, the generation queue and the limiters."""
+"""A tenant's plan; the admission ports (``ports/admission.py``) re-exported with it."""
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+
+from hartonomous.ports.admission import Admission, GenerationPermit
 
 
 @dataclass(frozen=True)
@@ -18,24 +18,4 @@ class Plan:
     tokens_per_minute: int
 
 
-class GenerationPermit(Protocol):
-    """Held while one generation is queued or running (it counts toward the tenant's
-    concurrent generations until the context exits)."""
-
-    def charge(self, tokens: int) -> None:
-        """Count model tokens (prompt and output, as they run) toward tokens per minute."""
-        ...
-
-
-class Admission(Protocol):
-    def plan(self, tenant_id: str) -> Plan: ...
-
-    def admit_request(self, tenant_id: str) -> dict[str, str]:
-        """Take one request from the tenant's bucket: the RateLimit/RateLimit-Policy headers
-        to send, or ``TooManyRequests`` with them and ``Retry-After``."""
-        ...
-
-    def generation(self, tenant_id: str) -> AbstractContextManager[GenerationPermit]:
-        """A permit for one generation: ``TooManyRequests`` (with ``Retry-After``) when the
-        tenant has ``concurrent_generations`` already, or spent its tokens this minute."""
-        ...
+__all__ = ["Admission", "GenerationPermit", "Plan"]
