@@ -11,6 +11,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,15 +19,20 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from live_server import serving
+from pydantic import SecretStr
 
 from hartonomous.api.app import create_app
 from hartonomous.bootstrap import Platform, bootstrap
 from hartonomous.inference.llama_engine import LlamaEngine
 from hartonomous.inference.model_files import builtin_model
+from hartonomous.inference.openai_http import WorkerInference
+from hartonomous.inference.types import Completion, CompletionRequest, Control, ModelRef
 from hartonomous.settings import Settings
 from hartonomous.store.schema import receipts, usage_ledger
+from hartonomous.worker import create_worker_app
 
-ASK = {"prompt": "Name the planets of the solar system.", "k": 0, "max_tokens": 2}
+PROMPT = "Name the planets of the solar system."
+ASK = {"prompt": PROMPT, "k": 0, "max_tokens": 2}
 LONG = {**ASK, "max_tokens": 300, "stop": ["never"]}  # about 4 s on 2 cores: cut short
 
 
@@ -236,3 +242,33 @@ def test_cheap_routes_answer_while_generations_wait(tmp_path, llama, held, tenan
         assert rows(p, receipts) == [] and rows(p, usage_ledger) == []
     finally:
         p.close()
+
+
+def test_closing_the_stream_from_the_gpu_worker_stops_its_generation(tmp_path, llama, monkeypatch):
+    """The platform's adapter closes the worker's stream when its generation is cancelled;
+    the worker sees its client gone and stops the engine at its next token."""
+    pieces_run: list[int] = []
+    real = llama.stream
+
+    def counted(model: ModelRef, request: CompletionRequest) -> Iterator[str | Completion]:
+        n = 0
+        try:
+            for piece in real(model, request):
+                n += isinstance(piece, str)
+                yield piece
+        finally:
+            pieces_run.append(n)
+
+    monkeypatch.setattr(llama, "stream", counted)
+    settings = Settings(data_dir=tmp_path / "data", worker_key=SecretStr("k"))
+    app = create_worker_app(settings, engine=llama, embedder=SimpleNamespace(model_name="none"))
+    with serving(app) as url:
+        control = Control()
+        asked = CompletionRequest(PROMPT, max_tokens=300, stop=(), control=control)
+        stream = WorkerInference(url, "k").stream(builtin_model(), asked)
+        assert isinstance(next(stream), str)
+        control.cancel()
+        done = list(stream)[-1]
+        assert isinstance(done, Completion) and done.finish_reason == "cancelled"
+        until(lambda: pieces_run != [], "the worker's generation did not end")
+    assert pieces_run[0] < 150  # of 300: it stopped, it did not run to the end

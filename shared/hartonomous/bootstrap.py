@@ -25,6 +25,7 @@ from hartonomous.blobs.local import LocalBlobStore
 from hartonomous.blobs.upload_staging import AzureUploadStaging, LocalUploadStaging
 from hartonomous.events.outbox import EventPublisher, LocalEventBus, OutboxRelay
 from hartonomous.generation.provenance import ProvenanceService
+from hartonomous.generation.queue import shape as queue_shape
 from hartonomous.generation.service import GenerationService
 from hartonomous.inference.model_files import ModelFiles, builtin_model
 from hartonomous.inference.provider import InferenceProvider
@@ -437,9 +438,7 @@ def bootstrap(
             max_tokens=settings.generation_max_tokens,
             on_commit=outbox.notify,
             queue_depth=settings.generation_queue_depth,
-            # One generation at a time on CPUs: a second model's would halve both and leave
-            # the API no core; a GPU, or the worker's, runs one per model concurrently.
-            queue_threads=4 if settings.inference_url or settings.inference_gpu_layers else 1,
+            queue_shape=queue_shape(settings),
         ),
         events=events,
         outbox=outbox,

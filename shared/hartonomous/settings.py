@@ -136,7 +136,10 @@ class Settings(BaseSettings):
         default=4096, ge=256, le=131_072, description="llama.cpp context size (prompt and output)."
     )
     inference_threads: int | None = Field(
-        default=None, gt=0, le=512, description="llama.cpp threads; unset: every core."
+        default=None,
+        gt=0,
+        le=512,
+        description="llama.cpp threads (prompt and output); unset: every core but one.",
     )
     inference_gpu_layers: int = Field(
         default=0, ge=-1, description="Layers llama.cpp puts on the GPU (-1: all); the worker's."

@@ -45,16 +45,28 @@ class Primed(Generic[T]):
 
 
 class ClosingStream(StreamingResponse):
-    """A streaming response that runs ``close`` when it ends, however it ends."""
+    """A streaming response that runs ``close`` when it ends, however it ends; ``cancel``
+    first, at once (a flag the running step sees at its next token, where ``close`` waits for
+    that step)."""
 
-    def __init__(self, content: Iterator[str], close: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        content: Iterator[str],
+        close: Any,
+        *,
+        cancel: Callable[[], object] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(content, **kwargs)
         self._close = close
+        self._cancel = cancel
 
     async def stream_response(self, send: Send) -> None:
         try:
             await super().stream_response(send)
         finally:
+            if self._cancel is not None:
+                self._cancel()
             # No step of the stream is running: a cancelled thread-pool call is waited for.
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._close)

@@ -24,9 +24,30 @@ from typing import Any, Generic, TypeVar
 
 from hartonomous.errors import ServiceUnavailable
 from hartonomous.inference.types import Control
+from hartonomous.settings import Settings
 
 T = TypeVar("T")
 RECENT = 16  # generations whose durations estimate Retry-After
+
+
+@dataclass(frozen=True)
+class Shape:
+    slots: int  # generations one model runs at once
+    threads: int  # generations running at once, every model together
+
+
+def shape(settings: Settings) -> Shape:
+    """llama-cpp-python in process runs one generation per model (its lock); llama-server,
+    or the GPU worker, batches ``inference_slots``. On CPUs one model runs at a time: a
+    second would take the cores the first and the API need."""
+    in_process = settings.inference_url is None
+    slots = (
+        1
+        if in_process and settings.inference_engine != "llama-server"
+        else settings.inference_slots
+    )
+    on_gpu = not in_process or settings.inference_gpu_layers != 0
+    return Shape(slots, slots * 4 if on_gpu else slots)
 
 
 @dataclass(frozen=True)

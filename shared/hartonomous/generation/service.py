@@ -26,7 +26,7 @@ from hartonomous.domain.atoms import Atom
 from hartonomous.errors import Conflict, InvalidInput
 from hartonomous.generation.answer_cache import cache_key
 from hartonomous.generation.prompting import DEFAULT_STOP, Assembled, assemble
-from hartonomous.generation.queue import GenerationQueue
+from hartonomous.generation.queue import GenerationQueue, Shape
 from hartonomous.generation.store import (
     DERIVED_FROM,
     GENERATED,
@@ -121,7 +121,7 @@ class GenerationService:
     max_tokens: int
     on_commit: Callable[[], None] = lambda: None
     queue_depth: int = 8  # generations that may wait per model (the API's queue)
-    queue_threads: int = 1  # generations that may run at once, every model together
+    queue_shape: Shape = field(default_factory=lambda: Shape(slots=1, threads=1))
     _queue: GenerationQueue | None = field(default=None, init=False, repr=False)
     _queue_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -131,7 +131,10 @@ class GenerationService:
         Agent runs and the autonomy loop call the model from their own activity threads."""
         with self._queue_lock:
             if self._queue is None:
-                self._queue = GenerationQueue(self.queue_depth, threads=self.queue_threads)
+                shape = self.queue_shape
+                self._queue = GenerationQueue(
+                    self.queue_depth, threads=shape.threads, slots=shape.slots
+                )
             return self._queue
 
     def resolve(self, tenant_id: str, model_id: str | None) -> ModelRef:

@@ -7,6 +7,7 @@ its thread pool, never on the event loop.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Generator, Iterator
@@ -17,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 
 from hartonomous.api.streams import Primed
 from hartonomous.errors import UnprocessableContent
-from hartonomous.inference.types import Completion, CompletionRequest
+from hartonomous.inference.types import Completion, CompletionRequest, Control
 from hartonomous.worker.context import Worker, ran
 from hartonomous.worker.schemas import CompletionBody, refuse_unsupported
 from hartonomous.worker.streaming import sse
@@ -86,8 +87,10 @@ def completions_router(worker: Worker) -> APIRouter:
         }
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            pieces = Primed(worker.engine.stream(model, completion_request))
-            return sse(_chunks(pieces, head, include_usage), ran(model), pieces)
+            control = Control()
+            streamed = dataclasses.replace(completion_request, control=control)
+            pieces = Primed(worker.engine.stream(model, streamed))
+            return sse(_chunks(pieces, head, include_usage), ran(model), pieces, control.cancel)
         done = worker.engine.complete(model, completion_request)
         content = {
             **head,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from fastapi.responses import StreamingResponse
@@ -31,9 +31,14 @@ def _event(data: dict[str, Any]) -> str:
 
 
 def sse(
-    events: Iterator[dict[str, Any]], headers: dict[str, str], source: Primed[Any]
+    events: Iterator[dict[str, Any]],
+    headers: dict[str, str],
+    source: Primed[Any],
+    cancel: Callable[[], object] | None = None,
 ) -> StreamingResponse:
-    """``events`` as a response; ``source`` (what holds the model) is closed at its end."""
+    """``events`` as a response; ``source`` (what holds the model) is closed at its end, and
+    ``cancel`` (the generation's ``Control.cancel``) called the moment it ends: a client that
+    goes away stops the generation at its next token."""
 
     def lines() -> Generator[str, None, None]:
         try:
@@ -58,6 +63,7 @@ def sse(
     return ClosingStream(
         content,
         close,
+        cancel=cancel,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
     )
