@@ -203,3 +203,14 @@ def test_a_crashed_instances_generation_lapses_a_live_ones_does_not(
                 time.sleep(0.1)
     finally:
         admission.close()
+
+
+@pytest.mark.parametrize("rate", [7.0, 3.0, 0.3, 60_000.0])
+def test_remaining_counts_every_whole_request_left(
+    make: Make, alice: TenantKeys, rate: float
+) -> None:
+    """A full bucket after one take holds ``burst - 1``, whatever the rate's microseconds
+    (on Redis, 7 a second said burst - 2: float time at epoch scale)."""
+    admission = make(Plan(rate, 10, 1, 100))
+    said = admission.admit_request(alice.id)["RateLimit"]
+    assert said.startswith('"requests";r=9;'), said
