@@ -272,3 +272,12 @@ def test_closing_the_stream_from_the_gpu_worker_stops_its_generation(tmp_path, l
         assert isinstance(done, Completion) and done.finish_reason == "cancelled"
         until(lambda: pieces_run != [], "the worker's generation did not end")
     assert pieces_run[0] < 150  # of 300: it stopped, it did not run to the end
+
+
+def test_the_openapi_documents_what_generate_may_answer(client):
+    """A full queue's 503 with its Retry-After, a model not ready (409), and the 499 logged
+    for a client that went away, besides the plan's 429."""
+    responses = client.get("/openapi.json").json()["paths"]["/v1/generate"]["post"]["responses"]
+    assert {"409", "429", "499", "503"} <= set(responses)
+    assert "Retry-After" in responses["503"]["headers"]
+    assert "application/problem+json" in responses["503"]["content"]

@@ -27,7 +27,7 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fiel
 from hartonomous.admission.types import GenerationPermit
 from hartonomous.api.auth import Reader, Writer
 from hartonomous.api.deps import PlatformDep
-from hartonomous.api.problems import PROBLEM_RESPONSES
+from hartonomous.api.problems import PROBLEM_RESPONSES, documented
 from hartonomous.api.streams import CancellingStream
 from hartonomous.errors import HartonomousError, InvalidInput
 from hartonomous.generation.queue import Done, Ticket
@@ -168,11 +168,19 @@ async def _first(ticket: Ticket[Any], hold: _Hold, request: Request) -> Any:
         raise
 
 
-@router.post(
-    "/v1/generate",
-    response_model=GenerateOut,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "With stream: SSE"}},
-)
+_QUEUE_FULL = documented(503, "The model's queue is full; retry after Retry-After seconds")
+_QUEUE_FULL[503]["headers"] = {
+    "Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait"}
+}
+GENERATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "With stream: SSE"},
+    **documented(409, "The model is not ready"),
+    **_QUEUE_FULL,
+    CLIENT_GONE: {"description": "The client went away first (logged; nobody reads it)"},
+}
+
+
+@router.post("/v1/generate", response_model=GenerateOut, responses=GENERATE_RESPONSES)
 async def generate(
     request: Request, body: GenerateIn, principal: Writer, platform: PlatformDep
 ) -> Any:
