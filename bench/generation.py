@@ -149,7 +149,8 @@ def bench_worker(data_dir: Path, args: argparse.Namespace, engine: LlamaEngine) 
     from hartonomous.inference.openai_http import WorkerInference
 
     port = free_port()
-    env = {**os.environ, "HARTONOMOUS_DATA_DIR": str(data_dir),
+    key = "bench-worker-key"  # the worker refuses to start without one
+    env = {**os.environ, "HARTONOMOUS_DATA_DIR": str(data_dir), "HARTONOMOUS_WORKER_KEY": key,
            "HARTONOMOUS_INFERENCE_THREADS": str(THREADS)}  # fmt: skip
     worker = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "hartonomous.worker.app:worker_app_from_env",
@@ -164,7 +165,7 @@ def bench_worker(data_dir: Path, args: argparse.Namespace, engine: LlamaEngine) 
                 break
             except httpx.TransportError:
                 time.sleep(0.1)
-        remote = WorkerInference(url, None)
+        remote = WorkerInference(url, key)
         model = builtin_model()
         rounds = []
         for question in ["Warm up.", *QUESTIONS[: args.questions]]:

@@ -68,6 +68,82 @@ def test_key_create_takes_a_scope_and_the_tenant_by_name(data_dir):
     assert bad_scope.returncode != 0
 
 
+def test_key_list_and_revoke(data_dir):
+    admin = last_line(cli("tenant", "create", "acme", "--data-dir", data_dir))
+    cli("key", "create", "acme", "--scope", "write", "--data-dir", data_dir)
+    listed = cli("key", "list", "acme", "--data-dir", data_dir).stdout
+    rows = [
+        line.split() for line in listed.splitlines() if line.split()[1:2] in (["write"], ["admin"])
+    ]
+    ids = {row[1]: row[0] for row in rows}
+    assert set(ids) == {"write", "admin"} and admin not in listed  # no secret is listed
+    assert admin.startswith(next(row[2] for row in rows if row[1] == "admin"))
+
+    # The tenant's last admin key stays unless forced (a leaked one must be revocable).
+    last = cli("key", "revoke", ids["admin"], "--data-dir", data_dir, check=False)
+    assert last.returncode == 1 and "last active admin key" in last.stderr
+    done = cli("key", "revoke", ids["write"], "--data-dir", data_dir)
+    assert f"API key {ids['write']} (write scope) revoked" in done.stdout
+    relisted = cli("key", "list", "acme", "--data-dir", data_dir).stdout
+    (write_row,) = [line.split() for line in relisted.splitlines() if ids["write"] in line]
+    assert len(write_row) == 5  # the revoked column is filled
+    cli("key", "revoke", ids["admin"], "--force", "--data-dir", data_dir)
+    unknown = cli("key", "revoke", "nope", "--data-dir", data_dir, check=False)
+    assert unknown.returncode == 1 and "no API key" in unknown.stderr
+
+
+def test_a_key_revoked_by_the_operator_is_refused_by_a_running_server(server, data_dir):
+    url, admin = server
+    created = httpx.post(
+        f"{url}/v1/keys", json={"scope": "read"}, headers={"Authorization": f"Bearer {admin}"}
+    ).json()
+    me = {"Authorization": f"Bearer {created['secret']}"}
+    assert httpx.get(f"{url}/v1/me", headers=me).status_code == 200
+    cli("key", "revoke", created["id"], "--data-dir", data_dir)
+    assert httpx.get(f"{url}/v1/me", headers=me).status_code == 401
+
+
+def test_the_worker_refuses_to_start_without_its_key(data_dir):
+    env = {k: v for k, v in os.environ.items() if k != "HARTONOMOUS_WORKER_KEY"}
+    refused = subprocess.run(
+        [str(BIN), "worker", "--port", str(free_port()), "--data-dir", data_dir],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "HARTONOMOUS_WORKER_KEY" in refused.stderr and "--insecure" in refused.stderr
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN), "worker", "--insecure", "--port", str(port), "--data-dir", data_dir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the insecure worker did not start"
+            time.sleep(0.2)
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models")  # no key asked
+        assert models.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_the_worker_app_needs_its_key(tmp_path):
+    from hartonomous.settings import Settings
+    from hartonomous.worker.app import MissingWorkerKey, create_worker_app
+
+    settings = Settings(data_dir=tmp_path / "data")
+    with pytest.raises(MissingWorkerKey, match="HARTONOMOUS_WORKER_KEY"):
+        create_worker_app(settings, engine=object(), embedder=object())  # type: ignore[arg-type]
+
+
 def test_init_creates_the_demo_tenant_once(data_dir):
     first = cli("init", "--data-dir", data_dir, "--demo-tenant", "demo")
     assert last_line(first).startswith("hk_")

@@ -117,6 +117,7 @@ SEMANTIC_REFUSALS: list[tuple[str, str, str, str]] = [
     ("GET", "/v1/usage", "400", "from after to (each valid alone)"),
     ("GET", "/v1/agents", "400", "a cursor this API did not return (it is opaque)"),
     ("GET", "/v1/agents/runs", "400", "a cursor this API did not return (it is opaque)"),
+    ("GET", "/v1/keys", "400", "a cursor this API did not return (it is opaque)"),
     (
         "POST",
         "/v1/agents",

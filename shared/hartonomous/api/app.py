@@ -17,6 +17,7 @@ from hartonomous.api import (
     billing,
     capabilities,
     generation,
+    keys,
     knowledge,
     models,
     problems,
@@ -52,6 +53,7 @@ def create_app(platform: Platform) -> FastAPI:
     problems.install(app)
     app.include_router(system.router)
     app.include_router(billing.router)
+    app.include_router(keys.router)
     app.include_router(atoms.router)
     app.include_router(workflows.router)
     app.include_router(knowledge.router)

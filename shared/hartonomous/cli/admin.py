@@ -43,6 +43,50 @@ def key_create(
     typer.echo(issued.secret)
 
 
+@key_app.command("list")
+def key_list(
+    tenant: Annotated[str, typer.Argument(help="Tenant name or id.")],
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Newest first, at most.")] = 100,
+    data_dir: DataDir = None,
+) -> None:
+    """A tenant's API keys, newest first, revoked ones too (never a secret: only hashes are
+    stored)."""
+    platform = bootstrap(settings_for(data_dir))
+    found = tenant_service.find_tenant(platform.uow_factory, name_or_id=tenant)
+    page = tenant_service.list_keys(platform.uow_factory, tenant_id=found.id, limit=limit)
+    table = Table("id", "scope", "prefix", "created", "revoked", box=None)
+    for key in page.items:
+        revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else ""
+        created = key.created_at.isoformat(timespec="seconds")
+        table.add_row(key.id, key.scope.value, key.display_prefix, created, revoked)
+    console.print(table)
+    if page.next_cursor:
+        console.print(f"(the newest {limit} shown; --limit for more)", highlight=False)
+
+
+@key_app.command("revoke")
+def key_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (from 'key list').")],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Revoke it even if it is the tenant's last admin key (a leaked one): the "
+            "tenant then needs 'key create TENANT --scope admin' to manage its keys again.",
+        ),
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Revoke an API key: every instance refuses it (401) from its next request on."""
+    platform = bootstrap(settings_for(data_dir))
+    key = tenant_service.revoke_key(
+        platform.uow_factory, key_id=key_id, tenant_id=None, allow_last_admin=force
+    )
+    assert key.revoked_at is not None
+    when = key.revoked_at.isoformat(timespec="seconds")
+    console.print(f"API key {key.id} ({key.scope} scope) revoked at {when}", highlight=False)
+
+
 def init(
     data_dir: DataDir = None,
     demo_tenant: Annotated[

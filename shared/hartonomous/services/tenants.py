@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -16,8 +17,10 @@ from hartonomous.domain.tenants import (
 from hartonomous.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from hartonomous.ports import UnitOfWork, UnitOfWorkFactory
 from hartonomous.services.clock import new_id, utcnow
+from hartonomous.services.pages import Page, page_of, position_after
 
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+MAX_ACTIVE_KEYS = 1000  # per tenant: bounds the table and every listing
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,71 @@ def find_tenant(uow_factory: UnitOfWorkFactory, *, name_or_id: str) -> Tenant:
 
 def create_key(uow_factory: UnitOfWorkFactory, *, tenant: str, scope: Scope) -> IssuedKey:
     found = find_tenant(uow_factory, name_or_id=tenant)
-    with uow_factory(write=True, tenant_id=found.id) as uow:
-        issued = _issue(uow, found.id, scope)
+    return issue_key(uow_factory, tenant_id=found.id, scope=scope)
+
+
+def issue_key(uow_factory: UnitOfWorkFactory, *, tenant_id: str, scope: Scope) -> IssuedKey:
+    """A new key of the tenant; 409 past ``MAX_ACTIVE_KEYS`` active ones."""
+    with uow_factory(write=True, tenant_id=tenant_id) as uow:
+        uow.api_keys.hold_tenant(tenant_id)
+        if uow.api_keys.count_active(tenant_id) >= MAX_ACTIVE_KEYS:
+            raise Conflict(
+                f"the tenant has {MAX_ACTIVE_KEYS} active API keys, the most it may hold;"
+                " revoke one first"
+            )
+        issued = _issue(uow, tenant_id, scope)
         uow.commit()
     return issued
+
+
+def list_keys(
+    uow_factory: UnitOfWorkFactory, *, tenant_id: str, limit: int, cursor: str | None = None
+) -> Page[ApiKey]:
+    """Newest first, revoked ones too; never a secret (only its hash is stored)."""
+    after = position_after(cursor)
+    with uow_factory(write=False, tenant_id=tenant_id) as uow:
+        items = uow.api_keys.list(tenant_id, limit + 1, after)
+    return page_of(items, limit, lambda k: (k.created_at, k.id))
+
+
+def revoke_key(
+    uow_factory: UnitOfWorkFactory,
+    *,
+    key_id: str,
+    tenant_id: str | None,
+    allow_last_admin: bool = False,
+) -> ApiKey:
+    """Revoke the key at once (authentication reads the store on every request, so it is
+    refused from the next request on, on every instance). ``tenant_id`` None: the
+    operator, naming a key by id alone. Another tenant's key or an unknown one: 404;
+    revoked already: the key as it is (idempotent). The tenant's last active admin key:
+    409 unless ``allow_last_admin`` (the operator's override for a leaked key), since
+    without one nobody could make or revoke keys through the API again."""
+    with uow_factory(write=True, tenant_id=tenant_id) as uow:
+        key = uow.api_keys.get(key_id, tenant_id)
+        if key is None:
+            raise NotFound(f"no API key with id {key_id!r}")
+        if key.revoked_at is not None:
+            return key
+        uow.api_keys.hold_tenant(key.tenant_id)
+        if (
+            key.scope is Scope.ADMIN
+            and not allow_last_admin
+            and uow.api_keys.count_active(key.tenant_id, Scope.ADMIN) <= 1
+        ):
+            raise Conflict(
+                f"API key {key_id!r} is the tenant's last active admin key: create another"
+                " admin key first, or nobody could manage the tenant's keys again",
+                key_id=key_id,
+            )
+        now = utcnow()
+        if not uow.api_keys.revoke(key.tenant_id, key.id, now):
+            # Revoked by a concurrent call between our read and the tenant lock.
+            found = uow.api_keys.get(key_id, key.tenant_id)
+            assert found is not None
+            return found
+        uow.commit()
+    return dataclasses.replace(key, revoked_at=now)
 
 
 def authenticate(uow_factory: UnitOfWorkFactory, *, secret: str) -> Principal:
@@ -113,3 +177,12 @@ class TenantService:
 
     def authenticate(self, secret: str) -> Principal:
         return authenticate(self.uow_factory, secret=secret)
+
+    def keys(self, tenant_id: str, limit: int, cursor: str | None = None) -> Page[ApiKey]:
+        return list_keys(self.uow_factory, tenant_id=tenant_id, limit=limit, cursor=cursor)
+
+    def create_key(self, tenant_id: str, scope: Scope) -> IssuedKey:
+        return issue_key(self.uow_factory, tenant_id=tenant_id, scope=scope)
+
+    def revoke_key(self, tenant_id: str, key_id: str) -> ApiKey:
+        return revoke_key(self.uow_factory, key_id=key_id, tenant_id=tenant_id)

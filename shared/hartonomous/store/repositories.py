@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from hartonomous.domain.atoms import Atom, Modality
 from hartonomous.domain.tenants import ApiKey, Scope, Tenant
 from hartonomous.domain.workflows import WorkflowRun
+from hartonomous.store.rows import newest_first
 from hartonomous.store.schema import (
     api_keys,
     atoms,
@@ -84,6 +85,17 @@ class TenantRepository:
         return int(self._conn.execute(sa.select(sa.func.count()).select_from(tenants)).scalar_one())
 
 
+def _api_key(row: Any) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        scope=Scope(row.scope),
+        display_prefix=row.display_prefix,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
 class ApiKeyRepository:
     def __init__(self, conn: sa.Connection) -> None:
         self._conn = conn
@@ -107,16 +119,54 @@ class ApiKeyRepository:
                 api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
             )
         ).first()
-        if row is None:
-            return None
-        return ApiKey(
-            id=row.id,
-            tenant_id=row.tenant_id,
-            scope=Scope(row.scope),
-            display_prefix=row.display_prefix,
-            created_at=row.created_at,
-            revoked_at=row.revoked_at,
+        return _api_key(row) if row else None
+
+    def get(self, key_id: str, tenant_id: str | None) -> ApiKey | None:
+        """The key; ``tenant_id`` None only for the operator, who names a key by id alone."""
+        query = api_keys.select().where(api_keys.c.id == key_id)
+        if tenant_id is not None:
+            query = query.where(api_keys.c.tenant_id == tenant_id)
+        row = self._conn.execute(query).first()
+        return _api_key(row) if row else None
+
+    def list(
+        self, tenant_id: str, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[ApiKey]:
+        """Newest first, revoked ones too (with when)."""
+        query = newest_first(
+            api_keys.select().where(api_keys.c.tenant_id == tenant_id),
+            api_keys,
+            "created_at",
+            after,
         )
+        return [_api_key(row) for row in self._conn.execute(query.limit(limit))]
+
+    def count_active(self, tenant_id: str, scope: Scope | None = None) -> int:
+        t = api_keys
+        query = sa.select(sa.func.count()).where(
+            t.c.tenant_id == tenant_id, t.c.revoked_at.is_(None)
+        )
+        if scope is not None:
+            query = query.where(t.c.scope == scope.value)
+        return int(self._conn.execute(query).scalar_one())
+
+    def hold_tenant(self, tenant_id: str) -> None:
+        """Lock the tenant's row until commit, so checks across its keys (the last admin key
+        is never revoked) cannot interleave: an update takes a row lock on every database,
+        and a later statement of the second transaction reads what the first committed."""
+        self._conn.execute(
+            tenants.update().where(tenants.c.id == tenant_id).values(name=tenants.c.name)
+        )
+
+    def revoke(self, tenant_id: str, key_id: str, at: datetime) -> bool:
+        """True when this call revoked it (False: unknown here, or revoked already)."""
+        t = api_keys
+        done = self._conn.execute(
+            t.update()
+            .where(t.c.tenant_id == tenant_id, t.c.id == key_id, t.c.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )
+        return bool(done.rowcount)
 
 
 class BlobRepository:

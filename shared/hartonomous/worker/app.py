@@ -43,6 +43,16 @@ OpenAI-compatible inference for Hartonomous: `/v1/completions`, `/v1/chat/comple
 """
 
 
+MISSING_KEY = (
+    "the GPU worker needs its key: set HARTONOMOUS_WORKER_KEY (the same value on the platform),"
+    " or start it with --insecure for local use only (it then takes calls without a key)"
+)
+
+
+class MissingWorkerKey(RuntimeError):
+    """The worker was asked to start without HARTONOMOUS_WORKER_KEY and without --insecure."""
+
+
 class _FinalClientErrors:
     """Tells OpenAI's clients not to retry a 4xx (they retry 409s by default): a model
     that is not ready or not the pinned file will not be on the next try either."""
@@ -113,9 +123,14 @@ def create_worker_app(
     engine: LlamaEngine | None = None,
     embedder: Embedder | None = None,
     platform: Platform | None = None,
+    insecure: bool = False,
 ) -> FastAPI:
     """The worker app. ``platform`` gives it the model registry (tenants' models); without
-    one it serves the built-in model and the embedder only."""
+    one it serves the built-in model and the embedder only. Without a worker key it refuses
+    to start (``MissingWorkerKey``) unless ``insecure``: anyone who reaches it could run
+    every tenant's models."""
+    if settings.worker_key is None and not insecure:
+        raise MissingWorkerKey(MISSING_KEY)
     worker = Worker(
         settings=settings,
         engine=engine or engine_for(settings, platform),
@@ -126,7 +141,7 @@ def create_worker_app(
         resolver=ModelResolver(platform),
     )
     if settings.worker_key is None:
-        log.warning("HARTONOMOUS_WORKER_KEY is unset: the worker takes calls without a key")
+        log.warning("--insecure: the worker takes calls without a key (local use only)")
     app = FastAPI(title="Hartonomous GPU worker", version=__version__, description=DESCRIPTION)
     problems.install(app)
     app.add_exception_handler(ModelUnavailable, _model_unavailable)
@@ -155,7 +170,8 @@ def create_worker_app(
 
 
 def worker_app_from_env() -> FastAPI:
-    """For ``uvicorn --factory``: settings from the environment, the platform's registry."""
+    """For ``uvicorn --factory`` (the image): settings from the environment, the platform's
+    registry. No insecure mode here: a deployed worker always has its key."""
     from hartonomous.bootstrap import bootstrap
 
     settings = Settings()
