@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from fixtures_redis import _start
 
 from conftest import TenantKeys, make_tenant
 from hartonomous.admission.memory import MemoryState
@@ -20,7 +21,7 @@ from hartonomous.admission.redis_state import RedisState
 from hartonomous.admission.service import AdmissionService
 from hartonomous.admission.types import Plan
 from hartonomous.bootstrap import Platform
-from hartonomous.errors import InvalidInput, TooManyRequests
+from hartonomous.errors import InvalidInput, ServiceUnavailable, TooManyRequests
 from hartonomous.ports import LimiterState
 
 PLAN = Plan(requests_per_second=10, burst=3, concurrent_generations=2, tokens_per_minute=100)
@@ -214,3 +215,33 @@ def test_remaining_counts_every_whole_request_left(
     admission = make(Plan(rate, 10, 1, 100))
     said = admission.admit_request(alice.id)["RateLimit"]
     assert said.startswith('"requests";r=9;'), said
+
+
+def test_redis_gone_is_a_503_and_never_fails_a_finished_generation(
+    tmp_path, platform: Platform, alice: TenantKeys
+) -> None:
+    """A decision Redis cannot answer is a 503 with Retry-After (it was an unexplained
+    500); a generation that ran while it went away still ends well (it was a 500 after its
+    answer was written)."""
+    proc, port = _start(tmp_path)
+    admission = AdmissionService(
+        PlanBook(platform.uow_factory, PLAN), RedisState(f"redis://127.0.0.1:{port}/0")
+    )
+    try:
+        with admission.generation(alice.id) as permit:
+            permit.charge(5)
+            proc.kill()
+            proc.wait()
+            permit.charge(5)  # counted nowhere, and no error
+        for decide in (
+            lambda: admission.admit_request(alice.id),
+            lambda: admission.generation(alice.id).__enter__(),
+        ):
+            with pytest.raises(ServiceUnavailable) as caught:
+                decide()
+            assert caught.value.headers["Retry-After"] == "1"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        admission.close()

@@ -17,8 +17,9 @@ from typing import Any, cast
 
 from limits.storage import RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
+from redis.exceptions import RedisError
 
-from hartonomous.admission.state import Take
+from hartonomous.admission.state import Take, unreachable
 
 log = logging.getLogger(__name__)
 LEASE_S = 30.0
@@ -69,7 +70,8 @@ class RedisState:
     """Buckets, leases and ``limits``' Redis storage over one connection pool."""
 
     def __init__(self, url: str, *, lease_s: float = LEASE_S) -> None:
-        storage = RedisStorage(url, key_prefix=f"{PREFIX}:limits")
+        # StorageError (not redis' own errors) out of limits: the service turns it into a 503.
+        storage = RedisStorage(url, key_prefix=f"{PREFIX}:limits", wrap_exceptions=True)
         self.tokens = SlidingWindowCounterRateLimiter(storage)
         self.redis = cast(Any, storage.get_connection())
         self._take = self.redis.register_script(TAKE)
@@ -83,9 +85,12 @@ class RedisState:
 
     def take(self, tenant_id: str, rate: float, burst: int) -> Take:
         interval_us = 1_000_000.0 / rate
-        allowed, slack, full_in = self._take(
-            keys=[f"{PREFIX}:rate:{tenant_id}"], args=[repr(interval_us), burst]
-        )
+        try:
+            allowed, slack, full_in = self._take(
+                keys=[f"{PREFIX}:rate:{tenant_id}"], args=[repr(interval_us), burst]
+            )
+        except RedisError as exc:
+            raise unreachable() from exc
         slack_s, full_s = float(slack) / 1e6, float(full_in) / 1e6
         if not int(allowed):
             return Take(False, 0, slack_s, full_s)
@@ -96,8 +101,11 @@ class RedisState:
     def acquire(self, tenant_id: str, limit: int) -> str | None:
         lease = uuid.uuid4().hex
         args = [limit, self._lease_ms, lease]
-        if not int(self._acquire(keys=[self._leases(tenant_id)], args=args)):
-            return None
+        try:
+            if not int(self._acquire(keys=[self._leases(tenant_id)], args=args)):
+                return None
+        except RedisError as exc:
+            raise unreachable() from exc
         with self._lock:
             self._held.setdefault(tenant_id, set()).add(lease)
             if self._refresher is None:
@@ -114,7 +122,10 @@ class RedisState:
                 held.discard(lease)
                 if not held:
                     del self._held[tenant_id]
-        self.redis.zrem(self._leases(tenant_id), lease)
+        try:
+            self.redis.zrem(self._leases(tenant_id), lease)
+        except RedisError:  # no longer refreshed, it lapses within LEASE_S; the answer stands
+            log.warning("releasing a generation lease failed", exc_info=True)
 
     def _leases(self, tenant_id: str) -> str:
         return f"{PREFIX}:generations:{tenant_id}"

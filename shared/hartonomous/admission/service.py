@@ -3,16 +3,21 @@ tenant's plan, over state in this process or in Redis (``state.py``)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from limits.errors import StorageError
+
 from hartonomous.admission.headers import generation_headers, request_headers, retry_after
 from hartonomous.admission.plans import PlanBook, TenantPlan
-from hartonomous.admission.state import tokens_item, tokens_retry_after
+from hartonomous.admission.state import tokens_item, tokens_retry_after, unreachable
 from hartonomous.admission.types import Plan
 from hartonomous.errors import TooManyRequests
 from hartonomous.ports.admission import LimiterState
+
+log = logging.getLogger(__name__)
 
 # A refused generation cannot know when one of the tenant's generations will end.
 GENERATION_RETRY_S = 1.0
@@ -51,11 +56,14 @@ class Permit:
             return
         self.charged += cost
         limiter = self._state.tokens
-        if not limiter.hit(self._item, self._tenant_id, cost=cost):
-            # Tokens that ran past the limit fill the window: refused until it slides.
-            left = limiter.get_window_stats(self._item, self._tenant_id).remaining
-            if left > 0:
-                limiter.hit(self._item, self._tenant_id, cost=left)
+        try:
+            if not limiter.hit(self._item, self._tenant_id, cost=cost):
+                # Tokens that ran past the limit fill the window: refused until it slides.
+                left = limiter.get_window_stats(self._item, self._tenant_id).remaining
+                if left > 0:
+                    limiter.hit(self._item, self._tenant_id, cost=left)
+        except StorageError:  # Redis away: these tokens go uncounted, the generation goes on
+            log.warning("counting %d tokens failed", cost, exc_info=True)
 
 
 class AdmissionService:
@@ -88,8 +96,12 @@ class AdmissionService:
     @contextmanager
     def generation(self, tenant_id: str) -> Iterator[Permit]:
         plan = self.plan(tenant_id)
-        if not self.state.tokens.test(tokens_item(plan.tokens_per_minute), tenant_id):
-            wait = tokens_retry_after(self.state, tenant_id, plan.tokens_per_minute)
+        try:
+            spent = not self.state.tokens.test(tokens_item(plan.tokens_per_minute), tenant_id)
+            wait = tokens_retry_after(self.state, tenant_id, plan.tokens_per_minute) if spent else 0
+        except StorageError as exc:
+            raise unreachable() from exc
+        if spent:
             raise TooManyRequests(
                 f"this tenant's generations used its {plan.tokens_per_minute} tokens a minute",
                 headers={**generation_headers(plan, held=False), **retry_after(wait)},

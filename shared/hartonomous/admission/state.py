@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, cast
 from limits import RateLimitItemPerMinute
 from limits.storage.base import SlidingWindowCounterSupport
 
+from hartonomous.errors import ServiceUnavailable
+
 if TYPE_CHECKING:
     from hartonomous.ports.admission import LimiterState
 
@@ -62,3 +64,12 @@ def tokens_retry_after(state: LimiterState, tenant_id: str, per_minute: int) -> 
     if cur <= room:
         return 0.0 if prev == 0 else max(0.0, float(prev_ttl) - (room - cur) * window / prev)
     return max(0.0, float(cur_ttl) - window) + window * (1 - room / cur)
+
+
+def unreachable() -> ServiceUnavailable:
+    """The shared state (Redis) did not answer a decision: a 503 to retry shortly, not an
+    unexplained 500."""
+    return ServiceUnavailable(
+        "the rate limiters' shared state did not answer; try again shortly",
+        headers={"Retry-After": "1"},
+    )
