@@ -198,6 +198,7 @@ class Platform:
         self.stop_background()
         self.knowledge.close()
         self.admission.close()
+        self.generation.close()
         self.engines.dispose()
 
 

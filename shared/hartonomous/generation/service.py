@@ -137,6 +137,13 @@ class GenerationService:
                 )
             return self._queue
 
+    def close(self) -> None:
+        """Stop the queue's threads (a running generation is cancelled at its next token
+        by the caller's control; queued ones are dropped)."""
+        with self._queue_lock:
+            if self._queue is not None:
+                self._queue.close()
+
     def resolve(self, tenant_id: str, model_id: str | None) -> ModelRef:
         if model_id is None or model_id == BUILTIN_MODEL:
             return builtin_model()
