@@ -109,6 +109,9 @@ def bench_generate(url: str, key: str, args: argparse.Namespace, raw: Any) -> di
             receipt = r.json()["receipt"]
             prompt_atom = receipt["components"][0]["atom_id"]
             prompt = c.get(f"/v1/atoms/{prompt_atom}/content").text
+            # The whole prompt, as the engine evaluates it: by default llama-cpp-python would
+            # reuse the previous question's cached prefix, which changes the greedy text.
+            raw.reset()
             start = time.perf_counter()
             out: Any = raw.create_completion(
                 prompt, max_tokens=args.max_tokens, temperature=0.0, stop=list(DEFAULT_STOP)

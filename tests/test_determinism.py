@@ -1,0 +1,90 @@
+"""Temperature-0 generations reproduce from their receipts, whatever ran before them.
+
+The cause this guards against (issue 16): llama-cpp-python keeps the KV cache of the last
+prompt and, by default, evaluates only what follows the longest common prefix. The rest is
+then evaluated in other batch shapes, the float sums round differently, and a greedy near-tie
+flips: after a warm-up prompt sharing the header, 5 of bench/generation.py's 8 questions gave
+another text than their whole prompt does (``tests/data/determinism_prompts.json`` holds two).
+The engine evaluates every prompt whole (``llm.reset()``); raw llama-cpp-python on a fresh
+model is the reference a receipt is checked against.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import make_tenant
+from hartonomous.api.app import create_app
+from hartonomous.bootstrap import bootstrap
+from hartonomous.generation.prompting import DEFAULT_STOP, HEADER
+from hartonomous.inference.llama_engine import EngineOptions, LlamaEngine
+from hartonomous.inference.model_files import ModelFiles, builtin_model
+from hartonomous.inference.types import CompletionRequest
+from hartonomous.settings import Settings
+
+PROMPTS: list[str] = json.loads(
+    (Path(__file__).parent / "data" / "determinism_prompts.json").read_text("utf-8")
+)["prompts"]
+WARM_UP = HEADER + "Question: Warm up.\nAnswer:"  # shares the prompts' first tokens
+N_CTX, THREADS, MAX_TOKENS = 1024, 2, 64
+
+
+def raw_text(gemma: Path, prompt: str, max_tokens: int = MAX_TOKENS) -> str:
+    """What raw llama-cpp-python writes for ``prompt`` on a freshly loaded model."""
+    from llama_cpp import Llama
+
+    llm = Llama(str(gemma), n_ctx=N_CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
+    out: Any = llm.create_completion(
+        prompt, max_tokens=max_tokens, temperature=0.0, stop=list(DEFAULT_STOP)
+    )
+    return str(out["choices"][0]["text"])
+
+
+def fresh_engine(cache: Path) -> LlamaEngine:
+    return LlamaEngine(ModelFiles(cache), EngineOptions(n_ctx=N_CTX, n_threads=THREADS))
+
+
+def test_a_generation_does_not_depend_on_the_one_before(gemma: Path, tmp_path: Path) -> None:
+    engine, model = fresh_engine(tmp_path / "models"), builtin_model()
+
+    def complete(prompt: str, max_tokens: int = MAX_TOKENS) -> str:
+        return engine.complete(model, CompletionRequest(prompt, max_tokens, stop=DEFAULT_STOP)).text
+
+    complete(WARM_UP, 4)
+    after_warm_up = [complete(p) for p in PROMPTS]
+    assert after_warm_up == [raw_text(gemma, p) for p in PROMPTS]
+    assert [complete(p) for p in reversed(PROMPTS)] == after_warm_up[::-1]
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    """The API on a store of its own and a freshly loaded model: its first generation is
+    the model's first."""
+    platform = bootstrap(
+        Settings(data_dir=tmp_path / "data", inference_context_tokens=N_CTX),
+        inference=fresh_engine(tmp_path / "models"),
+    )
+    tenant = make_tenant(platform, "alice")
+    with TestClient(create_app(platform)) as client:
+        yield client, tenant.auth("write")
+    platform.close()
+
+
+def test_receipts_replay_byte_for_byte_from_their_prompt_atoms(
+    served: tuple[TestClient, dict[str, str]], gemma: Path
+) -> None:
+    client, auth = served
+    for question in ("Warm up.", "What is the capital of France?", "Why is the sky blue?"):
+        body = {"prompt": question, "k": 0, "max_tokens": MAX_TOKENS, "temperature": 0}
+        r = client.post("/v1/generate", json=body, headers=auth)
+        assert r.status_code == 200, r.text
+        (prompt,) = [c for c in r.json()["receipt"]["components"] if c["role"] == "prompt"]
+        atom = client.get(f"/v1/atoms/{prompt['atom_id']}/content", headers=auth)
+        replayed = raw_text(gemma, atom.content.decode("utf-8"))
+        assert replayed.encode("utf-8") == r.json()["text"].encode("utf-8"), question
