@@ -193,8 +193,9 @@ class LlamaEngine:
                     context_tokens=llm.n_ctx(),
                 )
             # The whole prompt is evaluated every time: reusing a cached prefix evaluates the
-            # rest in other batch shapes, and on CPUs without AVX2 that changed temperature-0
-            # outputs (' Earth' then ''), so a receipt's prompt would not give its text again.
+            # rest in other batch shapes, and that changed temperature-0 outputs (' Earth' then
+            # '' on AVX; 5 of bench/generation.py's 8 after a warm-up on AVX2), so a receipt's
+            # prompt would not give its text again (tests/test_determinism.py).
             llm.reset()
             sampled = _Sampled(control)
             if control is not None:
