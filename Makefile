@@ -29,7 +29,8 @@ $(LLAMA_WHEEL): | $(BIN)/python
 
 # llama.cpp's own server (HARTONOMOUS_INFERENCE_ENGINE=llama-server: slots batch concurrent
 # generations), built once from the llama.cpp that llama-cpp-python's sdist vendors, with the
-# same no-OpenMP flags, the server target only (about N minutes on 2 cores), cached outside the clone.
+# same no-OpenMP flags, the server target only (24 CPU minutes: about 13 on 2 idle cores),
+# cached outside the clone.
 LLAMA_SERVER_CACHE ?= $(HOME)/.cache/hartonomous/llama-server
 LLAMA_SERVER := $(LLAMA_SERVER_CACHE)/$(LLAMA_VERSION)/llama-server
 
