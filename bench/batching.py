@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--slots", type=int, default=8)
+    parser.add_argument("--no-repack", dest="repack", action="store_false")
     args = parser.parse_args()
     if not default_binary().exists():
         sys.exit(f"llama-server is not built at {default_binary()}: run 'make llama-server'")
@@ -112,7 +113,8 @@ def main() -> None:
         # The engine's ModelFiles finds the file by SHA-256 (a link: no 240 MB copy).
         (Path(cache) / f"{builtin_model().sha256}.gguf").symlink_to(gguf)
         engine = LlamaServerEngine(
-            ModelFiles(Path(cache)), ServerOptions(slots=args.slots, n_threads=args.threads)
+            ModelFiles(Path(cache)),
+            ServerOptions(slots=args.slots, n_threads=args.threads, repack=args.repack),
         )
         engine.complete(builtin_model(), CompletionRequest("Warm up.", max_tokens=4))
         best_raw, best = 0.0, dict.fromkeys(LEVELS, 0.0)

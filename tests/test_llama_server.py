@@ -94,8 +94,8 @@ def test_concurrent_requests_are_batched_with_exact_counts(
 @needs_server
 @pytest.mark.xfail(
     reason="measured: llama.cpp's CPU kernels differ by batch shape (a decode of 1 row "
-    "against 4: gemv against gemm), so a batched greedy text can part from the text alone "
-    "(3 of 4 prompts here, with or without weight repacking); docs/serving.md",
+    "against 4), so a batched greedy text can part from the text alone (1 of 4 prompts "
+    "here; 4 of 8 in bench/batching.py, with or without repacking); docs/serving.md",
     strict=False,
 )
 def test_concurrent_requests_give_the_text_each_gives_alone(

@@ -69,6 +69,9 @@ class ServerOptions:
     max_loaded: int = 2
     start_timeout: float = 120.0  # seconds for the model to load
     request_timeout: float = 600.0
+    # As llama-cpp-python (a request alone gave its texts, 4 of 4). Unpacked weights did not
+    # make batched texts match alone either (4 of 8 differed at 8 concurrent, bench/batching.py).
+    repack: bool = True
 
 
 def _free_port() -> int:
@@ -142,6 +145,8 @@ class _Server:
             # Off, as llama-cpp-python has it: on, the same prompt gave another greedy text
             # ("Create a new object" against "Create a Python object"), measured here.
             "--flash-attn", "off",
+            "--swa-full",  # as llama-cpp-python: a smaller SWA cache changed greedy texts too
+            "--repack" if o.repack else "--no-repack",
             "--cache-ram", "0",  # no prompt cache: every prompt is evaluated whole
             "--no-webui",
             "--alias", self.model.id,
