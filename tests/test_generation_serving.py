@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -281,3 +283,29 @@ def test_the_openapi_documents_what_generate_may_answer(client):
     assert {"409", "429", "499", "503"} <= set(responses)
     assert "Retry-After" in responses["503"]["headers"]
     assert "application/problem+json" in responses["503"]["content"]
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread nice values: Linux")
+def test_generations_run_at_a_lower_cpu_priority_than_the_server():
+    # The kernel serves the event loop and other tenants' cheap requests first when the cores
+    # are contended: the queue's threads (and llama.cpp's, which inherit it) are niced.
+    from hartonomous.generation.queue import GenerationQueue, shape
+
+    assert shape(Settings()).niceness == Settings().generation_niceness == 10
+
+    async def run(niceness: int) -> int:
+        queue = GenerationQueue(2, niceness=niceness)
+        try:
+            ticket = queue.submit(
+                "model",
+                lambda _: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),
+                Control(),
+            )
+            done = await ticket.next()
+            return int(done.value)
+        finally:
+            queue.close()
+
+    here = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert asyncio.run(run(5)) == min(here + 5, 19)
+    assert asyncio.run(run(0)) == here

@@ -195,6 +195,13 @@ class Settings(BaseSettings):
         le=100_000_000,
         description="The default plan's model tokens (prompt and output) per tenant per minute.",
     )
+    generation_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Added to the nice value of the threads that run generations (Linux), so "
+        "the cores serve other requests first when contended (0: the same priority).",
+    )
     generation_queue_depth: int = Field(
         default=8,
         ge=1,

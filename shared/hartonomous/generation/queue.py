@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -34,6 +35,7 @@ RECENT = 16  # generations whose durations estimate Retry-After
 class Shape:
     slots: int  # generations one model runs at once
     threads: int  # generations running at once, every model together
+    niceness: int = 0  # added to the generation threads' nice value (Linux: per thread)
 
 
 def shape(settings: Settings) -> Shape:
@@ -47,7 +49,7 @@ def shape(settings: Settings) -> Shape:
         else settings.inference_slots
     )
     on_gpu = not in_process or settings.inference_gpu_layers != 0
-    return Shape(slots, slots * 4 if on_gpu else slots)
+    return Shape(slots, slots * 4 if on_gpu else slots, settings.generation_niceness)
 
 
 @dataclass(frozen=True)
@@ -98,14 +100,29 @@ class _Model:
     waiting: deque[Ticket[Any]] = field(default_factory=deque)
 
 
+def _lower_priority(niceness: int) -> None:
+    """Run this generation thread (and the llama.cpp threads it starts, which inherit it) at a
+    lower CPU priority: when the cores are contended, the kernel serves authentication, search
+    and every other tenant's cheap requests first, and the model gets what is left. Linux
+    keeps a nice value per thread; elsewhere this is a no-op."""
+    if niceness and hasattr(os, "setpriority"):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
+
+
 class GenerationQueue:
     """``submit`` from the event loop; jobs run on ``threads`` threads of the queue's own
     (never the server's shared pool), at most ``slots`` at once per key."""
 
-    def __init__(self, depth: int, *, threads: int = 1, slots: int = 1) -> None:
+    def __init__(self, depth: int, *, threads: int = 1, slots: int = 1, niceness: int = 0) -> None:
         self.depth = depth
         self.slots = slots
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="generation")
+        self._executor = ThreadPoolExecutor(
+            threads,
+            thread_name_prefix="generation",
+            initializer=_lower_priority,
+            initargs=(niceness,),
+        )
         self._lock = threading.Lock()
         self._models: dict[str, _Model] = {}
         self._durations: deque[float] = deque(maxlen=RECENT)

@@ -133,7 +133,10 @@ class GenerationService:
             if self._queue is None:
                 shape = self.queue_shape
                 self._queue = GenerationQueue(
-                    self.queue_depth, threads=shape.threads, slots=shape.slots
+                    self.queue_depth,
+                    threads=shape.threads,
+                    slots=shape.slots,
+                    niceness=shape.niceness,
                 )
             return self._queue
 
