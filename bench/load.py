@@ -8,12 +8,16 @@
    in flight, each retried at once after a 429 or 503). Goal: B's loaded p95 within 2x its
    unloaded p95 or 25 ms more, whichever is larger;
 3. admission-decision latency in process (goal p99 <= 1 ms);
+4. aggregate generation throughput at 1, 4 and 8 concurrent ``POST /v1/generate`` (k=0,
+   temperature 0, the same 8 prompts at every level), on each engine (in-process
+   llama-cpp-python; llama-server when ``make llama-server`` built it), and raw
+   llama-cpp-python one prompt after the other in this process, in one run;
 
 and the server's peak RSS (its process and children) throughout. Bounded in time: every
 phase has a duration, every request a timeout.
 
     python bench/load.py [--rate 1000] [--duration 60] [--fair-duration 30] [--flood 60]
-                         [--only mixed|fairness|admission] [--json FILE]
+                         [--only mixed|fairness|admission|generation] [--json FILE]
 """
 
 from __future__ import annotations
@@ -309,6 +313,76 @@ def admission(data_dir: Path, tenant_id: str, count: int = 10_000) -> dict[str, 
         platform.close()
 
 
+# -- 4. generation throughput ------------------------------------------------------------------
+
+GENERATION_LEVELS = (1, 4, 8)
+
+
+def generous_plan(data_dir: Path, tenant: str) -> None:
+    subprocess.run(
+        [str(BIN), "plan", "set", tenant, "--requests-per-second", "500", "--burst", "1000",
+         "--concurrent-generations", "16", "--tokens-per-minute", "10000000",
+         "--data-dir", str(data_dir)],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def generations(url: str, key: str, max_tokens: int) -> dict[str, Any]:
+    """Aggregate tokens per second (the receipts' completion tokens over the wall time) with
+    1, 4 and 8 of the same 8 prompts in flight."""
+    from batching import prompts
+
+    texts = prompts(8)
+    async with client(url, key) as c:
+        await c.post("/v1/generate", json={"prompt": "Warm up.", "max_tokens": 4, "k": 0})
+        levels: dict[str, Any] = {}
+        for level in GENERATION_LEVELS:
+            gate = asyncio.Semaphore(level)
+            outs: list[tuple[int, str]] = []
+
+            async def one(
+                prompt: str,
+                gate: asyncio.Semaphore = gate,
+                outs: list[tuple[int, str]] = outs,
+            ) -> None:
+                async with gate:
+                    r = await c.post("/v1/generate", json={
+                        "prompt": prompt, "max_tokens": max_tokens, "k": 0})  # fmt: skip
+                    r.raise_for_status()
+                    body = r.json()
+                    outs.append((body["receipt"]["tokens"]["completion"], body["text"]))
+
+            started = time.perf_counter()
+            await asyncio.gather(*(one(p) for p in texts))
+            elapsed = time.perf_counter() - started
+            levels[str(level)] = {"tokens_per_s": round(sum(n for n, _ in outs) / elapsed, 2),
+                                  "tokens": sum(n for n, _ in outs)}  # fmt: skip
+    return levels
+
+
+def generation(
+    data_dir: Path, tenants: dict[str, dict[str, str]], max_tokens: int
+) -> dict[str, Any]:
+    from batching import prompts, raw
+
+    from hartonomous.inference.llama_engine import default_threads
+    from hartonomous.inference.llama_server import default_binary
+    from hartonomous.inference.model_files import ModelFiles, builtin_model
+
+    generous_plan(data_dir, "mixed")
+    key = tenants["mixed"]["key"]
+    engines = ["llama-cpp-python"] + (["llama-server"] if default_binary().exists() else [])
+    out: dict[str, Any] = {"threads": default_threads(), "max_tokens": max_tokens}
+    for engine in engines:
+        env = {**os.environ, "HARTONOMOUS_INFERENCE_ENGINE": engine}
+        with serving(data_dir, env) as (url, _):
+            out[engine] = asyncio.run(generations(url, key, max_tokens))
+    files = ModelFiles(Settings(data_dir=data_dir).resolved_model_cache_dir)
+    rate, _ = raw(files.path(builtin_model()), prompts(8), max_tokens, default_threads())
+    out["raw"] = round(rate, 2)
+    return out
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -322,12 +396,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60, help="mixed load, seconds")
     parser.add_argument("--fair-duration", type=float, default=30, help="each fairness phase")
     parser.add_argument("--flood", type=int, default=60, help="A's generations in flight")
+    parser.add_argument("--max-tokens", type=int, default=64, help="per generation (4.)")
     parser.add_argument("--only", action="append",
-                        choices=["mixed", "fairness", "admission"])  # fmt: skip
+                        choices=["mixed", "fairness", "admission", "generation"])  # fmt: skip
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    only = set(args.only or ["mixed", "fairness", "admission"])
+    only = set(args.only or ["mixed", "fairness", "admission", "generation"])
     out: dict[str, Any] = {"machine": f"{os.cpu_count()} cores"}
     with tempfile.TemporaryDirectory(prefix="hartonomous-load-") as tmp:
         data_dir = Path(tmp) / "data"
@@ -344,6 +419,8 @@ def main() -> None:
             out["server_peak_rss_mib"] = round(rss["peak_mib"], 1)
         if "admission" in only:
             out["admission"] = admission(data_dir, tenants["steady"]["id"])
+        if "generation" in only:
+            out["generation"] = generation(data_dir, tenants, args.max_tokens)
     report(out)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
@@ -377,6 +454,19 @@ def report(out: dict[str, Any]) -> None:
         print("3. admission decisions in process (goal p99 <= 1 ms)")
         for name, p in a.items():
             print(row(name, p))
+    if "generation" in out:
+        g = out["generation"]
+        print(f"4. generation throughput, tokens/s aggregate ({g['threads']} llama.cpp thread(s), "
+              f"max_tokens {g['max_tokens']}, temperature 0); raw llama-cpp-python, one at a "
+              f"time: {g['raw']}")  # fmt: skip
+        for engine in ("llama-cpp-python", "llama-server"):
+            if engine in g:
+                one = g[engine]["1"]["tokens_per_s"]
+                cells = ", ".join(
+                    f"{level} concurrent {r['tokens_per_s']} ({r['tokens_per_s'] / one:.2f}x)"
+                    for level, r in g[engine].items()
+                )
+                print(f"  /v1/generate on {engine}: {cells}; 1 vs raw {one / g['raw']:.2f}x")
     if "server_peak_rss_mib" in out:
         print(f"server peak RSS (with children): {out['server_peak_rss_mib']} MiB")
 
