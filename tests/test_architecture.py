@@ -26,6 +26,7 @@ ADAPTER_MODULES = {
     "hartonomous.knowledge.keyword_mssql",
     "hartonomous.inference.llama_engine",
     "hartonomous.inference.openai_http",
+    "hartonomous.inference.llama_server",
     "hartonomous.events.event_hubs",
     "hartonomous.admission.memory",
     "hartonomous.admission.redis_state",
