@@ -23,6 +23,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "shared"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from generation import QUESTIONS as GENERATION_QUESTIONS  # noqa: E402
 
 from hartonomous.inference.llama_engine import default_threads  # noqa: E402
 from hartonomous.inference.llama_server import (  # noqa: E402
@@ -33,16 +36,8 @@ from hartonomous.inference.llama_server import (  # noqa: E402
 from hartonomous.inference.model_files import ModelFiles, builtin_model  # noqa: E402
 from hartonomous.inference.types import CompletionRequest  # noqa: E402
 
-QUESTIONS = [
-    "How do I read command-line options and arguments in a script?",
-    "How can I run a function only after a delay, in another thread?",
-    "What is a quick way to compare two sequences and list their differences?",
-    "How do I keep the most recent results of an expensive function call?",
-    "How can I make a temporary folder that is removed afterwards?",
-    "How do I turn a Python object into a JSON string?",
-    "How do I write rows of values to a comma-separated file?",
-    "How do I wait for a child process and read what it printed?",
-]
+# The generation bench's questions (its first 8): the same prompts across the benchmarks.
+QUESTIONS = GENERATION_QUESTIONS[:8]
 LEVELS = (1, 4, 8)
 
 
