@@ -7,7 +7,7 @@ Goals (issue 16): 8 concurrent >= 1.9x a single stream; a single request >= 0.95
 Each level runs the same prompts (``--prompts``, a multiple of 8) with that many in flight,
 so every level does the same work; ``--rounds`` alternates raw and server and keeps the best.
 
-    python bench/batching.py [--prompts 8] [--max-tokens 64] [--rounds 2] [--threads N]
+    python bench/batching.py [--prompts 8] [--max-tokens 64] [--rounds 2] [--threads N] [--repack]
 """
 
 from __future__ import annotations
@@ -27,7 +27,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from generation import QUESTIONS as GENERATION_QUESTIONS  # noqa: E402
 
-from hartonomous.inference.llama_engine import default_threads  # noqa: E402
+from hartonomous.inference.llama_engine import (  # noqa: E402
+    default_threads,
+    open_llama,
+    use_batch_invariant_kernels,
+)
 from hartonomous.inference.llama_server import (  # noqa: E402
     LlamaServerEngine,
     ServerOptions,
@@ -48,11 +52,16 @@ def prompts(n: int) -> list[str]:
     ]
 
 
-def raw(path: Path, texts: list[str], max_tokens: int, threads: int) -> tuple[float, list[str]]:
-    """Tokens per second and texts of llama-cpp-python, one prompt after the other."""
+def raw(
+    path: Path, texts: list[str], max_tokens: int, threads: int, *, defaults: bool
+) -> tuple[float, list[str]]:
+    """Tokens per second and texts of llama-cpp-python, one prompt after the other: with its
+    own defaults (repacked weights, the speed to hold), or with the engines' batch-invariant
+    kernels (``open_llama``: the texts a served request must match)."""
     from llama_cpp import Llama
 
-    llm: Any = Llama(
+    load = Llama if defaults else open_llama
+    llm: Any = load(
         str(path), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False
     )
     outputs, tokens = [], 0
@@ -91,8 +100,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--slots", type=int, default=8)
-    parser.add_argument("--no-repack", dest="repack", action="store_false")
+    parser.add_argument("--repack", action="store_true", help="llama-server repacks weights")
     args = parser.parse_args()
+    # Before llama-cpp-python's defaults run here: ggml reads the switch once a process.
+    use_batch_invariant_kernels()
     if not default_binary().exists():
         sys.exit(f"llama-server is not built at {default_binary()}: run 'make llama-server'")
 
@@ -112,14 +123,18 @@ def main() -> None:
             ServerOptions(slots=args.slots, n_threads=args.threads, repack=args.repack),
         )
         engine.complete(builtin_model(), CompletionRequest("Warm up.", max_tokens=4))
-        best_raw, best = 0.0, dict.fromkeys(LEVELS, 0.0)
+        best_raw, best_unpacked, best = 0.0, 0.0, dict.fromkeys(LEVELS, 0.0)
         raw_texts: list[str] = []
         texts_at: dict[int, list[str]] = {}
         try:
             for r in range(args.rounds):
-                rate, raw_texts = raw(gguf, texts, args.max_tokens, args.threads)
+                rate, _ = raw(gguf, texts, args.max_tokens, args.threads, defaults=True)
                 best_raw = max(best_raw, rate)
-                line = [f"round {r + 1}: raw {rate:6.1f} tok/s"]
+                unpacked, raw_texts = raw(
+                    gguf, texts, args.max_tokens, args.threads, defaults=False
+                )
+                best_unpacked = max(best_unpacked, unpacked)
+                line = [f"round {r + 1}: raw {rate:6.1f} tok/s, unpacked {unpacked:6.1f}"]
                 for level in LEVELS:
                     rate, texts_at[level] = served(engine, texts, args.max_tokens, level)
                     best[level] = max(best[level], rate)
@@ -127,7 +142,8 @@ def main() -> None:
                 print("  ".join(line), f"(load {os.getloadavg()[0]:.2f})")
         finally:
             engine.close()
-    print(f"raw llama-cpp-python, one at a time: {best_raw:6.1f} tok/s")
+    print(f"raw llama-cpp-python, one at a time: {best_raw:6.1f} tok/s (its defaults), "
+          f"{best_unpacked:6.1f} tok/s (the engines' unpacked kernels)")  # fmt: skip
     for level in LEVELS:
         print(
             f"llama-server, {level} concurrent:     {best[level]:6.1f} tok/s aggregate "
@@ -142,7 +158,8 @@ def main() -> None:
         same = sum(a == b for a, b in zip(texts_at[1], texts_at[level], strict=True))
         print(f"temperature-0 texts identical alone vs {level} concurrent: {same}/{len(texts)}")
     same_raw = sum(a == b for a, b in zip(texts_at[1], raw_texts, strict=True))
-    print(f"temperature-0 texts identical server vs raw llama-cpp-python: {same_raw}/{len(texts)}")
+    print(f"temperature-0 texts identical server vs raw llama-cpp-python (unpacked): "
+          f"{same_raw}/{len(texts)}")  # fmt: skip
     for i, (a, b) in enumerate(zip(texts_at[1], raw_texts, strict=True)):
         if a != b:
             print(f"  prompt {i}: server {a[:60]!r} / raw {b[:60]!r}")

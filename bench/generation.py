@@ -39,7 +39,7 @@ from knowledge import stdlib_documents  # noqa: E402
 from hartonomous.bootstrap import bootstrap  # noqa: E402
 from hartonomous.generation.prompting import DEFAULT_STOP, Assembled  # noqa: E402
 from hartonomous.generation.service import GenerateRequest, Outcome  # noqa: E402
-from hartonomous.inference.llama_engine import EngineOptions, LlamaEngine  # noqa: E402
+from hartonomous.inference.llama_engine import EngineOptions, LlamaEngine, open_llama  # noqa: E402
 from hartonomous.inference.model_files import ModelFiles, builtin_model  # noqa: E402
 from hartonomous.inference.types import Completion, CompletionRequest  # noqa: E402
 from hartonomous.knowledge.search import Mode  # noqa: E402
@@ -197,14 +197,15 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["worker"])
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from llama_cpp import Llama
 
     with tempfile.TemporaryDirectory(prefix="hartonomous-gen-") as tmp:
         data_dir = Path(tmp) / "data"
         key, tenant_id = prepare(data_dir)
         files = ModelFiles(Settings(data_dir=data_dir).resolved_model_cache_dir)
         gguf = files.path(builtin_model())
-        raw = Llama(str(gguf), n_ctx=4096, n_threads=THREADS, verbose=False)
+        # The engine's kernels (unpacked weights, no tiled matmul): the texts must match.
+        # bench/batching.py holds their speed to llama-cpp-python's defaults.
+        raw = open_llama(str(gguf), n_ctx=4096, n_threads=THREADS, verbose=False)
         env = {**os.environ, "HARTONOMOUS_INFERENCE_THREADS": str(THREADS)}
         with serving(data_dir, env) as (url, _):
             generate = bench_generate(url, key, args, raw)

@@ -14,13 +14,21 @@ from functions import indexed_app, runtime
 from hartonomous.api.app import create_app
 from hartonomous.bootstrap import Platform, bootstrap
 from hartonomous.domain.tenants import Scope
-from hartonomous.inference.llama_engine import EngineOptions, LlamaEngine
+from hartonomous.inference.llama_engine import (
+    EngineOptions,
+    LlamaEngine,
+    use_batch_invariant_kernels,
+)
 from hartonomous.inference.model_files import ModelFiles
 from hartonomous.knowledge.embeddings import MiniLMEmbedder
 from hartonomous.services import tenants as tenant_service
 from hartonomous.settings import Settings
 
 pytest_plugins = ["fixtures_azurite", "fixtures_redis"]
+
+# Before any test runs llama.cpp: raw llama-cpp-python in a test must run the kernels the
+# engines run (tests/test_determinism.py, tests/test_llama_server.py).
+use_batch_invariant_kernels()
 
 
 @pytest.fixture

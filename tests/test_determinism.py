@@ -23,7 +23,7 @@ from conftest import make_tenant
 from hartonomous.api.app import create_app
 from hartonomous.bootstrap import bootstrap
 from hartonomous.generation.prompting import DEFAULT_STOP, HEADER
-from hartonomous.inference.llama_engine import EngineOptions, LlamaEngine
+from hartonomous.inference.llama_engine import EngineOptions, LlamaEngine, open_llama
 from hartonomous.inference.model_files import ModelFiles, builtin_model
 from hartonomous.inference.types import CompletionRequest
 from hartonomous.settings import Settings
@@ -36,10 +36,11 @@ N_CTX, THREADS, MAX_TOKENS = 1024, 2, 64
 
 
 def raw_text(gemma: Path, prompt: str, max_tokens: int = MAX_TOKENS) -> str:
-    """What raw llama-cpp-python writes for ``prompt`` on a freshly loaded model."""
-    from llama_cpp import Llama
-
-    llm = Llama(str(gemma), n_ctx=N_CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
+    """What raw llama-cpp-python writes for ``prompt`` on a freshly loaded model (with the
+    engine's batch-invariant kernels, ``open_llama``)."""
+    llm = open_llama(
+        str(gemma), n_ctx=N_CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False
+    )
     out: Any = llm.create_completion(
         prompt, max_tokens=max_tokens, temperature=0.0, stop=list(DEFAULT_STOP)
     )

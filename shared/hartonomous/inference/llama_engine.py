@@ -37,6 +37,49 @@ from hartonomous.inference.types import (
 
 log = logging.getLogger(__name__)
 
+# Batch-invariant CPU kernels, the same in every engine (this one and llama_server): ggml
+# picks some matmul kernels by how many token rows a step holds (repacked weights: GEMV below
+# 4 rows, GEMM from 4; unpacked K-quants: vec_dot below 8, the tiled kernel from 8), and the
+# kernels round differently, so a sequence's greedy text changed with the batch around it.
+# Weights are loaded unpacked and the tiled kernel is off: every weight row meets every token
+# row in the same dot product at any batch size (docs/serving.md). Measured on 2 cores: one
+# stream 19.2 tok/s unpacked against 19.5 repacked; generation is memory-bound here.
+BATCH_INVARIANT_ENV = {"GGML_CPU_TILED_MM": "0"}
+_unpacked_lock = threading.Lock()
+
+
+def use_batch_invariant_kernels() -> None:
+    """Turns ggml's tiled matmul off for this process. ggml reads the switch once, at the
+    first matmul in the process: a process that runs llama.cpp before its first
+    ``open_llama`` (a test session, a benchmark) calls this first."""
+    for name, value in BATCH_INVARIANT_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+def open_llama(path: str, **kwargs: Any) -> Any:
+    """``llama_cpp.Llama(path, **kwargs)`` with the batch-invariant kernels (see above).
+
+    llama-cpp-python's ``Llama`` takes no argument for ``llama_model_params.use_extra_bufts``
+    (pinned 0.3.36) and builds its params from ``llama_model_default_params()`` inside its
+    constructor, so that one call is wrapped for the duration of the load."""
+    import llama_cpp.llama_cpp as bindings  # the module whose function Llama() calls
+    from llama_cpp import Llama
+
+    use_batch_invariant_kernels()
+    with _unpacked_lock:
+        defaults = bindings.llama_model_default_params
+
+        def unpacked() -> Any:
+            params = defaults()
+            params.use_extra_bufts = False
+            return params
+
+        bindings.llama_model_default_params = unpacked
+        try:
+            return Llama(path, **kwargs)
+        finally:
+            bindings.llama_model_default_params = defaults
+
 
 @dataclass(frozen=True)
 class EngineOptions:
@@ -126,7 +169,7 @@ class LlamaEngine:
     def _load(self, model: ModelRef) -> Any:
         path = self.files.path(model)
         try:
-            from llama_cpp import Llama
+            import llama_cpp  # noqa: F401 - only whether it is installed
         except ImportError as exc:  # the Function App deploys without llama.cpp
             raise ModelUnavailable(
                 "llama.cpp is not installed in this process: install the 'local' extra, or "
@@ -137,7 +180,7 @@ class LlamaEngine:
         threads = o.n_threads or default_threads()
         started = time.perf_counter()
         try:
-            llm = Llama(
+            llm = open_llama(
                 str(path),
                 n_ctx=o.n_ctx,
                 n_threads=threads,

@@ -41,7 +41,7 @@ from typing import Any
 import httpx
 
 from hartonomous.errors import InvalidInput, ServiceUnavailable, UnprocessableContent
-from hartonomous.inference.llama_engine import default_threads
+from hartonomous.inference.llama_engine import BATCH_INVARIANT_ENV, default_threads
 from hartonomous.inference.model_files import ModelFiles
 from hartonomous.inference.types import Completion, CompletionRequest, ModelRef, ModelUnavailable
 
@@ -69,9 +69,10 @@ class ServerOptions:
     max_loaded: int = 2
     start_timeout: float = 120.0  # seconds for the model to load
     request_timeout: float = 600.0
-    # As llama-cpp-python (a request alone gave its texts, 4 of 4). Unpacked weights did not
-    # make batched texts match alone either (4 of 8 differed at 8 concurrent, bench/batching.py).
-    repack: bool = True
+    # Off, with the tiled K-quant matmul off too, as LlamaEngine loads (see its
+    # BATCH_INVARIANT_ENV): greedy texts alone and 8 concurrent were identical 20 of 20 (1 of
+    # 8 with repacking, 4 of 8 unpacked but tiled), bench/batching.py and docs/serving.md.
+    repack: bool = False
 
 
 def _free_port() -> int:
@@ -168,6 +169,7 @@ class _Server:
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
+                    env={**os.environ, **BATCH_INVARIANT_ENV},
                     preexec_fn=_die_with_parent,  # prctl only: safe between fork and exec
                 )
             if self._wait_healthy():
