@@ -75,6 +75,12 @@ class UnprocessableContent(HartonomousError):
 class TooManyRequests(HartonomousError):
     status, title, slug = 429, "Too many requests", "too-many-requests"
 
+    def __init__(self, detail: str, *, retry_after_s: float | None = None, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        # Exact (Retry-After rounds up to whole seconds): when a request would be admitted
+        # again, for api/refusal_gate.py. None: not known.
+        self.retry_after_s = retry_after_s
+
 
 class ServiceUnavailable(HartonomousError):
     status, title, slug = 503, "Service unavailable", "service-unavailable"

@@ -89,6 +89,7 @@ class AdmissionService:
                 f"more than {plan.burst} requests at once or {plan.requests_per_second:g} a "
                 "second; retry after the Retry-After seconds",
                 headers={**headers, **retry_after(take.retry_after)},
+                retry_after_s=take.retry_after,
                 limit="requests_per_second",
             )
         return headers

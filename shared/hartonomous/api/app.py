@@ -27,6 +27,7 @@ from hartonomous.api import (
     workflows,
 )
 from hartonomous.api.body_limit import BodyLimit
+from hartonomous.api.refusal_gate import RefusalGate
 from hartonomous.bootstrap import Platform
 
 DESCRIPTION = """
@@ -69,6 +70,7 @@ def create_app(platform: Platform) -> FastAPI:
         BodyLimit, limit=platform.settings.max_json_body_bytes, openapi=lambda: app.openapi()
     )
     app.add_middleware(rate_headers.RateLimitHeaders)
+    app.add_middleware(RefusalGate)  # outermost of ours: its refusals skip the rest
     _openapi_tells_settings(app, platform)
     rate_headers.document(app)
     return app

@@ -9,11 +9,12 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from hartonomous.api import refusal_gate
 from hartonomous.api.deps import PlatformDep
 from hartonomous.api.rate_headers import admitted
 from hartonomous.bootstrap import Platform
 from hartonomous.domain.tenants import Scope
-from hartonomous.errors import Forbidden, Unauthenticated
+from hartonomous.errors import Forbidden, TooManyRequests, Unauthenticated
 from hartonomous.services.tenants import Principal
 
 # auto_error=False: we answer 401 problems ourselves; the scheme still shows in /docs.
@@ -29,7 +30,12 @@ async def _principal(
         if request.headers.get("authorization"):
             raise Unauthenticated("the Authorization header must be 'Bearer <api key>'")
         raise Unauthenticated("send your API key as 'Authorization: Bearer <api key>'")
-    principal, headers = await run_in_threadpool(_admit, platform, credentials.credentials)
+    try:
+        principal, headers = await run_in_threadpool(_admit, platform, credentials.credentials)
+    except TooManyRequests as exc:
+        refusal_gate.refused(request.scope, exc)  # its next ones are refused before this
+        raise
+    refusal_gate.admitted(request.scope)
     admitted(request.scope, headers)
     return principal
 
