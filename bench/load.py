@@ -360,27 +360,34 @@ async def generations(url: str, key: str, max_tokens: int) -> dict[str, Any]:
     async with client(url, key) as c:
         await c.post("/v1/generate", json={"prompt": "Warm up.", "max_tokens": 4, "k": 0})
         levels: dict[str, Any] = {}
+        said: dict[int, list[str]] = {}  # each level's texts, in prompt order
         for level in GENERATION_LEVELS:
             gate = asyncio.Semaphore(level)
-            outs: list[tuple[int, str]] = []
+            outs: dict[str, tuple[int, str]] = {}
 
             async def one(
                 prompt: str,
                 gate: asyncio.Semaphore = gate,
-                outs: list[tuple[int, str]] = outs,
+                outs: dict[str, tuple[int, str]] = outs,
             ) -> None:
                 async with gate:
-                    r = await c.post("/v1/generate", json={
-                        "prompt": prompt, "max_tokens": max_tokens, "k": 0})  # fmt: skip
+                    # No stop sequence: every request runs max_tokens, so every level does
+                    # the same work in full batches (with the default stop, requests end at
+                    # ragged points and the batch thins out before the level ends).
+                    request = {"prompt": prompt, "max_tokens": max_tokens, "k": 0, "stop": []}
+                    r = await c.post("/v1/generate", json=request)
                     r.raise_for_status()
                     body = r.json()
-                    outs.append((body["receipt"]["tokens"]["completion"], body["text"]))
+                    outs[prompt] = (body["receipt"]["tokens"]["completion"], body["text"])
 
             started = time.perf_counter()
             await asyncio.gather(*(one(p) for p in texts))
             elapsed = time.perf_counter() - started
-            levels[str(level)] = {"tokens_per_s": round(sum(n for n, _ in outs) / elapsed, 2),
-                                  "tokens": sum(n for n, _ in outs)}  # fmt: skip
+            tokens = sum(n for n, _ in outs.values())
+            said[level] = [outs[p][1] for p in texts]
+            same = sum(a == b for a, b in zip(said[1], said[level], strict=True))
+            levels[str(level)] = {"tokens_per_s": round(tokens / elapsed, 2), "tokens": tokens,
+                                  "texts_as_alone": f"{same}/{len(texts)}"}  # fmt: skip
     return levels
 
 
@@ -499,7 +506,8 @@ def report(out: dict[str, Any]) -> None:
             if engine in g:
                 one = g[engine]["1"]["tokens_per_s"]
                 cells = ", ".join(
-                    f"{level} concurrent {r['tokens_per_s']} ({r['tokens_per_s'] / one:.2f}x)"
+                    f"{level} concurrent {r['tokens_per_s']} ({r['tokens_per_s'] / one:.2f}x, "
+                    f"texts as alone {r['texts_as_alone']})"
                     for level, r in g[engine].items()
                 )
                 print(f"  /v1/generate on {engine}: {cells}; 1 vs raw {one / g['raw']:.2f}x")

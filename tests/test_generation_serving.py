@@ -274,6 +274,11 @@ def test_closing_the_stream_from_the_gpu_worker_stops_its_generation(tmp_path, l
         assert isinstance(done, Completion) and done.finish_reason == "cancelled"
         until(lambda: pieces_run != [], "the worker's generation did not end")
     assert pieces_run[0] < 150  # of 300: it stopped, it did not run to the end
+    # Billed for what ran: the prompt (its count came on the first chunk) and the chunks.
+    assert done.prompt_tokens == llama.complete(builtin_model(), CompletionRequest(
+        PROMPT, max_tokens=1)).prompt_tokens  # fmt: skip
+    assert done.prompt_tokens > 0 and done.completion_tokens >= 1
+    assert control.counted >= done.prompt_tokens + 1
 
 
 def test_the_openapi_documents_what_generate_may_answer(client):

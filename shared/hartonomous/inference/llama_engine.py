@@ -242,7 +242,7 @@ class LlamaEngine:
             llm.reset()
             sampled = _Sampled(control)
             if control is not None:
-                control.ran(prompt_tokens)
+                control.evaluated(prompt_tokens)
             started = time.perf_counter()
             finish_reason = "length"
             pieces = llm.create_completion(

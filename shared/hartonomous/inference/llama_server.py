@@ -349,7 +349,7 @@ class LlamaServerEngine:
         if request.json_schema is not None:
             payload["json_schema"] = request.json_schema
         if control is not None:
-            control.ran(len(ids))
+            control.evaluated(len(ids))
         text: list[str] = []
         seen = 0  # tokens predicted so far, by the server's count
         last: dict[str, Any] = {}

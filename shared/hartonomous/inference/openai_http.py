@@ -38,6 +38,8 @@ from hartonomous.knowledge.embeddings import MINILM, Vectors, minilm_tokenizer
 # The worker's extensions: whose model, and exactly which weights.
 TENANT_HEADER = "X-Hartonomous-Tenant"
 SHA256_HEADER = "X-Hartonomous-Model-Sha256"
+# On a streamed completion's first chunk: the prompt's tokens, known before the last chunk.
+PROMPT_TOKENS_FIELD = "hartonomous_prompt_tokens"
 BATCH = 256  # texts per embeddings call
 _BY_STATUS: dict[int, type[HartonomousError]] = {
     400: InvalidInput,
@@ -155,6 +157,7 @@ class WorkerInference:
         last: Any = None
         control = request.control
         chunks_seen = 0
+        prompt_tokens: int | None = None
         try:
             chunks = self._client.completions.create(
                 **self._arguments(model, request),
@@ -163,6 +166,11 @@ class WorkerInference:
             )
             with chunks:
                 for chunk in chunks:
+                    told = (chunk.model_extra or {}).get(PROMPT_TOKENS_FIELD)
+                    if isinstance(told, int) and prompt_tokens is None:
+                        prompt_tokens = told
+                        if control is not None:
+                            control.evaluated(told)
                     if control is not None and control.cancelled:
                         break
                     for choice in chunk.choices:
@@ -179,9 +187,9 @@ class WorkerInference:
         except openai.OpenAIError as exc:
             raise domain_error(self.url, exc) from exc
         if control is not None and control.cancelled and last is None:
-            # The worker's count never came: the chunks it sent stand for its tokens (its
-            # prompt's are not known here, so they go unbilled).
-            yield Completion("".join(text), "cancelled", 0, chunks_seen)
+            # The worker's last count never came: its first chunk's prompt count and the
+            # chunks it sent stand for its tokens (nothing received: nothing billed).
+            yield Completion("".join(text), "cancelled", prompt_tokens or 0, chunks_seen)
             return
         if last is None:
             raise ServiceUnavailable(f"the GPU worker at {self.url} sent no usage")

@@ -32,6 +32,7 @@ class Control:
         self._cancelled = threading.Event()
         self._on_tokens = on_tokens
         self.counted = 0
+        self.prompt_tokens: int | None = None  # once the engine has evaluated the prompt
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -39,6 +40,12 @@ class Control:
     @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
+
+    def evaluated(self, prompt_tokens: int) -> None:
+        """The prompt ran (an engine's call, before the first output token): its tokens
+        count, and whoever relays the generation (the GPU worker) can tell its client."""
+        self.prompt_tokens = prompt_tokens
+        self.ran(prompt_tokens)
 
     def ran(self, tokens: int) -> None:
         self.counted += tokens

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 
 from hartonomous.api.streams import Primed
 from hartonomous.errors import UnprocessableContent
+from hartonomous.inference.openai_http import PROMPT_TOKENS_FIELD
 from hartonomous.inference.types import Completion, CompletionRequest, Control
 from hartonomous.worker.context import Worker, ran
 from hartonomous.worker.schemas import CompletionBody, refuse_unsupported
@@ -60,11 +61,21 @@ def _request(body: CompletionBody, max_tokens: int) -> CompletionRequest:
 
 
 def _chunks(
-    pieces: Iterator[str | Completion], head: dict[str, Any], include_usage: bool
+    pieces: Iterator[str | Completion],
+    head: dict[str, Any],
+    include_usage: bool,
+    control: Control,
 ) -> Generator[dict[str, Any], None, None]:
+    told = False
     for piece in pieces:
         if isinstance(piece, str):
-            yield {**head, "choices": [_choice(piece, None)]}
+            chunk = {**head, "choices": [_choice(piece, None)]}
+            if not told and control.prompt_tokens is not None:
+                # Not OpenAI's: the prompt's count on the first chunk, so a client that
+                # leaves before the last chunk's usage still knows what the prompt cost.
+                chunk[PROMPT_TOKENS_FIELD] = control.prompt_tokens
+                told = True
+            yield chunk
             continue
         yield {**head, "choices": [_choice("", piece.finish_reason)]}
         if include_usage:  # OpenAI's last chunk: no choices, the usage of the whole
@@ -90,7 +101,8 @@ def completions_router(worker: Worker) -> APIRouter:
             control = Control()
             streamed = dataclasses.replace(completion_request, control=control)
             pieces = Primed(worker.engine.stream(model, streamed))
-            return sse(_chunks(pieces, head, include_usage), ran(model), pieces, control.cancel)
+            events = _chunks(pieces, head, include_usage, control)
+            return sse(events, ran(model), pieces, control.cancel)
         done = worker.engine.complete(model, completion_request)
         content = {
             **head,
