@@ -12,13 +12,15 @@
 4. aggregate generation throughput at 1, 4 and 8 concurrent ``POST /v1/generate`` (k=0,
    temperature 0, the same 8 prompts at every level), on each engine (in-process
    llama-cpp-python; llama-server when ``make llama-server`` built it), and raw
-   llama-cpp-python one prompt after the other in this process, in one run;
+   llama-cpp-python one prompt after the other in this process, in one run (``--rounds``
+   alternate them, each level keeping its best); every request runs ``--max-tokens``;
 
 and the server's peak RSS (its process and children) throughout. Bounded in time: every
 phase has a duration, every request a timeout.
 
     python bench/load.py [--rate 1000] [--duration 60] [--fair-duration 30] [--flood 60]
                          [--flood-nice 19] [--engine llama-cpp-python|llama-server]
+                         [--max-tokens 64] [--rounds 2]
                          [--only mixed|fairness|admission|generation] [--json FILE]
 """
 
@@ -392,7 +394,7 @@ async def generations(url: str, key: str, max_tokens: int) -> dict[str, Any]:
 
 
 def generation(
-    data_dir: Path, tenants: dict[str, dict[str, str]], max_tokens: int
+    data_dir: Path, tenants: dict[str, dict[str, str]], max_tokens: int, rounds: int
 ) -> dict[str, Any]:
     from batching import prompts, raw
 
@@ -404,15 +406,26 @@ def generation(
     key = tenants["mixed"]["key"]
     engines = ["llama-cpp-python"] + (["llama-server"] if default_binary().exists() else [])
     out: dict[str, Any] = {"threads": default_threads(), "max_tokens": max_tokens}
-    for engine in engines:
-        env = {**os.environ, "HARTONOMOUS_INFERENCE_ENGINE": engine}
-        with serving(data_dir, env) as (url, _):
-            out[engine] = asyncio.run(generations(url, key, max_tokens))
     files = ModelFiles(Settings(data_dir=data_dir).resolved_model_cache_dir)
-    rate, _ = raw(
-        files.path(builtin_model()), prompts(8), max_tokens, default_threads(), defaults=True
-    )
-    out["raw"] = round(rate, 2)
+    out["raw"] = 0.0
+    # Rounds alternate engines and raw, each level keeping its best round: on a shared VM
+    # one round's figures moved by 10% from the next.
+    for _ in range(rounds):
+        for engine in engines:
+            env = {**os.environ, "HARTONOMOUS_INFERENCE_ENGINE": engine}
+            with serving(data_dir, env) as (url, _):
+                levels = asyncio.run(generations(url, key, max_tokens))
+            best = out.setdefault(engine, levels)
+            for level, row in levels.items():
+                if row["tokens_per_s"] > best[level]["tokens_per_s"]:
+                    best[level] = row
+                if row["texts_as_alone"] != f"{len(prompts(8))}/{len(prompts(8))}":
+                    best[level]["texts_as_alone"] = row["texts_as_alone"]  # the worst shows
+        rate, _ = raw(
+            files.path(builtin_model()), prompts(8), max_tokens, default_threads(), defaults=True
+        )
+        out["raw"] = max(out["raw"], round(rate, 2))
+    out["rounds"] = rounds
     return out
 
 
@@ -430,6 +443,7 @@ def main() -> None:
     parser.add_argument("--fair-duration", type=float, default=30, help="each fairness phase")
     parser.add_argument("--flood", type=int, default=60, help="A's generations in flight")
     parser.add_argument("--max-tokens", type=int, default=64, help="per generation (4.)")
+    parser.add_argument("--rounds", type=int, default=2, help="4., the best of each level")
     parser.add_argument("--only", action="append",
                         choices=["mixed", "fairness", "admission", "generation"])  # fmt: skip
     parser.add_argument("--flood-nice", type=int, default=19,
@@ -462,7 +476,7 @@ def main() -> None:
         if "admission" in only:
             out["admission"] = admission(data_dir, tenants["steady"]["id"])
         if "generation" in only:
-            out["generation"] = generation(data_dir, tenants, args.max_tokens)
+            out["generation"] = generation(data_dir, tenants, args.max_tokens, args.rounds)
     report(out)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
@@ -500,8 +514,8 @@ def report(out: dict[str, Any]) -> None:
     if "generation" in out:
         g = out["generation"]
         print(f"4. generation throughput, tokens/s aggregate ({g['threads']} llama.cpp thread(s), "
-              f"max_tokens {g['max_tokens']}, temperature 0); raw llama-cpp-python, one at a "
-              f"time: {g['raw']}")  # fmt: skip
+              f"max_tokens {g['max_tokens']}, temperature 0, best of {g['rounds']} rounds); raw "
+              f"llama-cpp-python, one at a time: {g['raw']}")  # fmt: skip
         for engine in ("llama-cpp-python", "llama-server"):
             if engine in g:
                 one = g[engine]["1"]["tokens_per_s"]
