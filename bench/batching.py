@@ -4,6 +4,9 @@ requests) against raw llama-cpp-python one at a time, Gemma 3 270M, temperature 
 prompts and threads. Then whether each prompt's text is byte-identical alone, batched and raw.
 
 Goals (issue 16): 8 concurrent >= 1.9x a single stream; a single request >= 0.95x raw.
+"Raw" is llama-cpp-python's defaults (repacked weights) for speed, with ggml's tiled matmul
+off for the whole process (ggml reads the switch once; repacked tensors never take it), and
+``open_llama`` (the engines' kernels) for the texts.
 Each level runs the same prompts (``--prompts``, a multiple of 8) with that many in flight,
 so every level does the same work; ``--rounds`` alternates raw and server and keeps the best.
 

@@ -15,6 +15,7 @@ from workflow_polling import finish
 from hartonomous.api.app import create_app
 from hartonomous.bootstrap import Platform
 from hartonomous.events.outbox import Event
+from hartonomous.inference.llama_engine import open_llama
 from hartonomous.inference.model_files import builtin_model
 from hartonomous.inference.types import CompletionRequest
 from hartonomous.metering.ledger import Usage
@@ -303,12 +304,10 @@ def test_a_generations_prompt_and_output_cannot_be_deleted(api, gp, tenant_maker
 def test_the_engine_counts_exactly_the_tokens_it_samples(llama, gemma):
     """The count comes from llama-cpp-python's per-token callback (less its one final call):
     held here against its own usage on a generation that runs to max_tokens."""
-    from llama_cpp import Llama
-
     model = builtin_model()
     prompt = "The capital of France is Paris. The capital of Italy is"
     done = llama.complete(model, CompletionRequest(prompt, max_tokens=7, stop=()))
-    raw = Llama(str(gemma), n_ctx=256, n_threads=2, verbose=False)
+    raw = open_llama(str(gemma), n_ctx=256, n_threads=2, verbose=False)  # the engine's kernels
     out: dict = raw.create_completion(prompt, max_tokens=7, temperature=0)  # type: ignore[assignment]
     assert done.finish_reason == "length" and done.completion_tokens == 7
     assert out["usage"]["completion_tokens"] == 7 and out["choices"][0]["text"] == done.text

@@ -62,11 +62,12 @@ class Auth:
         await send({"type": "http.response.body", "body": b""})
 
 
-async def call(gate: RefusalGate, key: str = "hk_a") -> dict[str, Any]:
+async def call(gate: RefusalGate, key: str = "hk_a", path: str = "/v1/me") -> dict[str, Any]:
     scope = {
         "type": "http",
         "method": "GET",
-        "path": "/v1/me",
+        "path": path,
+        "query_string": b"",
         "headers": [(b"authorization", f"Bearer {key}".encode())],
     }
     sent: list[MutableMapping[str, Any]] = []
@@ -125,6 +126,57 @@ def test_one_request_at_a_time_decides_after_the_window() -> None:
         assert (await deciding)["status"] == 200
         auth.hold = None
         assert (await call(gate))["status"] == 200 and auth.calls == 3
+
+    asyncio.run(scenario())
+
+
+def test_a_key_quiet_since_its_window_is_forgotten_and_its_burst_flows() -> None:
+    auth, clock = Auth(), Clock()
+    gate = RefusalGate(auth, clock=clock)
+
+    async def scenario() -> None:
+        await call(gate)
+        clock.now += 10  # long after the bucket admitted again
+        auth.hold, auth.refuse_for = asyncio.Event(), None
+        burst = [asyncio.create_task(call(gate)) for _ in range(3)]
+        await asyncio.sleep(0)
+        assert auth.calls == 4  # all three reached auth at once: none refused at the gate
+        auth.hold.set()
+        assert [r["status"] for r in await asyncio.gather(*burst)] == [200, 200, 200]
+
+    asyncio.run(scenario())
+
+
+def test_a_request_deciding_too_long_lets_the_next_decide() -> None:
+    auth, clock = Auth(), Clock()
+    gate = RefusalGate(auth, clock=clock)
+
+    async def scenario() -> None:
+        await call(gate)
+        clock.now += 0.6
+        auth.hold, auth.refuse_for = asyncio.Event(), None
+        slow = asyncio.create_task(call(gate))  # a slow body, say
+        await asyncio.sleep(0)
+        assert (await call(gate))["status"] == 429 and auth.calls == 2
+        clock.now += 2.1  # deciding for longer than DECIDING_S
+        second = asyncio.create_task(call(gate))
+        await asyncio.sleep(0)
+        assert auth.calls == 3
+        auth.hold.set()
+        assert (await slow)["status"] == 200 and (await second)["status"] == 200
+
+    asyncio.run(scenario())
+
+
+def test_only_the_authenticated_routes_are_gated() -> None:
+    auth, clock = Auth(), Clock()
+    gate = RefusalGate(auth, clock=clock)
+
+    async def scenario() -> None:
+        await call(gate)
+        auth.refuse_for = None
+        assert (await call(gate, path="/healthz"))["status"] == 200 and auth.calls == 2
+        assert (await call(gate))["status"] == 429 and auth.calls == 2
 
     asyncio.run(scenario())
 

@@ -6,14 +6,15 @@ each refusal took the event loop, a worker thread and the GIL away from every ot
 (``bench/load.py``'s fairness phase: B's ``GET /v1/me`` p95 went from 16 to 219 ms).
 
 This pure ASGI middleware remembers, per API key, a refusal by the request bucket and the
-exact time the bucket admits again (``TooManyRequests.retry_after_s``). Until then a request
-with that key is answered 429 on the event loop from what it remembers, before routing, body
-or thread; the first one after it goes through (one at a time: others meanwhile are refused
-here) and either clears the memory or renews it. Nothing is admitted that the bucket would
-refuse; what it may refuse that the bucket would take is a request sent while another of the
-same key is being decided after a refusal. A key revoked during its refusal window gets 429
-until that ends, then 401. Memory is per process: on Azure each instance keeps its own, and
-the shared bucket in Redis still decides every request that reaches it.
+time the bucket admits again (``TooManyRequests.retry_after_s``). Until then a request with
+that key to ``/v1/`` is answered 429 on the event loop from what it remembers, before
+routing, body or thread; after it one request at a time goes through (others meanwhile are
+refused here, for at most ``DECIDE_S``) and either clears the memory or renews it. Nothing is
+admitted that the bucket would refuse; what the gate may refuse that the bucket would take is
+a request sent while another of the same key is being decided, just after a refusal window.
+A key revoked during its refusal window gets 429 until that ends, then 401. The memory is
+per key (a tenant's keys each decide once a window) and per process: on Azure each instance
+keeps its own, and the shared bucket in Redis still decides every request that reaches it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ from hartonomous.errors import TooManyRequests
 
 SCOPE_KEY = "hartonomous.refusal_gate"
 MAX_KEYS = 10_000  # keys remembered at once, least recently refused out first
+# After the bucket admits again, one request at a time decides for this long; later the key
+# is forgotten and its requests flow as any other's (a burst after a quiet spell is not
+# refused here).
+DECIDE_S = 1.0
+# A request deciding longer than this (a slow body, an upload) lets the next one decide.
+DECIDING_S = 2.0
 
 
 @dataclass
@@ -39,7 +46,7 @@ class _Refused:
     until: float  # monotonic: when the bucket admits again
     detail: str
     headers: dict[str, str] = field(default_factory=dict)  # RateLimit fields of the refusal
-    deciding: bool = False  # a request of this key is past the gate now
+    deciding_since: float | None = None  # a request of this key is past the gate since
 
 
 @dataclass
@@ -74,7 +81,10 @@ def refused(scope: Scope, error: TooManyRequests) -> None:
 
 
 def _key(scope: Scope) -> bytes | None:
-    """A digest of the bearer credential (the secret itself is not kept)."""
+    """A digest of the bearer credential (the secret itself is not kept), for the routes
+    that authenticate with it (``/v1/``; not an upload's content sent with its token)."""
+    if not scope["path"].startswith("/v1/") or b"token=" in scope.get("query_string", b""):
+        return None
     for name, value in scope["headers"]:
         if name == b"authorization":
             scheme, _, secret = value.partition(b" ")
@@ -103,9 +113,14 @@ class RefusalGate:
             await self.app(scope, receive, send)
             return
         entry = self._refused.get(key)
+        now = self.clock()
+        if entry is not None and now >= entry.until + DECIDE_S:
+            self._forget(key)  # long admitted again: no longer a flood
+            entry = None
         if entry is not None:
-            wait = entry.until - self.clock()
-            if wait > 0 or entry.deciding:
+            wait = entry.until - now
+            deciding = entry.deciding_since is not None and now < entry.deciding_since + DECIDING_S
+            if wait > 0 or deciding:
                 error = TooManyRequests(
                     entry.detail,
                     headers={**entry.headers, **retry_after(max(wait, 0.0))},
@@ -114,15 +129,14 @@ class RefusalGate:
                 )
                 await send_problem(send, error, scope.get("path"))
                 return
-            entry.deciding = True
+            entry.deciding_since = now
         scope[SCOPE_KEY] = _Ticket(self, key)
         try:
             await self.app(scope, receive, send)
         finally:
-            entry = self._refused.get(key)
-            if entry is not None and entry.deciding:
-                # Auth never reported (the request failed before it, or was not admitted
-                # for another reason): the next request decides.
+            if entry is not None and self._refused.get(key) is entry:
+                # This request decided and auth never reported (it failed before, or was
+                # refused for another reason): the next request decides.
                 self._forget(key)
 
     @property
@@ -136,6 +150,8 @@ class RefusalGate:
         assert error.retry_after_s is not None
         headers = {k: v for k, v in error.headers.items() if k.lower().startswith("ratelimit")}
         self._refused.pop(key, None)
+        # From when the refusal reaches the event loop: later than the bucket's own clock by
+        # the loop's lag (milliseconds), so the gate may refuse that much longer than it.
         self._refused[key] = _Refused(self.clock() + error.retry_after_s, error.detail, headers)
         while len(self._refused) > self.max_keys:
             self._refused.popitem(last=False)

@@ -49,11 +49,11 @@ _unpacked_lock = threading.Lock()
 
 
 def use_batch_invariant_kernels() -> None:
-    """Turns ggml's tiled matmul off for this process. ggml reads the switch once, at the
-    first matmul in the process: a process that runs llama.cpp before its first
-    ``open_llama`` (a test session, a benchmark) calls this first."""
-    for name, value in BATCH_INVARIANT_ENV.items():
-        os.environ.setdefault(name, value)
+    """Turns ggml's tiled matmul off for this process (whatever the environment said: both
+    engines must run the same kernels). ggml reads the switch once, at the first matmul in
+    the process: a process that runs llama.cpp before its first ``open_llama`` (a test
+    session, a benchmark) calls this first."""
+    os.environ.update(BATCH_INVARIANT_ENV)
 
 
 def open_llama(path: str, **kwargs: Any) -> Any:
@@ -76,9 +76,12 @@ def open_llama(path: str, **kwargs: Any) -> Any:
 
         bindings.llama_model_default_params = unpacked
         try:
-            return Llama(path, **kwargs)
+            llm = Llama(path, **kwargs)
         finally:
             bindings.llama_model_default_params = defaults
+    if llm.model_params.use_extra_bufts:  # a llama-cpp-python that no longer calls it there
+        raise RuntimeError("llama-cpp-python loaded the model repacked: see open_llama")
+    return llm
 
 
 @dataclass(frozen=True)
