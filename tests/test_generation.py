@@ -308,7 +308,7 @@ def test_the_engine_counts_exactly_the_tokens_it_samples(llama, gemma):
     prompt = "The capital of France is Paris. The capital of Italy is"
     done = llama.complete(model, CompletionRequest(prompt, max_tokens=7, stop=()))
     raw = open_llama(str(gemma), n_ctx=256, n_threads=2, verbose=False)  # the engine's kernels
-    out: dict = raw.create_completion(prompt, max_tokens=7, temperature=0)  # type: ignore[assignment]
+    out: dict = raw.create_completion(prompt, max_tokens=7, temperature=0)
     assert done.finish_reason == "length" and done.completion_tokens == 7
     assert out["usage"]["completion_tokens"] == 7 and out["choices"][0]["text"] == done.text
     assert done.prompt_tokens == out["usage"]["prompt_tokens"]
