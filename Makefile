@@ -13,26 +13,32 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# llama-cpp-python is compiled here without OpenMP, once (about 4 minutes), into a folder
+# llama-cpp-python is compiled here without OpenMP, once (about 8 minutes), into a folder
 # outside the clone that later installs reuse. torch ships a libgomp.so.1 too, so with
 # OpenMP both would share one runtime, whose barriers stop spinning once torch's thread
 # pools exist: llama.cpp ran 10% slower in a server that had embedded (docs/generation.md).
+# Its vendored llama.cpp is patched first (scripts/llama-patches, docs/serving.md); the build
+# is named by the number of patches, so a patch is changed by adding one, never by editing.
 LLAMA_VERSION := 0.3.36
+LLAMA_BUILD := $(LLAMA_VERSION)+hartonomous$(words $(wildcard scripts/llama-patches/*.patch))
 WHEELS ?= $(HOME)/.cache/hartonomous/wheels
-LLAMA_WHEEL := $(WHEELS)/.llama-cpp-python-$(LLAMA_VERSION)-no-openmp
+LLAMA_WHEEL := $(WHEELS)/.llama-cpp-python-$(LLAMA_BUILD)-no-openmp
 
 $(LLAMA_WHEEL): | $(BIN)/python
 	mkdir -p $(WHEELS)
-	CMAKE_ARGS="-DGGML_OPENMP=OFF" $(BIN)/pip wheel --quiet --no-cache-dir --no-deps \
-		llama-cpp-python==$(LLAMA_VERSION) -w $(WHEELS)
+	rm -rf $(WHEELS)/.src
+	SRC=$$(LLAMA_VERSION=$(LLAMA_VERSION) scripts/llama-source.sh $(WHEELS)/.src $(BIN)/pip) && \
+		CMAKE_ARGS="-DGGML_OPENMP=OFF" $(BIN)/pip wheel --quiet --no-cache-dir --no-deps \
+		"$$SRC" -w $(WHEELS)
+	rm -rf $(WHEELS)/.src
 	touch $@
 
 # llama.cpp's own server (HARTONOMOUS_INFERENCE_ENGINE=llama-server: slots batch concurrent
-# generations), built once from the llama.cpp that llama-cpp-python's sdist vendors, with the
-# same no-OpenMP flags, the server target only (24 CPU minutes: about 13 on 2 idle cores),
-# cached outside the clone.
+# generations), built once from the llama.cpp that llama-cpp-python's sdist vendors, patched
+# alike, with the same no-OpenMP flags, the server target only (24 CPU minutes: about 13 on 2
+# idle cores), cached outside the clone.
 LLAMA_SERVER_CACHE ?= $(HOME)/.cache/hartonomous/llama-server
-LLAMA_SERVER := $(LLAMA_SERVER_CACHE)/$(LLAMA_VERSION)/llama-server
+LLAMA_SERVER := $(LLAMA_SERVER_CACHE)/$(LLAMA_BUILD)/llama-server
 
 $(LLAMA_SERVER): | $(BIN)/python
 	LLAMA_VERSION=$(LLAMA_VERSION) LLAMA_SERVER_CACHE=$(LLAMA_SERVER_CACHE) \
@@ -41,11 +47,13 @@ $(LLAMA_SERVER): | $(BIN)/python
 llama-server: $(LLAMA_SERVER)
 
 $(VENV)/.installed: pyproject.toml $(LLAMA_WHEEL) | $(BIN)/python
-	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[local]'
+	$(BIN)/pip install --quiet --find-links $(WHEELS) \
+		'llama-cpp-python==$(LLAMA_BUILD)' -e '.[local]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(LLAMA_WHEEL) | $(BIN)/python
-	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[dev,local]'
+	$(BIN)/pip install --quiet --find-links $(WHEELS) \
+		'llama-cpp-python==$(LLAMA_BUILD)' -e '.[dev,local]'
 	touch $(VENV)/.installed $@
 
 node_modules/.installed: package.json package-lock.json

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's llama-server from the llama.cpp that llama-cpp-python's sdist vendors, so
-# the server and the Python bindings run the same kernels. Idempotent: the binary is cached
-# outside the clone, under $LLAMA_SERVER_CACHE/<version>/llama-server, and built only once.
+# Builds llama.cpp's llama-server from the llama.cpp that llama-cpp-python's sdist vendors,
+# patched as the wheel is (scripts/llama-source.sh), so the server and the Python bindings run
+# the same kernels. Idempotent: the binary is cached outside the clone, under
+# $LLAMA_SERVER_CACHE/<version>+hartonomous<patches>/llama-server, and built only once.
 #
 # Usage: scripts/build-llama-server.sh [PIP]   (PIP: the pip that downloads the sdist)
 # Environment: LLAMA_VERSION (0.3.36), LLAMA_SERVER_CACHE (~/.cache/hartonomous/llama-server),
 #   CMAKE_ARGS (extra flags, e.g. "-DGGML_CUDA=on" in the GPU worker's image), JOBS (2).
 set -euo pipefail
 
+HERE=$(cd "$(dirname "$0")" && pwd)
 PIP=${1:-pip}
 VERSION=${LLAMA_VERSION:-0.3.36}
 CACHE=${LLAMA_SERVER_CACHE:-$HOME/.cache/hartonomous/llama-server}
-DEST=$CACHE/$VERSION/llama-server
+LEVEL=$(find "$HERE/llama-patches" -name '*.patch' | wc -l)
+DEST=$CACHE/$VERSION+hartonomous$LEVEL/llama-server
 JOBS=${JOBS:-2}
 
 if [ -x "$DEST" ] && "$DEST" --version >/dev/null 2>&1; then
@@ -22,10 +25,7 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 start=$(date +%s)
 
-# The sdist, through pip (its HTTP cache makes a second download cheap).
-"$PIP" download --quiet --no-deps --no-binary :all: -d "$WORK" "llama-cpp-python==$VERSION"
-tar -xzf "$WORK"/llama_cpp_python-"$VERSION".tar.gz -C "$WORK"
-SRC=$WORK/llama_cpp_python-$VERSION/vendor/llama.cpp
+SRC=$(LLAMA_VERSION=$VERSION "$HERE/llama-source.sh" "$WORK" "$PIP")/vendor/llama.cpp
 
 # The same build as the wheel's (Makefile): Release, native CPU, no OpenMP (torch's libgomp in
 # the same process slowed llama.cpp 10%; a separate process keeps the same kernels anyway).

@@ -102,12 +102,6 @@ def test_concurrent_requests_are_batched_with_exact_counts(
 
 
 @needs_server
-@pytest.mark.xfail(
-    reason="measured: with unpacked weights and the tiled matmul off, 8/8 and 20/20 texts "
-    "matched in benches and this test passed in CI once, then failed in CI once (1 of 8 prompts "
-    "parted at 8 concurrent): a path still depends on the batch (docs/serving.md)",
-    strict=False,
-)
 def test_concurrent_requests_give_the_text_each_gives_alone(
     server: LlamaServerEngine, model: ModelRef
 ) -> None:

@@ -41,13 +41,16 @@ from typing import Any
 import httpx
 
 from hartonomous.errors import InvalidInput, ServiceUnavailable, UnprocessableContent
-from hartonomous.inference.llama_engine import BATCH_INVARIANT_ENV, default_threads
+from hartonomous.inference.llama_engine import (
+    BATCH_INVARIANT_ENV,
+    LLAMA_BUILD,
+    default_threads,
+)
 from hartonomous.inference.model_files import ModelFiles
 from hartonomous.inference.types import Completion, CompletionRequest, ModelRef, ModelUnavailable
 
 log = logging.getLogger(__name__)
 
-LLAMA_VERSION = "0.3.36"  # llama-cpp-python's: the server is built from its vendored llama.cpp
 _FINISH = {"eos": "stop", "word": "stop", "limit": "length"}
 
 
@@ -56,7 +59,7 @@ def default_binary() -> Path:
     cache = os.environ.get("LLAMA_SERVER_CACHE") or str(
         Path.home() / ".cache" / "hartonomous" / "llama-server"
     )
-    return Path(cache) / LLAMA_VERSION / "llama-server"
+    return Path(cache) / LLAMA_BUILD / "llama-server"
 
 
 @dataclass(frozen=True)
