@@ -301,6 +301,7 @@ def inference_factory(settings: Settings, files: ModelFiles) -> Callable[[], Inf
                     n_ctx=settings.inference_context_tokens,
                     slots=settings.inference_slots,
                     n_threads=settings.inference_threads,
+                    n_threads_batch=settings.inference_batch_threads,
                     n_gpu_layers=settings.inference_gpu_layers,
                 ),
             )

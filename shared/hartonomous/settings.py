@@ -141,6 +141,13 @@ class Settings(BaseSettings):
         le=512,
         description="llama.cpp threads (prompt and output); unset: every core but one.",
     )
+    inference_batch_threads: int | None = Field(
+        default=None,
+        gt=0,
+        le=512,
+        description="llama-server's threads for steps of several rows (prompts, several "
+        "slots decoding together); unset: every core.",
+    )
     inference_gpu_layers: int = Field(
         default=0, ge=-1, description="Layers llama.cpp puts on the GPU (-1: all); the worker's."
     )

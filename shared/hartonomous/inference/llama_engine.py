@@ -9,8 +9,9 @@ Threads: every core but one by default (``default_threads``), for prompt and out
 llama.cpp's threads spin while they work: given every core, a generation starves the API's
 own threads (authentication, search, SQLite) of the CPU, and on 2 cores a flood of
 generations would make every other tenant's requests wait on it. One core left over keeps
-them answering; decoding a small model is memory-bound, so the core it gives up costs
-little (measured by ``bench/load.py``).
+them answering (``bench/load.py``'s fairness). The core costs a lone stream about a third of
+its speed here (llama-server, 2 cores: 31-34 tokens/s on two threads, 20-22 on one), the
+price of the API answering while a generation runs.
 """
 
 from __future__ import annotations
@@ -96,13 +97,17 @@ class EngineOptions:
     max_loaded: int = 2
 
 
+def every_core() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def default_threads() -> int:
     """Every core this process may run on but one (all of one): see the module's notes."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(cores - 1, 1)
+    return max(every_core() - 1, 1)
 
 
 class _Sampled:
