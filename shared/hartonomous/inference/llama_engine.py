@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 # kernels round differently, so a sequence's greedy text changed with the batch around it.
 # Weights are loaded unpacked and the tiled kernel is off: every weight row meets every token
 # row in the same dot product at any batch size (docs/serving.md). Measured on 2 cores: one
-# stream 19.2 tok/s unpacked against 19.5 repacked; generation is memory-bound here.
+# stream 19.2 tok/s unpacked against 19.5 repacked.
 # Attention's F16 products had the same split (llamafile's tinyBLAS from 2 rows, vec_dot at
 # 1) with no switch: the llama.cpp both engines run is patched (scripts/llama-patches), and
 # LLAMA_BUILD names that build (the wheel's version, the server's cache folder).
