@@ -419,14 +419,18 @@ def generation(
 ) -> dict[str, Any]:
     from batching import prompts, raw
 
-    from hartonomous.inference.llama_engine import default_threads
+    from hartonomous.inference.llama_engine import default_threads, every_core
     from hartonomous.inference.llama_server import default_binary
     from hartonomous.inference.model_files import ModelFiles, builtin_model
 
     generous_plan(data_dir, "mixed")
     key = tenants["mixed"]["key"]
     engines = ["llama-cpp-python"] + (["llama-server"] if default_binary().exists() else [])
-    out: dict[str, Any] = {"threads": default_threads(), "max_tokens": max_tokens}
+    out: dict[str, Any] = {
+        "threads": default_threads(),
+        "batch_threads": every_core(),  # llama-server's steps of several rows
+        "max_tokens": max_tokens,
+    }
     files = ModelFiles(Settings(data_dir=data_dir).resolved_model_cache_dir)
     out["raw"] = 0.0
     # Rounds alternate engines and raw, each level keeping its best round. The machine's
@@ -555,6 +559,7 @@ def report(out: dict[str, Any]) -> None:
     if "generation" in out:
         g = out["generation"]
         print(f"4. generation throughput, tokens/s aggregate ({g['threads']} llama.cpp thread(s), "
+              f"llama-server's steps of several rows on {g.get('batch_threads', g['threads'])}, "
               f"max_tokens {g['max_tokens']}, temperature 0, best of {g['rounds']} rounds); raw "
               f"llama-cpp-python, one at a time: {g['raw']}")  # fmt: skip
         for engine in ("llama-cpp-python", "llama-server"):
