@@ -32,6 +32,7 @@ from generation import QUESTIONS as GENERATION_QUESTIONS  # noqa: E402
 
 from hartonomous.inference.llama_engine import (  # noqa: E402
     default_threads,
+    every_core,
     open_llama,
     use_batch_invariant_kernels,
 )
@@ -116,7 +117,8 @@ def main() -> None:
     texts = prompts(args.prompts)
     print(
         f"load average {os.getloadavg()[0]:.2f}; {len(texts)} prompts, {args.max_tokens} "
-        f"tokens at most, {args.threads} threads, {args.slots} slots"
+        f"tokens at most, {args.threads} threads (the server's steps of several rows: "
+        f"{every_core()}), {args.slots} slots"
     )
     with tempfile.TemporaryDirectory() as cache:
         # The engine's ModelFiles finds the file by SHA-256 (a link: no 240 MB copy).
