@@ -24,7 +24,8 @@ SRC=$DEST/llama-cpp-python
 
 n=0
 for p in "$PATCHES"/*.patch; do
-    patch --quiet --forward --strip=1 --directory="$SRC" <"$p" >&2 \
+    # git apply, not patch(1): git is already a requirement, patch(1) is not installed everywhere.
+    git -C "$SRC" apply --unsafe-paths -p1 "$p" >&2 \
         || { echo "llama-source: $(basename "$p") does not apply to llama-cpp-python $VERSION" >&2; exit 1; }
     n=$((n + 1))
 done
