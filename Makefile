@@ -6,7 +6,7 @@ DATA   ?= .hartonomous
 HOST   ?= 127.0.0.1
 PORT   ?= 7071
 
-.PHONY: run test lint sql bench clean redis llama-server
+.PHONY: run test lint sql bench clean redis llama-server localstripe
 
 # The venv is rebuilt only when pyproject.toml changes (stamp files).
 $(BIN)/python:
@@ -67,15 +67,28 @@ redis:
 	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && \
 		$(SUDO) apt-get install -y -qq redis-server; }
 
+# localstripe, a stateful Stripe-protocol server (PyPI), for the billing tests: in a venv of
+# its own outside the clone (it is a server we talk to, not a library the app imports, and
+# its aiohttp pin stays out of the app's environment). Installed once per version.
+LOCALSTRIPE_VERSION := 1.15.10
+LOCALSTRIPE_VENV := $(HOME)/.cache/hartonomous/localstripe/$(LOCALSTRIPE_VERSION)
+LOCALSTRIPE := $(LOCALSTRIPE_VENV)/bin/localstripe
+
+$(LOCALSTRIPE):
+	$(PYTHON) -m venv $(LOCALSTRIPE_VENV) || python3 -m venv $(LOCALSTRIPE_VENV)
+	$(LOCALSTRIPE_VENV)/bin/pip install --quiet 'localstripe==$(LOCALSTRIPE_VERSION)'
+
+localstripe: $(LOCALSTRIPE)
+
 run: $(VENV)/.installed
 	$(BIN)/hartonomous init --data-dir $(DATA) --demo-tenant demo
 	$(BIN)/hartonomous serve --data-dir $(DATA) --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-dev node_modules/.installed $(LLAMA_SERVER) redis
+test: $(VENV)/.installed-dev node_modules/.installed $(LLAMA_SERVER) $(LOCALSTRIPE) redis
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	HARTONOMOUS_TEST_LOCALSTRIPE=$(LOCALSTRIPE) $(BIN)/pytest
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

@@ -12,6 +12,7 @@ import azure.durable_functions as df
 def blueprints() -> list[df.Blueprint]:
     from functions.agents import bp as agents
     from functions.autonomy import bp as autonomy
+    from functions.billing import bp as billing
     from functions.events import bp as events
     from functions.http_api import bp as http_api
     from functions.knowledge import bp as knowledge
@@ -22,7 +23,7 @@ def blueprints() -> list[df.Blueprint]:
     from functions.workflows_diagnostics import bp as workflows_diagnostics
 
     return [http_api, workflows_diagnostics, maintenance, knowledge, models, events, uploads,
-            workflow_failures, autonomy, agents]  # fmt: skip
+            workflow_failures, autonomy, agents, billing]  # fmt: skip
 
 
 def indexed_app() -> df.DFApp:

@@ -4,7 +4,8 @@
 -- SESSION_CONTEXT(N'tenant_id') at the start of every unit of work (NULL when it acts for no
 -- tenant), so a query that forgot its WHERE clause still sees one tenant's rows, and a write
 -- cannot put a row in another tenant. Tables that hold rows of several tenants by design
--- (tenants, api_keys looked up before the tenant is known, blobs shared by content) stay out.
+-- (tenants, api_keys looked up before the tenant is known, blobs shared by content, Stripe
+-- events recorded before the event names its tenant) stay out.
 -- Later migrations add their tenant-owned tables to the policy with ALTER SECURITY POLICY.
 
 CREATE SCHEMA security;
@@ -104,6 +105,23 @@ CREATE SECURITY POLICY security.tenant_isolation
     ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.tenant_plans,
     ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.tenant_plans AFTER INSERT,
     ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.tenant_plans AFTER UPDATE,
+    -- Credits and invoices (migration 0011): every row is one tenant's.
+    ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.credit_grants,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.credit_grants AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.credit_grants AFTER UPDATE,
+    ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.credit_holds,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.credit_holds AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.credit_holds AFTER UPDATE,
+    ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.credit_entries,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.credit_entries AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.credit_entries AFTER UPDATE,
+    ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.invoices,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.invoices AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.invoices AFTER UPDATE,
+    -- Credit accounts are listed across tenants by the hold sweep and the billing run
+    -- (acting for no tenant): no filter predicate; writes stay inside their tenant.
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.credit_accounts AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.credit_accounts AFTER UPDATE,
     -- The outbox publisher reads every tenant's events (acting for no tenant): no filter
     -- predicate there; the block predicate still keeps each write inside its tenant.
     ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.outbox AFTER INSERT,

@@ -24,7 +24,7 @@ from hartonomous.knowledge.embeddings import MiniLMEmbedder
 from hartonomous.services import tenants as tenant_service
 from hartonomous.settings import Settings
 
-pytest_plugins = ["fixtures_azurite", "fixtures_redis"]
+pytest_plugins = ["fixtures_azurite", "fixtures_redis", "fixtures_localstripe"]
 
 # Before any test runs llama.cpp: raw llama-cpp-python in a test must run the kernels the
 # engines run (tests/test_determinism.py, tests/test_llama_server.py).

@@ -61,6 +61,16 @@ EXPECTED = {
     "agent_settle_approval": ("activityTrigger", {"activityTrigger": "IN"}),
     "agent_tool": ("activityTrigger", {"activityTrigger": "IN"}),
     "agent_finish": ("activityTrigger", {"activityTrigger": "IN"}),
+    "billing_stripe_event": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
+    "billing_run": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
+    "billing_bill_tenant": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
+    "billing_apply_event": ("activityTrigger", {"activityTrigger": "IN"}),
+    "billing_due": ("activityTrigger", {"activityTrigger": "IN"}),
+    "billing_bill": ("activityTrigger", {"activityTrigger": "IN"}),
+    "billing_reconcile": ("activityTrigger", {"activityTrigger": "IN"}),
+    # The monthly run starts its orchestration: the timer binds a Durable client.
+    "billing_monthly": ("timerTrigger", {"timerTrigger": "IN", "durableClient": "IN"}),
+    "sweep_credit_holds": ("timerTrigger", {"timerTrigger": "IN"}),
 }
 
 

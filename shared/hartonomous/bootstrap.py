@@ -21,6 +21,9 @@ from hartonomous.agents.capabilities import CapabilityService
 from hartonomous.agents.runs import AgentRunService
 from hartonomous.agents.service import AgentService
 from hartonomous.autonomy.service import AutonomyService
+from hartonomous.billing.money import CreditTerms, to_micros
+from hartonomous.billing.payments_service import PaymentService
+from hartonomous.billing.service import CreditService
 from hartonomous.blobs.local import LocalBlobStore
 from hartonomous.blobs.upload_staging import AzureUploadStaging, LocalUploadStaging
 from hartonomous.events.outbox import EventPublisher, LocalEventBus, OutboxRelay
@@ -36,7 +39,7 @@ from hartonomous.knowledge.keyword_sqlite import QUERY_TERM_TABLES, Fts5KeywordI
 from hartonomous.knowledge.runtime import KnowledgeProvider
 from hartonomous.metering.usage import UsageService
 from hartonomous.models.service import ModelService
-from hartonomous.ports import BlobStore, UploadStaging, VectorSearch
+from hartonomous.ports import BlobStore, Payments, UploadStaging, VectorSearch
 from hartonomous.services.atoms import AtomService
 from hartonomous.services.blob_lifecycle import BlobLifecycle
 from hartonomous.services.tenants import TenantService
@@ -76,6 +79,7 @@ class Platform:
     events: LocalEventBus
     outbox: OutboxRelay
     admission: AdmissionService
+    payment_provider: Payments | None = None  # Stripe when its settings are given
     # Only in the local world: on Azure the Durable extension runs workflows and timers.
     workflows: LocalWorkflowRuntime | None = None
     _running: bool = False
@@ -86,6 +90,8 @@ class Platform:
     tenant_workflows: WorkflowService = field(init=False)
     provenance: ProvenanceService = field(init=False)
     usage: UsageService = field(init=False)
+    credits: CreditService = field(init=False)
+    payments: PaymentService = field(init=False)
     gaps: GapService = field(init=False)
     uploads: UploadSessionService = field(init=False)
     autonomy: AutonomyService = field(init=False)
@@ -101,6 +107,17 @@ class Platform:
         self.tenant_workflows = WorkflowService(self.uow_factory)
         self.provenance = ProvenanceService(self.uow_factory)
         self.usage = UsageService(self.uow_factory)
+        self.credits = CreditService(
+            self.uow_factory, hold_ttl=timedelta(seconds=self.settings.billing_hold_ttl_s)
+        )
+        self.payments = PaymentService(
+            self.uow_factory,
+            self.payment_provider,
+            cents_per_credit=self.settings.billing_cents_per_credit,
+            currency=self.settings.billing_currency,
+            top_up_min=self.settings.billing_top_up_min_credits,
+            top_up_max=self.settings.billing_top_up_max_credits,
+        )
         self.gaps = GapService(self.uow_factory, lambda: self.knowledge.get().search.writes.flush())
         self.uploads = UploadSessionService(
             self.uow_factory,
@@ -333,6 +350,21 @@ def admission_for(settings: Settings, uow_factory: UnitOfWorkFactory) -> Admissi
     return AdmissionService(plans, MemoryState())
 
 
+def payments_for(settings: Settings) -> Payments | None:
+    """Stripe (or localstripe) when its key is set; otherwise payments are off."""
+    if settings.stripe_api_key is None:
+        return None
+    from hartonomous.billing.stripe_payments import LocalstripePayments, StripePayments
+
+    kind = LocalstripePayments if settings.stripe_flavor == "localstripe" else StripePayments
+    secret = settings.stripe_webhook_secret
+    return kind(
+        settings.stripe_api_key.get_secret_value(),
+        secret.get_secret_value() if secret is not None else None,
+        api_base=settings.stripe_api_base,
+    )
+
+
 def blob_store_for(settings: Settings) -> BlobStore:
     if settings.blob_backend == "azure":
         from hartonomous.blobs.azure import AzureBlobStore
@@ -369,6 +401,7 @@ def bootstrap(
     functions: Iterable[Any] | None = None,
     embedder: Embedder | None = None,
     inference: Inference | None = None,
+    payments: Payments | None = None,
 ) -> Platform:
     """Build the platform; pass adapters to override the ones settings would pick.
 
@@ -383,8 +416,11 @@ def bootstrap(
     if run_migrations if run_migrations is not None else engines.dialect == "sqlite":
         migrate.upgrade(engines)
     blobs = blobs or blob_store_for(settings)
+    terms = CreditTerms(
+        to_micros(settings.billing_starting_credits), settings.billing_starting_days
+    )
     uow_factory: UnitOfWorkFactory = partial(
-        UnitOfWork, engines, store_adapters_for(engines.dialect)
+        UnitOfWork, engines, store_adapters_for(engines.dialect), terms=terms
     )
     atom_service = AtomService(
         uow_factory=uow_factory, blobs=blobs, max_upload_bytes=settings.max_upload_bytes
@@ -445,5 +481,6 @@ def bootstrap(
         events=events,
         outbox=outbox,
         admission=admission_for(settings, uow_factory),
+        payment_provider=payments if payments is not None else payments_for(settings),
         workflows=workflows,
     )

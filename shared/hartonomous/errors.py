@@ -40,6 +40,13 @@ class Unauthenticated(HartonomousError):
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"}, **extensions)
 
 
+class PaymentRequired(HartonomousError):
+    """The tenant's credits do not cover the work's estimate (``balance`` and ``estimate``
+    ride along as problem members, in credits)."""
+
+    status, title, slug = 402, "Payment required", "payment-required"
+
+
 class Forbidden(HartonomousError):
     status, title, slug = 403, "Forbidden", "forbidden"
 

@@ -202,6 +202,64 @@ class Settings(BaseSettings):
         le=100_000_000,
         description="The default plan's model tokens (prompt and output) per tenant per minute.",
     )
+    billing_starting_credits: float = Field(
+        default=1000.0,
+        ge=0,
+        le=1_000_000,
+        description="The default plan's promotional starting grant, in credits, given to every "
+        "tenant when its credit account opens (on its first metered request).",
+    )
+    billing_starting_days: int = Field(
+        default=0,
+        ge=0,
+        le=3650,
+        description="Days the starting grant lasts (0: it does not expire).",
+    )
+    billing_hold_ttl_s: int = Field(
+        default=3600,
+        ge=60,
+        le=7 * 86400,
+        description="A hold not settled by then (its server died) is released by the sweep.",
+    )
+    billing_cents_per_credit: int = Field(
+        default=1,
+        ge=1,
+        le=100_000,
+        description="What one credit costs, in the smallest unit of billing_currency.",
+    )
+    billing_currency: str = Field(
+        default="usd", pattern=r"^[a-z]{3}$", description="ISO 4217 code, lower case (Stripe's)."
+    )
+    billing_top_up_min_credits: int = Field(
+        default=50, ge=1, description="The smallest top-up (Stripe charges at least $0.50)."
+    )
+    billing_top_up_max_credits: int = Field(
+        default=1_000_000, ge=1, le=10**9, description="The largest top-up."
+    )
+    billing_retry_first_ms: int = Field(
+        default=5000,
+        ge=10,
+        le=600_000,
+        description="The billing run's first retry of a tenant after a Stripe failure; each "
+        "next waits twice as long (6 attempts, at most 5 minutes apart), then dead letter.",
+    )
+    stripe_flavor: Literal["stripe", "localstripe"] = Field(
+        default="stripe",
+        description="localstripe: the Stripe-protocol server the tests run (invoices through a "
+        "free subscription; docs/billing.md).",
+    )
+    stripe_api_key: SecretStr | None = Field(
+        default=None,
+        description="Stripe's secret key (sk_...); unset: payments are off and credits come "
+        "from the operator only.",
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None, description="The webhook endpoint's signing secret (whsec_...)."
+    )
+    stripe_api_base: str | None = Field(
+        default=None,
+        description="Another Stripe-protocol server (localstripe in the tests); unset: Stripe.",
+    )
     generation_niceness: int = Field(
         default=10,
         ge=0,

@@ -36,6 +36,7 @@ from hartonomous.api.problems import (
 )
 from hartonomous.api.problems import documented as _problem
 from hartonomous.autonomy.policy import not_a_boolean
+from hartonomous.billing.service import generation_estimate
 
 router = APIRouter(tags=["agents"], responses=PROBLEM_RESPONSES)
 
@@ -201,7 +202,12 @@ async def start_run(
 ) -> JSONResponse:
     """Run the agent's current version (or the version named) on ``input``: a durable
     workflow that loops model step, constitution check, approval, tool, until an answer or
-    a cap. 422 when the agent's credit cap cannot pay one step."""
+    a cap. 422 when the agent's credit cap cannot pay one step, 402 when the tenant's credits
+    cannot."""
+    step = generation_estimate(
+        platform.settings.inference_context_tokens, platform.settings.generation_max_tokens, 5
+    )
+    await to_thread.run_sync(platform.credits.require, principal.tenant_id, step, "an agent run")
     run = await platform.agent_runs.start(
         client, principal.tenant_id, name_or_version, body.input, body.seed,
         by=f"key:{principal.key_id}",

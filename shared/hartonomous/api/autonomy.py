@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from anyio import to_thread
 from fastapi import APIRouter, Path, Query
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -28,6 +29,7 @@ from hartonomous.api.problems import documented as _problem
 from hartonomous.autonomy.policy import Policy, not_a_boolean
 from hartonomous.autonomy.records import ActionRecord, DeadLetterRecord, PhaseRecord, RunRecord
 from hartonomous.autonomy.types import ApprovalStatus, DeadLetterStatus
+from hartonomous.billing.service import generation_estimate
 from hartonomous.bootstrap import Platform
 from hartonomous.ports import WorkflowClient
 from hartonomous.services.tenants import Principal
@@ -352,6 +354,11 @@ async def start_run(
 ) -> JSONResponse:
     """Start a run of the loop: Analyze, Hypothesize, Approval, Act, Learn, per iteration."""
     limits = body or RunIn()
+    # Refused before it starts when the credits cannot pay its first plan (a model call).
+    step = generation_estimate(
+        platform.settings.inference_context_tokens, platform.settings.generation_max_tokens, 0
+    )
+    await run_in_threadpool(platform.credits.require, principal.tenant_id, step, "a run")
     run = await platform.autonomy.start_run(
         client,
         principal.tenant_id,

@@ -16,6 +16,7 @@ import threading
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
@@ -29,11 +30,13 @@ from hartonomous.api.auth import Reader, Writer
 from hartonomous.api.deps import PlatformDep
 from hartonomous.api.problems import PROBLEM_RESPONSES, documented
 from hartonomous.api.streams import CancellingStream
+from hartonomous.billing.service import generation_estimate
 from hartonomous.errors import HartonomousError, InvalidInput
 from hartonomous.generation.queue import Done, Ticket
 from hartonomous.generation.service import Generated, GenerateRequest
 from hartonomous.inference.types import Control
 from hartonomous.knowledge.filters import Filters
+from hartonomous.services.clock import new_id
 
 if TYPE_CHECKING:
     from hartonomous.bootstrap import Platform
@@ -85,11 +88,17 @@ def _sse(event: str, data: Any) -> str:
 
 
 class _Hold:
-    """The tenant's permit for one generation, left exactly once: by the job when it ends,
-    or by the request when its ticket was dropped before it ran."""
+    """The tenant's permit for one generation and the credits held for it, left exactly
+    once: by the job when it ends, or by the request when its ticket was dropped before it
+    ran. The receipt's transaction settles the credits; any other end releases them."""
 
-    def __init__(self, context: AbstractContextManager[GenerationPermit]) -> None:
+    def __init__(
+        self,
+        context: AbstractContextManager[GenerationPermit],
+        release: Callable[[], object],
+    ) -> None:
         self._context = context
+        self._release = release
         self._left = False
         self._lock = threading.Lock()
         self.permit: GenerationPermit | None = None
@@ -97,12 +106,16 @@ class _Hold:
     def enter(self) -> None:
         self.permit = self._context.__enter__()
 
-    def leave(self) -> None:
+    def leave(self, settled: bool = False) -> None:
         with self._lock:
             if self._left:
                 return
             self._left = True
-        self._context.__exit__(None, None, None)
+        try:
+            self._context.__exit__(None, None, None)
+        finally:
+            if not settled:
+                self._release()
 
     def charge(self, tokens: int) -> None:
         if self.permit is not None:
@@ -128,7 +141,7 @@ async def _next(ticket: Ticket[Any], request: Request) -> Any:
             getter.cancel()
 
 
-Job = Callable[[GenerateRequest, Ticket[Any]], Any]
+Job = Callable[[GenerateRequest, str, Ticket[Any]], Any]  # the request, its receipt's id
 
 
 async def _submit(
@@ -138,15 +151,31 @@ async def _submit(
     503 when the model's queue is full, all at once (short calls off the event loop)."""
     service = platform.generation
     model = await run_in_threadpool(service.resolve, tenant_id, body.model_id)
-    hold = _Hold(platform.admission.generation(tenant_id))
+    receipt_id = new_id()
+    key = f"receipt:{receipt_id}"  # the usage key its receipt settles
+    hold = _Hold(
+        platform.admission.generation(tenant_id),
+        partial(platform.credits.release, tenant_id, key),
+    )
     await run_in_threadpool(hold.enter)
+    try:
+        estimate = generation_estimate(
+            platform.settings.inference_context_tokens, body.max_tokens, body.k
+        )
+        await run_in_threadpool(platform.credits.hold, tenant_id, key, estimate, "this generation")
+    except BaseException:
+        await run_in_threadpool(hold.leave, True)  # nothing was held
+        raise
     asked = _request(body)
 
     def run(ticket: Ticket[Any]) -> Any:
+        settled = False
         try:
-            return job(asked, ticket)
+            result = job(asked, receipt_id, ticket)
+            settled = True  # the receipt's transaction settled the credits
+            return result
         finally:
-            hold.leave()
+            hold.leave(settled)
 
     try:
         ticket = service.queue.submit(model.sha256, run, Control(on_tokens=hold.charge))
@@ -174,6 +203,7 @@ _QUEUE_FULL[503]["headers"] = {
 }
 GENERATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "With stream: SSE"},
+    **documented(402, "Your credits do not cover this generation's estimate"),
     **documented(409, "The model is not ready"),
     **_QUEUE_FULL,
     CLIENT_GONE: {"description": "The client went away first (logged; nobody reads it)"},
@@ -190,7 +220,9 @@ async def generate(
     if not body.stream:
         ticket, hold = await _submit(
             platform, tenant_id, body,
-            lambda asked, own: service.generate(tenant_id, asked, control=own.control),
+            lambda asked, receipt_id, own: service.generate(
+                tenant_id, asked, control=own.control, receipt_id=receipt_id
+            ),
         )  # fmt: skip
         try:
             done = await _first(ticket, hold, request)
@@ -199,8 +231,8 @@ async def generate(
         result: Generated = done.value
         return GenerateOut(text=result.text, receipt=result.receipt)
 
-    def stream(asked: GenerateRequest, own: Ticket[Any]) -> None:
-        for piece in service.stream(tenant_id, asked, control=own.control):
+    def stream(asked: GenerateRequest, receipt_id: str, own: Ticket[Any]) -> None:
+        for piece in service.stream(tenant_id, asked, control=own.control, receipt_id=receipt_id):
             own.emit(piece)
 
     ticket, hold = await _submit(platform, tenant_id, body, stream)

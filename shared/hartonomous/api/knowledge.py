@@ -19,6 +19,7 @@ from hartonomous.api.auth import Reader, Writer
 from hartonomous.api.deps import PlatformDep, RequestId, WorkflowClientDep
 from hartonomous.api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
 from hartonomous.api.uploads import check_declared_length, receive
+from hartonomous.billing.service import search_estimate
 from hartonomous.errors import UnprocessableContent
 from hartonomous.knowledge.filters import Filters
 from hartonomous.knowledge.parsing import is_supported
@@ -51,6 +52,9 @@ async def create_ingestion(
 ) -> JSONResponse:
     """Store a document as an atom and start its ingestion workflow."""
     check_declared_length(request, platform.settings.max_upload_bytes)
+    await run_in_threadpool(
+        platform.credits.require, principal.tenant_id, search_estimate(), "an ingestion"
+    )
     upload = await run_in_threadpool(platform.atoms.begin_upload)
     body = await receive(request, upload)
     filename = body.metadata.get("filename") if isinstance(body.metadata, dict) else None
@@ -117,6 +121,7 @@ def search(
 ) -> SearchOut:
     """Search the caller's knowledge by meaning, by words, or both (reciprocal rank fusion).
     Send ``X-Request-Id`` to make retries count once in usage."""
+    platform.credits.require(principal.tenant_id, search_estimate(), "a search")
     results = platform.knowledge.get().search.search(
         request_id=request_id,
         tenant_id=principal.tenant_id,

@@ -8,6 +8,7 @@ import typer
 
 from hartonomous.cli import admin, knowledge, worker
 from hartonomous.cli.atoms import atoms_app
+from hartonomous.cli.credits import billing_app, credits_app
 from hartonomous.cli.models import models_app
 from hartonomous.cli.options import DataDir, settings_for
 from hartonomous.cli.plans import plan_app
@@ -23,6 +24,8 @@ app.add_typer(admin.key_app, name="key")
 app.add_typer(atoms_app, name="atoms")
 app.add_typer(models_app, name="models")
 app.add_typer(plan_app, name="plan")
+app.add_typer(credits_app, name="credits")
+app.add_typer(billing_app, name="billing")
 app.command()(admin.init)
 app.command()(admin.status)
 app.command()(knowledge.ingest)

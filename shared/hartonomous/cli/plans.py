@@ -10,6 +10,7 @@ from rich.table import Table
 
 from hartonomous.admission.plans import LIMITS, TenantPlan
 from hartonomous.bootstrap import bootstrap
+from hartonomous.cli.credits import show_balance
 from hartonomous.cli.options import DataDir, settings_for
 from hartonomous.services import tenants as tenant_service
 
@@ -48,6 +49,17 @@ def plan_set(
     tokens_per_minute: Annotated[
         int | None, typer.Option(help="Model tokens (prompt and output) a minute.")
     ] = None,
+    postpaid: Annotated[
+        bool | None,
+        typer.Option(
+            "--postpaid/--prepaid",
+            help="Postpaid: work goes on to --credit-limit and is invoiced monthly through "
+            "Stripe. Prepaid (the default): work stops when the credits run out.",
+        ),
+    ] = None,
+    credit_limit: Annotated[
+        float | None, typer.Option(help="A postpaid tenant's credit limit, in credits.")
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Set some of a tenant's limits (the others keep their value); every instance holds
@@ -56,8 +68,14 @@ def plan_set(
              "concurrent_generations": concurrent_generations,
              "tokens_per_minute": tokens_per_minute}  # fmt: skip
     limits: dict[str, float | None] = {k: v for k, v in given.items() if v is not None}
-    if not limits:
+    if credit_limit is not None and not postpaid:
+        raise typer.BadParameter("--credit-limit is for a postpaid tenant: add --postpaid")
+    if not limits and postpaid is None:
         raise typer.BadParameter("give at least one limit, e.g. --requests-per-second 50")
     platform = bootstrap(settings_for(data_dir))
     found = tenant_service.find_tenant(platform.uow_factory, name_or_id=tenant)
-    _show(found.name, platform.admission.plans.set(found.id, limits))
+    if limits:
+        _show(found.name, platform.admission.plans.set(found.id, limits))
+    if postpaid is not None:
+        balance = platform.credits.set_mode(found.id, postpaid=postpaid, credit_limit=credit_limit)
+        show_balance(found.name, balance)

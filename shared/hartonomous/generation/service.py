@@ -156,11 +156,17 @@ class GenerationService:
         return ModelRef(record.id, record.sha256, record.name, tenant_id)
 
     def generate(
-        self, tenant_id: str, request: GenerateRequest, *, control: Control | None = None
+        self,
+        tenant_id: str,
+        request: GenerateRequest,
+        *,
+        control: Control | None = None,
+        receipt_id: str | None = None,
     ) -> Generated:
         """The whole answer at once: the model is asked for one response, not a stream (over
         HTTP that spares an event per token). ``Cancelled`` when ``control`` is cancelled."""
-        for piece in self.stream(tenant_id, request, live=False, control=control):
+        pieces = self.stream(tenant_id, request, live=False, control=control, receipt_id=receipt_id)
+        for piece in pieces:
             if isinstance(piece, Generated):
                 return piece
         raise AssertionError("a generation ended without its receipt")
@@ -172,11 +178,13 @@ class GenerationService:
         *,
         live: bool = True,
         control: Control | None = None,
+        receipt_id: str | None = None,
     ) -> Generator[str | Generated, None, None]:
         """Text pieces as they come (``live``), then the ``Generated`` (text and persisted
-        receipt); ``Cancelled`` instead when ``control`` is cancelled."""
+        receipt); ``Cancelled`` instead when ``control`` is cancelled. ``receipt_id``: the
+        caller's (it keyed the credits held for this generation, which its usage settles)."""
         started = time.perf_counter()
-        receipt_id = new_id()  # known up front: it keys this generation's usage rows
+        receipt_id = receipt_id or new_id()  # known up front: it keys the usage rows
         model, assembled, asked = self._prepare(tenant_id, request, receipt_id, record_gaps=True)
         asked = dataclasses.replace(asked, control=control)
         searched = time.perf_counter()

@@ -4,6 +4,12 @@ Each row is keyed by what caused it (a receipt id, a request id, an activity's s
 so a replayed activity or a retried request writes nothing new: the unique key
 (tenant_id, key, kind) turns the second insert into a no-op, through the ``InsertOrIgnore``
 port (one statement on SQLite, a look and a savepointed insert on Azure SQL).
+
+Recording is also where credits are debited: the rows that are new are priced and settled
+on the tenant's credit ledger (``billing/credits.py``) in the same transaction, closing the
+hold keyed as they are. So every metered path (a receipt, a search, an embedding batch, an
+agent's or the loop's tokens) pays exactly once, and a debit exists exactly when its usage
+does.
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from hartonomous.billing.money import to_micros
+from hartonomous.metering.pricing import price
 from hartonomous.store.schema import usage_ledger
 
 if TYPE_CHECKING:
+    from hartonomous.billing.credits import CreditRepository
     from hartonomous.ports import InsertOrIgnore
 
 
@@ -39,17 +48,25 @@ class UsageTotal:
 class UsageRepository:
     KEY = ("tenant_id", "key", "kind")
 
-    def __init__(self, conn: sa.Connection, insert_or_ignore: InsertOrIgnore) -> None:
+    def __init__(
+        self, conn: sa.Connection, insert_or_ignore: InsertOrIgnore, credits: CreditRepository
+    ) -> None:
         self._conn = conn
         self._insert_new = insert_or_ignore
+        self._credits = credits
 
     def record(self, tenant_id: str, key: str, items: Sequence[Usage], at: datetime) -> int:
-        """Append what is not there yet; returns the rows added (0 on a replay)."""
-        if not items:
-            return 0
-        return self._insert_new(
-            self._conn, usage_ledger, _rows(tenant_id, key, items, at), self.KEY
-        )
+        """Append what is not there yet and settle its price; returns the rows added (0 on
+        a replay, which debits nothing)."""
+        new = [
+            item
+            for item, row in zip(items, _rows(tenant_id, key, items, at), strict=True)
+            if self._insert_new(self._conn, usage_ledger, [row], self.KEY)
+        ]
+        if new or items:  # an open hold keyed so closes even when nothing new was used
+            cost = price({u.kind: u.quantity for u in new})
+            self._credits.settle(tenant_id, key, to_micros(cost.credits), cost.lines, at)
+        return len(new)
 
     def totals(
         self, tenant_id: str, start: datetime | None, end: datetime | None

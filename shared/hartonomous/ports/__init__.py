@@ -21,6 +21,7 @@ from hartonomous.ports.blobs import (
 from hartonomous.ports.events import EventPublisher
 from hartonomous.ports.inference import Inference
 from hartonomous.ports.knowledge import Embedder, KeywordIndex, VectorSearch
+from hartonomous.ports.payments import Payments
 from hartonomous.ports.store import InsertOrIgnore, SessionSetup, UnitOfWork, UnitOfWorkFactory
 from hartonomous.ports.workflows import WorkflowClient
 
@@ -33,6 +34,7 @@ __all__ = [
     "InsertOrIgnore",
     "KeywordIndex",
     "LimiterState",
+    "Payments",
     "SessionSetup",
     "StagedBlob",
     "StagingWriter",

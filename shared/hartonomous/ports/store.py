@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from hartonomous.admission.plans import PlanRepository
     from hartonomous.agents.store import AgentRepository
     from hartonomous.autonomy.store import AutonomyRepository
+    from hartonomous.billing.billing_store import BillingRepository
+    from hartonomous.billing.credits import CreditRepository
     from hartonomous.events.outbox import OutboxRepository
     from hartonomous.generation.answer_cache import AnswerCacheRepository
     from hartonomous.generation.lineage import LineageRepository
@@ -54,6 +56,8 @@ class UnitOfWork(Protocol):
     workflow_failures: WorkflowFailureRepository
     agents: AgentRepository
     plans: PlanRepository
+    credits: CreditRepository
+    billing: BillingRepository
 
     def __enter__(self) -> UnitOfWork: ...
 

@@ -786,3 +786,120 @@ tenant_plans = sa.Table(
     sa.Column("tokens_per_minute", sa.Integer(), nullable=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
+
+
+# -- credits and billing (docs/billing.md) ------------------------------------------------------
+# Amounts are integer micro-credits (1 credit = 1,000,000): sums are exact, as money must be.
+
+# One row per tenant: how it pays, what it holds for work in flight and what it owes beyond
+# its grants. Taken first (``UPDATE ... held = held + x``) by every hold and settlement, so
+# on Azure SQL its row lock orders a tenant's debits; the balance is its grants' remaining
+# credits + credit_limit - owed - held. Read across tenants by the sweeps and the billing run.
+credit_accounts = sa.Table(
+    "credit_accounts",
+    metadata,
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("mode", sa.String(16), nullable=False),  # prepaid | postpaid
+    sa.Column("credit_limit", sa.BigInteger(), nullable=False),  # postpaid: owed may reach it
+    sa.Column("held", sa.BigInteger(), nullable=False),
+    sa.Column("owed", sa.BigInteger(), nullable=False),  # settled beyond grants, not yet paid
+    sa.Column("stripe_customer_id", sa.String(255), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Credits given: the plan's starting grant, the operator's, a payment's. Settlement burns
+# them in (priority, expiry, age) order; source_ref makes each grant once (a payment intent's
+# id, the operator's request id), so a replayed webhook grants nothing twice.
+credit_grants = sa.Table(
+    "credit_grants",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # paid | promotional
+    sa.Column("source", sa.String(16), nullable=False),  # plan | operator | payment
+    sa.Column("source_ref", sa.String(200), nullable=False),
+    sa.Column("amount", sa.BigInteger(), nullable=False),
+    sa.Column("remaining", sa.BigInteger(), nullable=False),
+    sa.Column("priority", sa.Integer(), nullable=False),  # lower burns first
+    sa.Column("expires_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "source_ref"),
+    sa.Index(None, "tenant_id", "priority", "expires_at"),
+)
+
+# Credits held for work in flight, keyed as the usage that will settle it (a generation's
+# ``receipt:{id}``): the receipt's transaction closes it. One never settled (its server died)
+# is released by the sweep once past expires_at.
+credit_holds = sa.Table(
+    "credit_holds",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("key", sa.String(200), nullable=False),
+    sa.Column("estimate", sa.BigInteger(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # open | settled | released
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("closed_at", UTCDateTime(), nullable=True),
+    sa.UniqueConstraint("tenant_id", "key"),
+    sa.Index(None, "tenant_id", "status", "expires_at"),
+)
+
+# The credit ledger: every movement of credits, appended in the transaction that caused it
+# (a settlement in its receipt's). ``owed`` is the part of a settlement no grant covered:
+# what a postpaid tenant's invoice bills, marked with the invoice once billed.
+credit_entries = sa.Table(
+    "credit_entries",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # grant | settle | expire
+    sa.Column("amount", sa.BigInteger(), nullable=False),  # signed: + grant, - settle
+    sa.Column("owed", sa.BigInteger(), nullable=False),
+    sa.Column("key", sa.String(200), nullable=False),  # the usage key, or the grant's id
+    sa.Column("detail", _json(), nullable=False),
+    sa.Column("invoice_id", _id(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "tenant_id", "created_at", "id"),
+    sa.Index(None, "tenant_id", "invoice_id", "created_at"),
+)
+
+# A postpaid tenant's invoice for one period, and where the billing run got to with Stripe:
+# each step's Stripe id is kept before the next step, so a crashed run resumes, never bills
+# twice. Reconciliation writes Stripe's total beside the ledger's.
+invoices = sa.Table(
+    "invoices",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("period", sa.String(32), nullable=False),  # e.g. 2026-11
+    sa.Column("period_start", UTCDateTime(), nullable=False),
+    sa.Column("period_end", UTCDateTime(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # draft | open | paid | empty
+    sa.Column("credits", sa.BigInteger(), nullable=False),
+    sa.Column("amount_cents", sa.BigInteger(), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("stripe_invoice_item_id", sa.String(255), nullable=True),
+    sa.Column("stripe_invoice_id", sa.String(255), nullable=True),
+    sa.Column("stripe_total_cents", sa.BigInteger(), nullable=True),
+    sa.Column("stripe_status", sa.String(32), nullable=True),
+    sa.Column("difference_cents", sa.BigInteger(), nullable=True),
+    sa.Column("reconciled_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "period"),
+)
+
+# Stripe webhook events seen, by Stripe's event id: a replayed delivery changes nothing.
+# Written before the tenant is known (the event names it), so RLS gives it no predicate.
+stripe_events = sa.Table(
+    "stripe_events",
+    metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("type", sa.String(100), nullable=False),
+    sa.Column("tenant_id", _id(), nullable=True),
+    sa.Column("outcome", sa.String(32), nullable=False),  # queued | ignored | done | failed
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("done_at", UTCDateTime(), nullable=True),
+)

@@ -15,6 +15,9 @@ import sqlalchemy as sa
 from hartonomous.admission.plans import PlanRepository
 from hartonomous.agents.store import AgentRepository
 from hartonomous.autonomy.store import AutonomyRepository
+from hartonomous.billing.billing_store import BillingRepository
+from hartonomous.billing.credits import CreditRepository
+from hartonomous.billing.money import CreditTerms
 from hartonomous.events.outbox import OutboxRepository
 from hartonomous.generation.answer_cache import AnswerCacheRepository
 from hartonomous.generation.lineage import LineageRepository
@@ -56,6 +59,8 @@ class UnitOfWork:
     workflow_failures: WorkflowFailureRepository
     agents: AgentRepository
     plans: PlanRepository
+    credits: CreditRepository
+    billing: BillingRepository
 
     def __init__(
         self,
@@ -64,7 +69,9 @@ class UnitOfWork:
         *,
         write: bool,
         tenant_id: str | None = None,
+        terms: CreditTerms | None = None,
     ) -> None:
+        self._terms = terms or CreditTerms()
         self._engine = engines.write if write else engines.read
         self._adapters = adapters
         self._tenant_id = tenant_id
@@ -84,11 +91,13 @@ class UnitOfWork:
         self.models = ModelRepository(self._conn)
         self.receipts = ReceiptRepository(self._conn)
         self.lineage = LineageRepository(self._conn)
-        self.usage = UsageRepository(self._conn, self._adapters.insert_or_ignore)
+        ignore = self._adapters.insert_or_ignore
+        self.credits = CreditRepository(self._conn, ignore, self._terms)
+        self.billing = BillingRepository(self._conn, ignore)
+        self.usage = UsageRepository(self._conn, ignore, self.credits)
         self.outbox = OutboxRepository(self._conn)
         self.upload_sessions = UploadSessionRepository(self._conn)
-        self.autonomy = AutonomyRepository(self._conn, self._adapters.insert_or_ignore)
-        ignore = self._adapters.insert_or_ignore
+        self.autonomy = AutonomyRepository(self._conn, ignore)
         self.associations = AssociationRepository(self._conn, ignore)
         self.answer_cache = AnswerCacheRepository(self._conn, ignore)
         self.workflow_failures = WorkflowFailureRepository(self._conn, ignore)

@@ -51,9 +51,15 @@ class TimerFunction:
     fn: Callable[..., Any]
     arg_name: str
     run_on_startup: bool = False
+    client_name: str | None = None  # a durableClient binding's parameter (starts workflows)
 
-    def run(self, past_due: bool = False) -> None:
-        result = self.fn(**{self.arg_name: TimerRequest(past_due=past_due)})
+    def run(self, past_due: bool = False, client: Any = None) -> None:
+        kwargs: dict[str, Any] = {self.arg_name: TimerRequest(past_due=past_due)}
+        if self.client_name is not None:
+            if client is None:
+                raise RuntimeError(f"timer {self.name!r} needs a Durable client")
+            kwargs[self.client_name] = client
+        result = self.fn(**kwargs)
         if inspect.isawaitable(result):
             asyncio.run(_awaited(result))
 
@@ -80,6 +86,12 @@ class Registry:
                 for alias in {name, getattr(trigger, "activity", None) or name}:
                     registry.activities[alias] = activity
             elif trigger.type == "timerTrigger":
+                client = next(
+                    (b.name for b in function.get_bindings() if b.type == "durableClient"), None
+                )
+                if client is not None:  # the SDK's wrapper builds a client from the host's
+                    # JSON; the local host hands its own client to the function it wraps
+                    user_function = getattr(user_function, "__wrapped__", user_function)
                 registry.timers.append(
                     TimerFunction(
                         name,
@@ -87,6 +99,7 @@ class Registry:
                         user_function,
                         trigger.name,
                         bool(getattr(trigger, "run_on_startup", False)),
+                        client,
                     )
                 )
         return registry

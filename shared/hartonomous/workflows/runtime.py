@@ -25,7 +25,8 @@ class LocalWorkflowRuntime:
     ) -> LocalWorkflowRuntime:
         registry = Registry.from_functions(functions)
         host = LocalDurableHost(engines, registry, max_activity_workers=activity_workers)
-        return cls(host, LocalDurableClient(host), TimerScheduler(registry.timers))
+        client = LocalDurableClient(host)
+        return cls(host, client, TimerScheduler(registry.timers, client=client))
 
     def start(self) -> None:
         self.host.start()

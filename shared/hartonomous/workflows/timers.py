@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
+from typing import Any
 
 from croniter import croniter
 
@@ -24,13 +25,18 @@ log = logging.getLogger(__name__)
 
 class TimerScheduler:
     def __init__(
-        self, timers: list[TimerFunction], *, clock: Callable[[], datetime] = utcnow
+        self,
+        timers: list[TimerFunction],
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        client: Any = None,
     ) -> None:
         for timer in timers:
             if not croniter.is_valid(timer.schedule, second_at_beginning=True):
                 raise ValueError(f"timer {timer.name!r}: invalid NCRONTAB {timer.schedule!r}")
         self.timers = timers
         self._clock = clock
+        self._client = client  # handed to timers that bind a Durable client
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -82,7 +88,7 @@ class TimerScheduler:
 
     def _run(self, timer: TimerFunction, past_due: bool) -> None:
         try:
-            timer.run(past_due=past_due)
+            timer.run(past_due=past_due, client=self._client)
         except Exception:
             log.exception("timer function %s failed", timer.name)
         finally:

@@ -1,0 +1,1 @@
+"""Credits, holds and settlement, payments through Stripe, postpaid invoicing (docs/billing.md)."""
