@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,7 +77,7 @@ def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def register_webhook(base: str, name: str, url: str, secret: str) -> None:
     """Have localstripe sign and send its events to ``url`` (kept in its memory)."""
-    data = f"url={urllib.request.quote(url, safe='')}&secret={secret}".encode()
+    data = urllib.parse.urlencode({"url": url, "secret": secret}).encode()
     request = urllib.request.Request(f"{base}/_config/webhooks/{name}", data=data, method="POST")
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.status == 200
