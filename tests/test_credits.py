@@ -183,11 +183,11 @@ def test_credits_come_only_from_the_operator_or_a_payment(
     assert client.post("/v1/billing/balance", headers=alice.auth("admin")).status_code == 405
     off = client.post("/v1/billing/top-ups", json={"amount": 100}, headers=alice.auth("admin"))
     assert off.status_code == 501 and off.headers["content-type"] == PROBLEM
-    for amount in (-5, 0, 10.5, 10**12, 1):  # checked before anything else: 422
+    for credits in (-5, 0, 10.5, 10**12, 1):  # checked before anything else: 422
         bad = client.post(
-            "/v1/billing/top-ups", json={"amount": amount}, headers=alice.auth("admin")
+            "/v1/billing/top-ups", json={"amount": credits}, headers=alice.auth("admin")
         )
-        assert bad.status_code == 422, (amount, bad.text)
+        assert bad.status_code == 422, (credits, bad.text)
     writer = client.post("/v1/billing/top-ups", json={"amount": 100}, headers=alice.auth())
     assert writer.status_code == 403  # buying credits takes an admin key
     assert client.get("/v1/billing/balance", headers=alice.auth("read")).json() == balance
