@@ -66,7 +66,7 @@ class StripePayments:
             api_key,
             base_addresses=addresses,
             max_network_retries=2,  # the SDK retries with its idempotency key on the wire
-            http_client=stripe.HTTPXClient(timeout=TIMEOUT_S),
+            http_client=stripe.HTTPXClient(timeout=TIMEOUT_S, allow_sync_methods=True),
         )
         self._webhook_secret = webhook_secret
 
