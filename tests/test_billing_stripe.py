@@ -117,8 +117,13 @@ def card_on_file(p: Platform, base: str, tenant_id: str) -> str:
     invoices charge."""
     customer = p.payments.customer(tenant_id)
     client = stripe_client(base)
-    card = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
-    pm = client.v1.payment_methods.create(params={"type": "card", "card": card})
+    pm = client.v1.payment_methods.create(
+        params={
+            "type": "card",
+            "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030,
+                     "cvc": "123"},
+        }
+    )  # fmt: skip
     client.v1.payment_methods.attach(pm.id, params={"customer": customer})
     client.v1.customers.update(
         customer, params={"invoice_settings": {"default_payment_method": pm.id}}
@@ -231,7 +236,8 @@ def test_forged_stale_and_unknown_webhooks_change_nothing(billing: Platform) -> 
 
     def count() -> int:
         with p.engines.read.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(stripe_events)).scalar())
+            query = sa.select(sa.func.count()).select_from(stripe_events)
+            return int(conn.execute(query).scalar_one())
 
     with serving(create_app(p), lifespan="on") as base, httpx.Client(base_url=base) as api:
         cases = {
