@@ -285,7 +285,47 @@ def drive_every_repository(platform: Platform, tenant: str) -> None:
         uow.plans.get(tenant)
         uow.plans.set(tenant, {"burst": 5}, AT)  # inserts
         uow.plans.set(tenant, {"requests_per_second": 2.5, "burst": None}, AT)  # updates
+        drive_billing(uow, tenant)
         uow.commit()
+
+
+def drive_billing(uow: UnitOfWork, tenant: str) -> None:
+    """Credits (holds, settlement, grants, expiry, the ledger's pages) and invoices and
+    Stripe's events (billing/), each insert-or-ignore twice."""
+    c = uow.credits
+    for _ in range(2):
+        c.ensure_account(tenant, AT)
+    c.balance(tenant, AT)
+    c.hold(tenant, "receipt:t", 1000, AT, timedelta(hours=1))
+    c.hold(tenant, "receipt:t", 1000, AT, timedelta(hours=1))  # the same key: held once
+    c.settle(tenant, "receipt:t", 2500, {"generation.prompt_tokens": 0.0025}, AT)
+    c.close_hold(tenant, "receipt:gone", "released", AT)
+    c.expired_holds(tenant, AT)
+    for _ in range(2):
+        c.grant(tenant, 10**6, kind="paid", source="payment", source_ref="payment:pi_1", at=AT,
+                expires_at=AT + timedelta(30))  # fmt: skip
+    c.grants(tenant)
+    c.expire(tenant, AT + timedelta(31))
+    c.set_mode(tenant, "postpaid", 10**9, AT)
+    c.set_customer(tenant, "cus_1", AT)
+    c.account(tenant)
+    c.entries(tenant, 21)
+    c.entries(tenant, 21, (AT, 5))
+    c.unbilled(tenant, AT - timedelta(1), AT + timedelta(1))
+    c.pay_owed(tenant, 5, AT)
+    c.accounts_holding()
+    c.postpaid_accounts()
+    b = uow.billing
+    for _ in range(2):
+        invoice = b.open_invoice(tenant, "2026-11", AT - timedelta(30), AT, "usd", AT)
+    c.mark_billed(tenant, invoice.id, AT - timedelta(30), AT + timedelta(1))
+    c.billed_total(tenant, invoice.id)
+    b.update_invoice(invoice.id, AT, status="paid", stripe_invoice_id="in_1")
+    b.invoices(tenant)
+    for _ in range(2):
+        b.record_event("evt_1", "payment_intent.succeeded", tenant, "queued", AT)
+    b.event("evt_1")
+    b.finish_event("evt_1", "done", AT)
 
 
 def drive_effects(uow: UnitOfWork, tenant: str, ids: list[str]) -> None:
@@ -472,6 +512,8 @@ def test_every_repository_statement_would_run_on_azure_sql(
             "autonomy_approvals", "autonomy_dead_letters"} <= touched  # fmt: skip
     assert {"agents", "agent_versions"} <= touched
     assert "tenant_plans" in touched
+    assert {"credit_accounts", "credit_grants", "credit_holds", "credit_entries", "invoices",
+            "stripe_events"} <= touched  # fmt: skip
     assert {"agent_runs", "agent_steps", "agent_violations", "agent_approvals"} <= touched
     found = [p for element, rows in captured for p in check(element, rows)]
     assert found == []
