@@ -231,7 +231,8 @@ def test_forged_stale_and_unknown_webhooks_change_nothing(billing: Platform) -> 
     alice = make_tenant(p, "alice")
     intent = {"id": f"pi_{new_id()}", "object": "payment_intent", "amount": 100_000,
               "amount_received": 100_000, "currency": "usd", "status": "succeeded",
-              "metadata": {"tenant_id": alice.id, "credits": "100000"}}  # fmt: skip
+              "metadata": {"tenant_id": alice.id, "credits": "100000",
+                           "kind": "top-up"}}  # fmt: skip
     payload = event("payment_intent.succeeded", intent)
 
     def count() -> int:
@@ -264,6 +265,22 @@ def test_forged_stale_and_unknown_webhooks_change_nothing(billing: Platform) -> 
             "received": True, "duplicate": False, "queued": False
         }  # fmt: skip
         assert count() == 1
+        # Signed and of a handled type, but not one of our top-ups (an invoice's payment,
+        # another app's): recorded, no credits.
+        foreign = event("payment_intent.succeeded", {**intent, "metadata": {"tenant_id": alice.id}})
+        got = api.post("/v1/webhooks/stripe", content=foreign,
+                       headers={"Stripe-Signature": signed(foreign)})  # fmt: skip
+        assert got.status_code == 200 and got.json()["queued"] is True
+
+        def outcome() -> str | None:
+            with p.engines.read.connect() as conn:
+                query = sa.select(stripe_events.c.outcome).where(
+                    stripe_events.c.id == json.loads(foreign)["id"]
+                )
+                found = conn.execute(query).scalar_one()
+            return None if found == "queued" else str(found)
+
+        assert until(outcome, 20, "the event's workflow") == "not a top-up"
         balance = api.get("/v1/billing/balance", headers=alice.auth("read")).json()
         assert balance["available"] == p.settings.billing_starting_credits
 

@@ -114,7 +114,7 @@ def test_work_the_credits_cannot_cover_is_refused_before_it_starts(
     generated = c.post("/v1/generate", json={"prompt": "hi", "max_tokens": 8}, headers=alice.auth())
     assert generated.status_code == 402 and generated.headers["content-type"] == PROBLEM
     problem = generated.json()
-    estimate = generation_estimate(p.settings.inference_context_tokens, 8, 5) / MICROS
+    estimate = generation_estimate(p.settings.inference_context_tokens - 8, 8, 5) / MICROS
     assert problem["balance"] == 0 and problem["estimate"] == pytest.approx(estimate)
     assert "needs about" in problem["detail"]
     searched = c.post("/v1/search", json={"query": "x"}, headers=alice.auth("read"))

@@ -159,9 +159,8 @@ async def _submit(
     )
     await run_in_threadpool(hold.enter)
     try:
-        estimate = generation_estimate(
-            platform.settings.inference_context_tokens, body.max_tokens, body.k
-        )
+        context = platform.settings.inference_context_tokens
+        estimate = generation_estimate(max(0, context - body.max_tokens), body.max_tokens, body.k)
         await run_in_threadpool(platform.credits.hold, tenant_id, key, estimate, "this generation")
     except BaseException:
         await run_in_threadpool(hold.leave, True)  # nothing was held

@@ -165,6 +165,15 @@ class PaymentService:
         obj, now = event.object, utcnow()
         outcome = "ignored"
         if tenant_id is not None and event.type == "payment_intent.succeeded":
+            metadata = obj.get("metadata") or {}
+            if metadata.get("kind") != "top-up" or obj.get("currency") != self.currency:
+                # Not a top-up of ours (an invoice's payment, another app's): no credits.
+                log.warning("payment %s is not a top-up in %s: ignored", obj.get("id"),
+                            self.currency)  # fmt: skip
+                with self.uow_factory(write=True) as uow:
+                    uow.billing.finish_event(event.id, "not a top-up", now)
+                    uow.commit()
+                return "not a top-up"
             cents = int(obj.get("amount_received") or obj.get("amount") or 0)
             # What was received buys the credits, at the price of the day.
             credits = cents * MICROS // self.cents_per_credit
