@@ -311,14 +311,14 @@ def drive_billing(uow: UnitOfWork, tenant: str) -> None:
     c.account(tenant)
     c.entries(tenant, 21)
     c.entries(tenant, 21, (AT, 5))
-    c.unbilled(tenant, AT - timedelta(1), AT + timedelta(1))
+    c.unbilled(tenant, AT + timedelta(1))
     c.pay_owed(tenant, 5, AT)
     c.accounts_holding()
     c.postpaid_accounts()
     b = uow.billing
     for _ in range(2):
         invoice = b.open_invoice(tenant, "2026-11", AT - timedelta(30), AT, "usd", AT)
-    c.mark_billed(tenant, invoice.id, AT - timedelta(30), AT + timedelta(1))
+    c.mark_billed(tenant, invoice.id, AT + timedelta(1))
     c.billed_total(tenant, invoice.id)
     b.update_invoice(invoice.id, AT, status="paid", stripe_invoice_id="in_1")
     b.invoices(tenant)

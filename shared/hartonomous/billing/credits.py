@@ -355,25 +355,27 @@ class CreditRepository:
         rows = self._conn.execute(query.order_by(e.c.created_at.desc(), e.c.id.desc()).limit(limit))
         return [Entry(*r) for r in rows]
 
-    def unbilled(self, tenant_id: str, start: datetime, end: datetime) -> tuple[int, int]:
-        """(owed micro-credits, entries) settled in ``[start, end)`` and not yet invoiced."""
+    def unbilled(self, tenant_id: str, end: datetime) -> tuple[int, int]:
+        """(owed micro-credits, entries) settled before ``end`` and not yet invoiced: a
+        period's invoice also takes what no earlier invoice did (the tenant was prepaid then,
+        or payments were off)."""
         e = credit_entries
         total, count = self._conn.execute(
             sa.select(sa.func.coalesce(sa.func.sum(e.c.owed), 0), sa.func.count()).where(
                 e.c.tenant_id == tenant_id, e.c.invoice_id.is_(None), e.c.kind == "settle",
-                e.c.owed > 0, e.c.created_at >= start, e.c.created_at < end,
+                e.c.owed > 0, e.c.created_at < end,
             )
         ).one()  # fmt: skip
         return int(total), int(count)
 
-    def mark_billed(self, tenant_id: str, invoice_id: str, start: datetime, end: datetime) -> int:
-        """Tag the period's unbilled owed settlements with the invoice that bills them."""
+    def mark_billed(self, tenant_id: str, invoice_id: str, end: datetime) -> int:
+        """Tag the unbilled owed settlements before ``end`` with the invoice that bills them."""
         e = credit_entries
         done = self._conn.execute(
             e.update()
             .where(
                 e.c.tenant_id == tenant_id, e.c.invoice_id.is_(None), e.c.kind == "settle",
-                e.c.owed > 0, e.c.created_at >= start, e.c.created_at < end,
+                e.c.owed > 0, e.c.created_at < end,
             )
             .values(invoice_id=invoice_id)
         )  # fmt: skip

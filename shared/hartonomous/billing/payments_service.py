@@ -276,14 +276,19 @@ class PaymentService:
             found = uow.billing.invoice(tenant_id, period.label)
             if found is not None:
                 return found
-            total, _ = uow.credits.unbilled(tenant_id, period.start, period.end)
+            if period.end > now:  # what it bills would not be all of the period's usage
+                raise UnprocessableContent(
+                    f"period {period.label} ends at {period.end.isoformat()}: it is billed "
+                    "once it has ended"
+                )
+            total, _ = uow.credits.unbilled(tenant_id, period.end)
             cents = to_cents(total, self.cents_per_credit)
             if not cents:  # under half a cent: carried to the next period
                 return None
             invoice = uow.billing.open_invoice(
                 tenant_id, period.label, period.start, period.end, self.currency, now
             )
-            uow.credits.mark_billed(tenant_id, invoice.id, period.start, period.end)
+            uow.credits.mark_billed(tenant_id, invoice.id, period.end)
             uow.billing.update_invoice(invoice.id, now, credits=total, amount_cents=cents)
             uow.commit()
             return uow.billing.invoice(tenant_id, period.label)
