@@ -40,12 +40,15 @@ def gcra(tat: float, now: float, rate: float, burst: int) -> tuple[Take, float]:
     the bucket would be full; the decision and the new ``tat``."""
     interval = 1.0 / rate
     capacity = interval * burst
-    new_tat = max(tat, now) + interval
-    if new_tat - now > capacity + 1e-9:
-        wait = new_tat - now - capacity
-        return Take(False, 0, wait, max(tat, now) - now), tat
-    remaining = math.floor((capacity - (new_tat - now)) / interval + 1e-9)
-    return Take(True, remaining, 0.0, new_tat - now), new_tat
+    # How far from full the bucket is, before and after this request, in seconds. Worked as
+    # offsets from now, not as times: a monotonic clock at 68,780 s holds a 1/60,000 s
+    # interval only to 1e-6 of itself, which made a full bucket of 10 say 8 left.
+    ahead = max(tat - now, 0.0)
+    new_ahead = ahead + interval
+    if new_ahead > capacity + 1e-9:
+        return Take(False, 0, new_ahead - capacity, ahead), tat
+    remaining = math.floor((capacity - new_ahead) / interval + 1e-9)
+    return Take(True, remaining, 0.0, new_ahead), now + new_ahead
 
 
 def tokens_item(per_minute: int) -> RateLimitItemPerMinute:
