@@ -255,7 +255,7 @@ def test_forged_stale_and_unknown_webhooks_change_nothing(billing: Platform) -> 
             assert got.status_code == 400, name
             assert got.headers["content-type"] == PROBLEM and "Stripe-Signature" in got.text
         missing = api.post("/v1/webhooks/stripe", content=payload)
-        assert missing.status_code == 400 and "missing" in missing.json()["detail"]
+        assert missing.status_code == 422 and missing.headers["content-type"] == PROBLEM
         tampered = payload.replace(b"100000", b"900000")
         got = api.post("/v1/webhooks/stripe", content=tampered,
                        headers={"Stripe-Signature": signed(payload)})  # fmt: skip

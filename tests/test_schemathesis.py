@@ -2,10 +2,11 @@
 and negative data, over the real app on a real SQLite store with a real key (given to
 schemathesis as the schema's bearer scheme, so negative cases may leave it out).
 
-What is not real, and why: the completion engine is a stub (``EchoInference``): loading and
-running llama.cpp for each of hundreds of generated generation requests would take the whole
-budget many times over; tests/test_generation.py runs the real model. Search, embeddings
-(MiniLM), receipts and usage behind ``/v1/generate`` are the real ones.
+Payments go to a real localstripe. What is not real, and why: the completion engine is a
+stub (``EchoInference``): loading and running llama.cpp for each of hundreds of generated
+generation requests would take the whole budget many times over; tests/test_generation.py
+runs the real model. Search, embeddings (MiniLM), receipts and usage behind
+``/v1/generate`` are the real ones.
 
 Exclusions, each with its reason below: ``SEMANTIC_REFUSALS`` (schema-valid data refused for
 what a schema cannot state, e.g. bytes that are not a GGUF) and ``LENIENT`` (schema-violating
@@ -76,13 +77,25 @@ def without_lifespan(app: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[tuple[Any, str]]:
-    """The app as `hartonomous serve` runs it (workflow host included), and an admin key."""
+def served(
+    tmp_path_factory: pytest.TempPathFactory, embedder: Any, localstripe: str
+) -> Iterator[tuple[Any, str]]:
+    """The app as `hartonomous serve` runs it (workflow host included, payments through a
+    real localstripe), and an admin key."""
+    from fixtures_localstripe import API_KEY
+
     from hartonomous.services import tenants
 
     folder: Path = tmp_path_factory.mktemp("schemathesis")
     platform: Platform = bootstrap(
-        Settings(data_dir=folder / "data", max_upload_bytes=256 * 1024),
+        Settings(
+            data_dir=folder / "data",
+            max_upload_bytes=256 * 1024,
+            stripe_api_key=API_KEY,
+            stripe_webhook_secret="whsec_fuzz",
+            stripe_api_base=localstripe,
+            stripe_flavor="localstripe",
+        ),
         functions=indexed_app().get_functions(),
         embedder=embedder,
         inference=EchoInference(),
@@ -118,6 +131,8 @@ SEMANTIC_REFUSALS: list[tuple[str, str, str, str]] = [
     ("GET", "/v1/agents", "400", "a cursor this API did not return (it is opaque)"),
     ("GET", "/v1/agents/runs", "400", "a cursor this API did not return (it is opaque)"),
     ("GET", "/v1/keys", "400", "a cursor this API did not return (it is opaque)"),
+    ("GET", "/v1/billing/ledger", "400", "a cursor this API did not return (it is opaque)"),
+    ("POST", "/v1/webhooks/stripe", "400", "a signature Stripe did not make (an HMAC of the body)"),
     (
         "POST",
         "/v1/agents",

@@ -78,7 +78,8 @@ def create_app(platform: Platform) -> FastAPI:
 
 def _openapi_tells_settings(app: FastAPI, platform: Platform) -> None:
     """Bounds that are settings, not constants, written into the schema the app serves, so
-    it promises what the server accepts (``max_tokens``, an upload session's ``size``)."""
+    it promises what the server accepts (``max_tokens``, an upload session's ``size``, a
+    top-up's ``amount``)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -88,6 +89,10 @@ def _openapi_tells_settings(app: FastAPI, platform: Platform) -> None:
             schemas["GenerateIn"]["properties"]["max_tokens"]["maximum"] = (
                 settings.generation_max_tokens
             )
+            if "TopUpIn" in schemas:
+                amount = schemas["TopUpIn"]["properties"]["amount"]
+                amount["minimum"] = settings.billing_top_up_min_credits
+                amount["maximum"] = settings.billing_top_up_max_credits
             if "UploadIn" in schemas:
                 schemas["UploadIn"]["properties"]["size"]["maximum"] = (
                     settings.max_session_upload_bytes
