@@ -69,10 +69,14 @@ FULL_FILTER = SearchFilter(
 def azure_sql(element: Any, rows: list[dict[str, Any]]) -> tuple[str, int]:
     """The statement as SQL Server would get it, and the parameters it binds."""
     keys = list(rows[0]) if rows and rows[0] else None
+    postcompile = True
     if keys and isinstance(element, sa.Select | sa.CompoundSelect):
         element, keys = element.params(rows[0]), None  # a prepared statement's values
+    elif keys and isinstance(element, sa.Update) and not set(keys) & set(element.table.c.keys()):
+        # Its values are bound by name (billing/credits.py), none a column, none an IN list.
+        keys, postcompile = None, False
     compiled = element.compile(
-        dialect=AZURE, column_keys=keys, compile_kwargs={"render_postcompile": True}
+        dialect=AZURE, column_keys=keys, compile_kwargs={"render_postcompile": postcompile}
     )
     return str(compiled), len(compiled.positiontup or ())
 

@@ -21,6 +21,44 @@ from hartonomous.store.schema import credit_accounts, credit_entries, credit_gra
 if TYPE_CHECKING:
     from hartonomous.ports import InsertOrIgnore
 
+# The settlement's statements, built once: each is executed in every receipt's transaction,
+# and building a Core statement per call cost 0.27 ms against 0.06 ms for a prebuilt one
+# here (five of them were most of the 3 ms a debit first added to a receipt).
+_t: sa.BindParameter[str] = sa.bindparam("b_tenant")
+_at: sa.BindParameter[datetime] = sa.bindparam("b_at")
+_CLOSE_HOLD = (
+    credit_holds.update()
+    .where(credit_holds.c.tenant_id == _t, credit_holds.c.key == sa.bindparam("b_key"),
+           credit_holds.c.status == "open")
+    .values(status=sa.bindparam("b_status"), closed_at=_at)
+    .returning(credit_holds.c.estimate)
+)  # fmt: skip
+_ACCOUNT_OPEN = sa.select(credit_accounts.c.tenant_id).where(credit_accounts.c.tenant_id == _t)
+_ADD = (
+    credit_accounts.update()
+    .where(credit_accounts.c.tenant_id == _t)
+    .values(held=credit_accounts.c.held + sa.bindparam("b_held"),
+            owed=credit_accounts.c.owed + sa.bindparam("b_owed"), updated_at=_at)
+)  # fmt: skip
+_g = credit_grants
+_BURN_ORDER = (
+    sa.select(_g.c.id, _g.c.remaining)
+    .where(_g.c.tenant_id == _t, _g.c.remaining > 0,
+           sa.or_(_g.c.expires_at.is_(None), _g.c.expires_at > _at))
+    .order_by(
+        _g.c.priority,
+        sa.case((_g.c.expires_at.is_(None), 1), else_=0),  # expiring ones first
+        _g.c.expires_at,
+        _g.c.created_at,
+    )
+)  # fmt: skip
+_BURN = (
+    _g.update()
+    .where(_g.c.id == sa.bindparam("b_grant"))
+    .values(remaining=_g.c.remaining - sa.bindparam("b_take"))
+)
+_ENTRY = credit_entries.insert()
+
 PREPAID, POSTPAID = "prepaid", "postpaid"
 STARTING_GRANT = "plan:starting"  # the source_ref of the plan's starting grant: once
 
@@ -131,11 +169,8 @@ class CreditRepository:
         )
 
     def _add(self, tenant_id: str, at: datetime, *, held: int = 0, owed: int = 0) -> None:
-        a = credit_accounts
         self._conn.execute(
-            a.update()
-            .where(a.c.tenant_id == tenant_id)
-            .values(held=a.c.held + held, owed=a.c.owed + owed, updated_at=at)
+            _ADD, {"b_tenant": tenant_id, "b_held": held, "b_owed": owed, "b_at": at}
         )
 
     def balance(self, tenant_id: str, at: datetime) -> Balance:
@@ -255,22 +290,17 @@ class CreditRepository:
 
     def close_hold(self, tenant_id: str, key: str, status: str, at: datetime) -> bool:
         """Settle or release an open hold; False when there was none open."""
-        h = credit_holds
+        estimate = self._close(tenant_id, key, status, at)
+        if estimate is not None:
+            self._add(tenant_id, at, held=-estimate)
+        return estimate is not None
+
+    def _close(self, tenant_id: str, key: str, status: str, at: datetime) -> int | None:
+        """Close the open hold keyed so, in one statement; its estimate, or None."""
         estimate = self._conn.execute(
-            sa.select(h.c.estimate).where(
-                h.c.tenant_id == tenant_id, h.c.key == key, h.c.status == "open"
-            )
+            _CLOSE_HOLD, {"b_tenant": tenant_id, "b_key": key, "b_status": status, "b_at": at}
         ).scalar()
-        if estimate is None:
-            return False
-        done = self._conn.execute(
-            h.update()
-            .where(h.c.tenant_id == tenant_id, h.c.key == key, h.c.status == "open")
-            .values(status=status, closed_at=at)
-        )
-        if done.rowcount:
-            self._add(tenant_id, at, held=-int(estimate))
-        return bool(done.rowcount)
+        return None if estimate is None else int(estimate)
 
     def expired_holds(self, tenant_id: str, at: datetime, limit: int = 1000) -> list[str]:
         h = credit_holds
@@ -288,36 +318,27 @@ class CreditRepository:
         """Debit ``cost`` for the usage keyed ``key`` (its hold, if any, closes): from the
         grants in burn order, the rest owed. Called once per new usage row set, by
         ``uow.usage.record`` in the transaction that records it."""
-        self.ensure_account(tenant_id, at)
-        self.close_hold(tenant_id, key, "settled", at)
-        if cost <= 0:
-            return
-        left = cost
-        g = credit_grants
-        burn = self._conn.execute(
-            sa.select(g.c.id, g.c.remaining)
-            .where(
-                g.c.tenant_id == tenant_id,
-                g.c.remaining > 0,
-                sa.or_(g.c.expires_at.is_(None), g.c.expires_at > at),
-            )
-            .order_by(
-                g.c.priority,
-                sa.case((g.c.expires_at.is_(None), 1), else_=0),  # expiring ones first
-                g.c.expires_at,
-                g.c.created_at,
-            )
-        ).all()
-        for grant_id, remaining in burn:
-            take = min(left, int(remaining))
-            self._conn.execute(
-                g.update().where(g.c.id == grant_id).values(remaining=g.c.remaining - take)
-            )
-            left -= take
-            if not left:
-                break
-        self._add(tenant_id, at, owed=left)
-        self._entry(tenant_id, "settle", -cost, left, key, {"lines": lines}, at)
+        released = self._close(tenant_id, key, "settled", at)
+        if released is None:  # no hold: the account may not be open yet (a hold opens it)
+            released = 0
+            if self._conn.execute(_ACCOUNT_OPEN, {"b_tenant": tenant_id}).first() is None:
+                self.ensure_account(tenant_id, at)
+        left = max(cost, 0)
+        if left:
+            for grant_id, remaining in self._burnable(tenant_id, at):
+                take = min(left, remaining)
+                self._conn.execute(_BURN, {"b_grant": grant_id, "b_take": take})
+                left -= take
+                if not left:
+                    break
+        if released or left:
+            self._add(tenant_id, at, held=-released, owed=left)
+        if cost > 0:
+            self._entry(tenant_id, "settle", -cost, left, key, {"lines": lines}, at)
+
+    def _burnable(self, tenant_id: str, at: datetime) -> list[tuple[str, int]]:
+        rows = self._conn.execute(_BURN_ORDER, {"b_tenant": tenant_id, "b_at": at})
+        return [(str(i), int(r)) for i, r in rows]
 
     # -- the ledger ----------------------------------------------------------------------------
 
@@ -332,10 +353,9 @@ class CreditRepository:
         at: datetime,
     ) -> None:
         self._conn.execute(
-            credit_entries.insert().values(
-                tenant_id=tenant_id, kind=kind, amount=amount, owed=owed, key=key,
-                detail=detail, invoice_id=None, created_at=at,
-            )
+            _ENTRY,
+            {"tenant_id": tenant_id, "kind": kind, "amount": amount, "owed": owed, "key": key,
+             "detail": detail, "invoice_id": None, "created_at": at},
         )  # fmt: skip
 
     def entries(
