@@ -12,7 +12,7 @@
    the invoices checked to the cent afterwards.
 
     python bench/billing.py [--tenants 1000] [--rows 1000] [--samples 2000] [--billed 1000]
-        [--only checks|receipts|run]
+        [--only checks|receipts|run] [--direct]
 """
 
 from __future__ import annotations
@@ -256,8 +256,11 @@ def localstripe() -> Iterator[str]:
     if not LOCALSTRIPE.exists():
         raise SystemExit(f"localstripe is missing at {LOCALSTRIPE}: run `make localstripe`")
     port = free_port()
-    proc = subprocess.Popen([str(LOCALSTRIPE), "--from-scratch", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    launcher = ROOT / "scripts/localstripe-in-memory.py"  # it says why
+    proc = subprocess.Popen(
+        [str(LOCALSTRIPE.parent / "python"), str(launcher), "--from-scratch", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while True:
@@ -352,7 +355,10 @@ def billing_run(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(0.2)
 
             started = time.perf_counter()
-            done = asyncio.run(run())
+            if args.direct:  # the same steps without the Durable host, 16 at a time
+                done = direct(p, period)
+            else:
+                done = asyncio.run(run())
             wall = time.perf_counter() - started
             calls = Counted.calls - calls_before
             output = done["output"]
@@ -378,6 +384,30 @@ def billing_run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def direct(p: Platform, period: Period) -> dict[str, Any]:
+    """``hartonomous billing run``'s steps on a pool as wide as the run's waves."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hartonomous.billing.workflow import WAVE
+
+    def one(tenant: str) -> dict[str, Any]:
+        billed = p.payments.bill(tenant, period)
+        reconciled = p.payments.reconcile(tenant, period)
+        return {**billed, "difference_cents": reconciled.get("difference_cents")}
+
+    with ThreadPoolExecutor(WAVE) as pool:
+        results = list(pool.map(one, p.payments.due(period)))
+    billed = [r for r in results if r.get("status") == "paid"]
+    return {
+        "status": "Completed",
+        "output": {
+            "billed": len(billed),
+            "failed": [],
+            "cents": sum(r["amount_cents"] for r in billed),
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tenants", type=int, default=1000)
@@ -385,6 +415,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--billed", type=int, default=1000)
     parser.add_argument("--only", choices=["checks", "receipts", "run"])
+    parser.add_argument(
+        "--direct", action="store_true", help="section 3 without the Durable host (a baseline)"
+    )
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}", flush=True)
     results: dict[str, Any] = {}

@@ -20,6 +20,8 @@ VERSION = "1.15.10"  # the Makefile's LOCALSTRIPE_VERSION
 DEFAULT = Path.home() / ".cache/hartonomous/localstripe" / VERSION / "bin/localstripe"
 START_TIMEOUT_S = 20.0
 API_KEY = "sk_test_hartonomous"
+# localstripe kept in memory only (the script says why), run with localstripe's own Python.
+LAUNCHER = Path(__file__).resolve().parent.parent / "scripts/localstripe-in-memory.py"
 
 
 def _free_port() -> int:
@@ -41,9 +43,8 @@ def _answers(base: str) -> bool:
 
 @pytest.fixture(scope="session")
 def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The base URL of a private localstripe, started once per test session (from scratch:
-    it keeps its state in memory, and in /tmp/localstripe.pickle, which it only reads when
-    started without --from-scratch)."""
+    """The base URL of a private localstripe, started once per test session, from scratch
+    and in memory only."""
     binary = Path(os.environ.get("HARTONOMOUS_TEST_LOCALSTRIPE", DEFAULT))
     if not binary.exists():
         pytest.fail(f"localstripe is missing at {binary}: `make test` installs it", pytrace=False)
@@ -53,7 +54,8 @@ def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         base = f"http://127.0.0.1:{port}"
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                [str(binary), "--from-scratch", "--port", str(port)],
+                [str(binary.parent / "python"), str(LAUNCHER), "--from-scratch", "--port",
+                 str(port)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         deadline = time.monotonic() + START_TIMEOUT_S
