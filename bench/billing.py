@@ -355,10 +355,8 @@ def billing_run(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(0.2)
 
             started = time.perf_counter()
-            if args.direct:  # the same steps without the Durable host, 16 at a time
-                done = direct(p, period)
-            else:
-                done = asyncio.run(run())
+            # --direct: the same steps without the Durable host, as many at a time
+            done = direct(p, period) if args.direct else asyncio.run(run())
             wall = time.perf_counter() - started
             calls = Counted.calls - calls_before
             output = done["output"]
