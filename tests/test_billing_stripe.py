@@ -284,6 +284,12 @@ def test_forged_stale_and_unknown_webhooks_change_nothing(billing: Platform) -> 
             return None if found == "queued" else str(found)
 
         assert until(outcome, 20, "the event's workflow") == "not a top-up"
+        # A top-up of ours in form, but its customer is not the tenant's it names.
+        foreign = event("payment_intent.succeeded", {**intent, "customer": "cus_someone_else"})
+        got = api.post("/v1/webhooks/stripe", content=foreign,
+                       headers={"Stripe-Signature": signed(foreign)})  # fmt: skip
+        assert got.status_code == 200 and got.json()["queued"] is True
+        assert until(outcome, 20, "the event's workflow") == "not this tenant's customer"
         balance = api.get("/v1/billing/balance", headers=alice.auth("read")).json()
         assert balance["available"] == p.settings.billing_starting_credits
 
@@ -404,9 +410,15 @@ def test_stripe_unreachable_dead_letters_the_tenant_and_a_later_run_bills_it_onc
     runtime.use(up)
     try:
         up.start_background()
-        summary = run_billing(up, period, f"billing-{period.label}-retry")
-        assert summary["billed"] == 1 and summary["cents"] == to_cents(321 * MICROS, 1)
+        # The next period's run finishes the stuck invoice first (nothing new to bill).
+        summary = run_billing(up, this_hour(), f"billing-{new_id()}")
+        assert summary["failed"] == [] and summary["billed"] == 0
+        (invoice,) = up.payments.invoices(alice.id)
+        assert invoice.period == period.label and invoice.status == "paid"
+        assert invoice.amount_cents == to_cents(321 * MICROS, 1) == invoice.stripe_total_cents
         assert up.credits.balance(alice.id).owed == 0
+        again = run_billing(up, period, f"billing-{period.label}-retry")  # the dead letter's
+        assert again["billed"] == 1 and again["cents"] == invoice.amount_cents  # nothing new
     finally:
         runtime.use(None)
         up.close()
@@ -476,3 +488,54 @@ def test_the_operator_bills_last_month_by_hand(tmp_path: Path, localstripe: str)
         assert p.credits.balance(alice.id).owed == to_micros(0.4)  # this month's, owed still
     finally:
         p.close()
+
+
+def test_a_declined_invoice_paid_later_on_stripe_is_paid_once(
+    billing: Platform, localstripe: str
+) -> None:
+    """The card is declined: the tenant's billing dead-letters with its invoice open at
+    Stripe. The customer then pays it on Stripe's page: the webhook marks it paid and the
+    account owes nothing, once, however often Stripe tells us; the next run has nothing
+    left to finish."""
+    p = billing
+    alice = postpaid_with_usage(p, "alice", 420)
+    customer = p.payments.customer(alice.id)
+    client = stripe_client(localstripe)
+    declining = client.v1.payment_methods.create(
+        params={"type": "card", "card": {"number": "4000000000000341", "exp_month": 12,
+                                         "exp_year": 2030, "cvc": "123"}}
+    )  # fmt: skip
+    client.v1.payment_methods.attach(declining.id, params={"customer": customer})
+    client.v1.customers.update(
+        customer, params={"invoice_settings": {"default_payment_method": declining.id}}
+    )
+    period = this_hour()
+    summary = run_billing(p, period, f"billing-{period.label}")
+    assert summary["failed"] == [alice.id]
+    (invoice,) = p.payments.invoices(alice.id)
+    assert invoice.status == "open" and invoice.stripe_invoice_id is not None
+    assert p.credits.balance(alice.id).owed == 420 * MICROS
+    # The customer pays with another card on Stripe's hosted page.
+    card_on_file(p, localstripe, alice.id)
+    paid = client.v1.invoices.pay(invoice.stripe_invoice_id).to_dict()
+    assert paid["status"] == "paid"
+    payload = event("invoice.payment_succeeded", paid)
+    with serving(create_app(p), lifespan="on") as base, httpx.Client(base_url=base) as api:
+        for _ in range(2):  # a new event id each time: Stripe's retries, another endpoint
+            payload = event("invoice.payment_succeeded", paid)
+            sent = api.post("/v1/webhooks/stripe", content=payload,
+                            headers={"Stripe-Signature": signed(payload)})  # fmt: skip
+            assert sent.status_code == 200 and sent.json()["queued"] is True
+
+            def settled() -> bool:
+                return p.payments.invoices(alice.id)[0].status == "paid"
+
+            until(settled, 20, "the invoice marked paid")
+            time.sleep(0.5)
+        assert p.credits.balance(alice.id).owed == 0  # once, not twice (never below 0)
+        with p.uow_factory(write=False, tenant_id=alice.id) as uow:
+            assert uow.billing.unfinished(alice.id) == []
+        # (inside the server: its lifespan's end stops the workflow host)
+        later = run_billing(p, this_hour(), f"billing-{new_id()}")
+        assert later["billed"] == 0 and later["failed"] == []
+    assert len(ours(localstripe, customer, p.payments.invoices(alice.id)[0])) == 1

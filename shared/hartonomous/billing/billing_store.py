@@ -83,6 +83,33 @@ class BillingRepository:
         i = invoices
         self._conn.execute(i.update().where(i.c.id == invoice_id).values(updated_at=at, **values))
 
+    def mark_paid(self, invoice_id: str, at: datetime, **values: Any) -> bool:
+        """Paid, once: False when it already was (a concurrent run, a webhook, a replay)."""
+        i = invoices
+        done = self._conn.execute(
+            i.update()
+            .where(i.c.id == invoice_id, i.c.status != "paid")
+            .values(status="paid", updated_at=at, **values)
+        )
+        return bool(done.rowcount)
+
+    def by_id(self, tenant_id: str, invoice_id: str) -> Invoice | None:
+        i = invoices
+        row = self._conn.execute(
+            i.select().where(i.c.tenant_id == tenant_id, i.c.id == invoice_id)
+        ).first()
+        return Invoice(**row._mapping) if row else None
+
+    def unfinished(self, tenant_id: str) -> list[Invoice]:
+        """Invoices a run left with Stripe unpaid (or never reached), oldest first."""
+        i = invoices
+        rows = self._conn.execute(
+            i.select()
+            .where(i.c.tenant_id == tenant_id, i.c.status.in_(("draft", "open")))
+            .order_by(i.c.period_start)
+        )
+        return [Invoice(**r._mapping) for r in rows]
+
     def invoices(self, tenant_id: str, limit: int = 100) -> list[Invoice]:
         i = invoices
         rows = self._conn.execute(

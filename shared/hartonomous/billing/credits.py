@@ -33,7 +33,14 @@ _CLOSE_HOLD = (
     .values(status=sa.bindparam("b_status"), closed_at=_at)
     .returning(credit_holds.c.estimate)
 )  # fmt: skip
-_ACCOUNT_OPEN = sa.select(credit_accounts.c.tenant_id).where(credit_accounts.c.tenant_id == _t)
+# Every debit and grant takes its tenant's account row first (on Azure SQL its row lock
+# orders them: two settlements never read the same grant's credits), and learns its mode.
+_LOCK = (
+    credit_accounts.update()
+    .where(credit_accounts.c.tenant_id == _t)
+    .values(updated_at=_at)
+    .returning(credit_accounts.c.mode)
+)
 _ADD = (
     credit_accounts.update()
     .where(credit_accounts.c.tenant_id == _t)
@@ -220,6 +227,7 @@ class CreditRepository:
         row = {"id": grant_id, "tenant_id": tenant_id, "kind": kind, "source": source,
                "source_ref": source_ref, "amount": amount, "remaining": amount,
                "priority": priority, "expires_at": expires_at, "created_at": at}  # fmt: skip
+        self._lock(tenant_id, at)  # before reading what is owed (two grants at once)
         if not self._insert_new(self._conn, credit_grants, [row], ("tenant_id", "source_ref")):
             return None
         account = self.account(tenant_id)
@@ -276,6 +284,7 @@ class CreditRepository:
         the balance before the hold). The caller commits only when held."""
         self.ensure_account(tenant_id, at)
         self._add(tenant_id, at, held=estimate)  # the account's lock first (Azure SQL)
+        self.expire(tenant_id, at)  # grants past their expiry get their ledger entry now
         after = self.balance(tenant_id, at)
         before = Balance(after.mode, after.granted, after.held - estimate, after.owed,
                          after.credit_limit, after.open_holds)  # fmt: skip
@@ -318,11 +327,8 @@ class CreditRepository:
         """Debit ``cost`` for the usage keyed ``key`` (its hold, if any, closes): from the
         grants in burn order, the rest owed. Called once per new usage row set, by
         ``uow.usage.record`` in the transaction that records it."""
-        released = self._close(tenant_id, key, "settled", at)
-        if released is None:  # no hold: the account may not be open yet (a hold opens it)
-            released = 0
-            if self._conn.execute(_ACCOUNT_OPEN, {"b_tenant": tenant_id}).first() is None:
-                self.ensure_account(tenant_id, at)
+        mode = self._lock(tenant_id, at)
+        released = self._close(tenant_id, key, "settled", at) or 0
         left = max(cost, 0)
         if left:
             for grant_id, remaining in self._burnable(tenant_id, at):
@@ -334,7 +340,21 @@ class CreditRepository:
         if released or left:
             self._add(tenant_id, at, held=-released, owed=left)
         if cost > 0:
-            self._entry(tenant_id, "settle", -cost, left, key, {"lines": lines}, at)
+            # Only a postpaid tenant's shortfall is billable; a prepaid one's is an overdraft
+            # its next grant pays (it is never invoiced, even after a switch to postpaid).
+            billable = left if mode == POSTPAID else 0
+            detail: dict[str, Any] = {"lines": lines}
+            if left and not billable:
+                detail["overdraft"] = left
+            self._entry(tenant_id, "settle", -cost, billable, key, detail, at)
+
+    def _lock(self, tenant_id: str, at: datetime) -> str:
+        """Take the tenant's account row (opening the account on first use); its mode."""
+        mode = self._conn.execute(_LOCK, {"b_tenant": tenant_id, "b_at": at}).scalar()
+        if mode is None:
+            self.ensure_account(tenant_id, at)
+            mode = self._conn.execute(_LOCK, {"b_tenant": tenant_id, "b_at": at}).scalar()
+        return str(mode)
 
     def _burnable(self, tenant_id: str, at: datetime) -> list[tuple[str, int]]:
         rows = self._conn.execute(_BURN_ORDER, {"b_tenant": tenant_id, "b_at": at})
@@ -402,8 +422,14 @@ class CreditRepository:
         return int(done.rowcount)
 
     def pay_owed(self, tenant_id: str, amount: int, at: datetime) -> None:
-        """An invoice was paid: the account owes its credits no more."""
-        self._add(tenant_id, at, owed=-amount)
+        """An invoice was paid: the account owes its credits no more (never below zero: a
+        grant made while the tenant was prepaid may have paid some of it already)."""
+        a = credit_accounts
+        self._conn.execute(
+            a.update()
+            .where(a.c.tenant_id == tenant_id)
+            .values(owed=sa.case((a.c.owed > amount, a.c.owed - amount), else_=0), updated_at=at)
+        )
 
     def billed_total(self, tenant_id: str, invoice_id: str) -> int:
         e = credit_entries
@@ -417,11 +443,15 @@ class CreditRepository:
 
     # -- across tenants (the sweeps and the billing run act for no tenant) ----------------------
 
-    def accounts_holding(self, limit: int = 10_000) -> list[str]:
+    def accounts_holding(self, after: str = "", limit: int = 1000) -> list[str]:
+        """Tenants holding credits, in id order after ``after`` (a page of the sweep)."""
         a = credit_accounts
         return list(
             self._conn.execute(
-                sa.select(a.c.tenant_id).where(a.c.held > 0).order_by(a.c.tenant_id).limit(limit)
+                sa.select(a.c.tenant_id)
+                .where(a.c.held > 0, a.c.tenant_id > after)
+                .order_by(a.c.tenant_id)
+                .limit(limit)
             ).scalars()
         )
 

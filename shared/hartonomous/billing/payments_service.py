@@ -178,10 +178,15 @@ class PaymentService:
             # What was received buys the credits, at the price of the day.
             credits = cents * MICROS // self.cents_per_credit
             with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
-                if uow.tenants.get(tenant_id) is None:  # another deployment's, or deleted
-                    uow.billing.finish_event(event.id, "unknown tenant", now)
+                account = uow.credits.account(tenant_id)
+                if account is None or account.stripe_customer_id != obj.get("customer"):
+                    # Another deployment's tenant, or a payment whose customer is not the
+                    # tenant its metadata names: no credits.
+                    log.warning("payment %s: customer %s is not tenant %s's", obj.get("id"),
+                                obj.get("customer"), tenant_id)  # fmt: skip
+                    uow.billing.finish_event(event.id, "not this tenant's customer", now)
                     uow.commit()
-                    return "unknown tenant"
+                    return "not this tenant's customer"
                 granted = uow.credits.grant(
                     tenant_id, credits, kind="paid", source="payment",
                     source_ref=f"payment:{obj['id']}", at=now,
@@ -192,16 +197,20 @@ class PaymentService:
                 uow.commit()
             outcome = "granted" if granted else "granted before"
         elif tenant_id is not None and event.type.startswith("invoice.payment_"):
-            ref = (obj.get("metadata") or {}).get("hartonomous_invoice_id")
+            ref = str((obj.get("metadata") or {}).get("hartonomous_invoice_id") or "")
+            status = str(obj.get("status") or "")
             with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
-                for invoice in uow.billing.invoices(tenant_id):
-                    if invoice.id == ref:
-                        uow.billing.update_invoice(
-                            invoice.id, now, stripe_status=str(obj.get("status") or "")
-                        )
-                uow.billing.finish_event(event.id, "done", now)
+                invoice = uow.billing.by_id(tenant_id, ref)
+                if invoice is None or invoice.stripe_invoice_id not in (None, obj.get("id")):
+                    outcome = "not our invoice"
+                elif status == "paid":  # paid outside a run (the hosted invoice page)
+                    self._paid(uow, invoice, status, int(obj.get("total") or 0), now)
+                    outcome = "paid"
+                else:
+                    uow.billing.update_invoice(invoice.id, now, stripe_status=status)
+                    outcome = "recorded"
+                uow.billing.finish_event(event.id, outcome, now)
                 uow.commit()
-            outcome = "recorded"
         return outcome
 
     # -- postpaid billing ------------------------------------------------------------------------
@@ -214,59 +223,69 @@ class PaymentService:
 
     def bill(self, tenant_id: str, period: Period) -> dict[str, Any]:
         """Bill one tenant for one period (the module's steps); safe to run again at any
-        point, by a retry or a replay."""
+        point, by a retry or a replay. Invoices an earlier run left unpaid are finished
+        first, so their pending items go on their own invoices."""
+        with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
+            earlier = [i for i in uow.billing.unfinished(tenant_id) if i.period != period.label]
+        for stuck in earlier:
+            self._finish(stuck)
         invoice = self._invoice(tenant_id, period)
         if invoice is None:
             return {"tenant_id": tenant_id, "status": "nothing to bill"}
+        return self._finish(invoice)
+
+    def _finish(self, invoice: Invoice) -> dict[str, Any]:
+        """Steps 2-4 for one invoice row."""
         if invoice.status in ("paid", "empty"):
             return _summary(invoice)
+        tenant_id, period = invoice.tenant_id, invoice.period
         payments = self._payments()
         customer = self.customer(tenant_id)
+        metadata = {"hartonomous_invoice_id": invoice.id, "tenant_id": tenant_id,
+                    "period": period}  # fmt: skip
         item = invoice.stripe_invoice_item_id
         if item is None:
             item = payments.pending_item(customer, invoice.id) or payments.add_item(
                 customer,
                 invoice.amount_cents,
                 invoice.currency,
-                f"Hartonomous usage {period.label}: {to_credits(invoice.credits):g} credits",
-                {
-                    "hartonomous_invoice_id": invoice.id,
-                    "tenant_id": tenant_id,
-                    "period": period.label,
-                },
-                f"invoice-item:{tenant_id}:{period.label}",
+                f"Hartonomous usage {period}: {to_credits(invoice.credits):g} credits",
+                metadata,
+                f"invoice-item:{tenant_id}:{period}",
             )
             self._save(tenant_id, invoice.id, stripe_invoice_item_id=item)
         stripe_invoice = invoice.stripe_invoice_id
         if stripe_invoice is None:
             stripe_invoice = payments.item_invoice(item) or payments.create_invoice(
-                customer,
-                {
-                    "hartonomous_invoice_id": invoice.id,
-                    "tenant_id": tenant_id,
-                    "period": period.label,
-                },
-                f"invoice:{tenant_id}:{period.label}",
+                customer, metadata, f"invoice:{tenant_id}:{period}"
             )
             self._save(tenant_id, invoice.id, stripe_invoice_id=stripe_invoice, status="open")
         state = payments.collect(stripe_invoice)
-        paid = state.status == "paid"
         with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
             now = utcnow()
-            current = uow.billing.invoice(tenant_id, period.label)
+            current = uow.billing.by_id(tenant_id, invoice.id)
             assert current is not None
-            if paid and current.status != "paid":
-                uow.credits.pay_owed(tenant_id, current.credits, now)
-            uow.billing.update_invoice(
-                invoice.id, now, stripe_status=state.status,
-                stripe_total_cents=state.total_cents, status="paid" if paid else "open",
-            )  # fmt: skip
+            if state.status == "paid":
+                self._paid(uow, current, state.status, state.total_cents, now)
+            else:
+                uow.billing.update_invoice(
+                    invoice.id, now, stripe_status=state.status,
+                    stripe_total_cents=state.total_cents,
+                )  # fmt: skip
             uow.commit()
-            done = uow.billing.invoice(tenant_id, period.label)
-        if not paid:
+            done = uow.billing.by_id(tenant_id, invoice.id)
+        if state.status != "paid":
             raise PaymentsRejected(f"Stripe left invoice {stripe_invoice} {state.status}")
         assert done is not None
         return _summary(done)
+
+    @staticmethod
+    def _paid(uow: Any, invoice: Invoice, status: str, total_cents: int, now: datetime) -> None:
+        """Mark the invoice paid and the account owing its credits no more, once, whoever
+        learns it first (the run, Stripe's webhook, a concurrent run)."""
+        if uow.billing.mark_paid(invoice.id, now, stripe_status=status,
+                                 stripe_total_cents=total_cents):  # fmt: skip
+            uow.credits.pay_owed(invoice.tenant_id, invoice.credits, now)
 
     def _invoice(self, tenant_id: str, period: Period) -> Invoice | None:
         """The period's invoice row, made on the first attempt with the settlements it bills
@@ -282,13 +301,16 @@ class PaymentService:
                     "once it has ended"
                 )
             total, _ = uow.credits.unbilled(tenant_id, period.end)
-            cents = to_cents(total, self.cents_per_credit)
-            if not cents:  # under half a cent: carried to the next period
+            if not to_cents(total, self.cents_per_credit):  # under half a cent: carried
                 return None
             invoice = uow.billing.open_invoice(
                 tenant_id, period.label, period.start, period.end, self.currency, now
             )
+            # Tag, then total what was tagged: a settlement that commits between a total and
+            # the tags (Azure SQL) is then billed, not tagged and lost.
             uow.credits.mark_billed(tenant_id, invoice.id, period.end)
+            total = uow.credits.billed_total(tenant_id, invoice.id)
+            cents = to_cents(total, self.cents_per_credit)
             uow.billing.update_invoice(invoice.id, now, credits=total, amount_cents=cents)
             uow.commit()
             return uow.billing.invoice(tenant_id, period.label)

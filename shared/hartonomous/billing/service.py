@@ -175,18 +175,23 @@ class CreditService:
         return page_of([LedgerEntry(r) for r in rows], limit, lambda e: e.position)
 
     def sweep(self, *, now: datetime | None = None) -> dict[str, int]:
-        """Release holds past their expiry (the work's server died before settling) and zero
-        expired grants, tenant by tenant; every step is idempotent."""
+        """Release holds past their expiry (the work's server died before settling), and
+        zero the expired grants of the tenants it passes, tenant by tenant; every step is
+        idempotent."""
         now = now or utcnow()
-        with self.uow_factory(write=False) as uow:
-            holding = uow.credits.accounts_holding()
-        released = 0
-        for tenant_id in holding:
-            with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
-                for key in uow.credits.expired_holds(tenant_id, now):
-                    released += uow.credits.close_hold(tenant_id, key, "released", now)
-                uow.commit()
-        return {"released": released}
+        released, after = 0, ""
+        while True:
+            with self.uow_factory(write=False) as uow:
+                holding = uow.credits.accounts_holding(after)
+            for tenant_id in holding:
+                with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
+                    for key in uow.credits.expired_holds(tenant_id, now):
+                        released += uow.credits.close_hold(tenant_id, key, "released", now)
+                    uow.credits.expire(tenant_id, now)
+                    uow.commit()
+            if not holding:
+                return {"released": released}
+            after = holding[-1]
 
     def expire_grants(self, tenant_id: str, *, now: datetime | None = None) -> int:
         with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
