@@ -220,14 +220,13 @@ class CreditRepository:
     ) -> Grant | None:
         """Add credits, once per ``source_ref``: None when that grant was made before. A
         prepaid account's overdraft is paid from it first."""
-        self.ensure_account(tenant_id, at)  # a no-op when open (and inside the opening)
         if priority is None:  # promotional credits burn before paid ones (Stripe's order)
             priority = 10 if kind == "promotional" else 20
         grant_id = new_id()
         row = {"id": grant_id, "tenant_id": tenant_id, "kind": kind, "source": source,
                "source_ref": source_ref, "amount": amount, "remaining": amount,
                "priority": priority, "expires_at": expires_at, "created_at": at}  # fmt: skip
-        self._lock(tenant_id, at)  # before reading what is owed (two grants at once)
+        self._lock(tenant_id, at)  # opens the account; taken before reading what is owed
         if not self._insert_new(self._conn, credit_grants, [row], ("tenant_id", "source_ref")):
             return None
         account = self.account(tenant_id)
