@@ -22,7 +22,7 @@ from hartonomous.errors import InvalidInput, PaymentRequired, UnprocessableConte
 from hartonomous.metering.pricing import price
 from hartonomous.ports import UnitOfWorkFactory
 from hartonomous.services.clock import new_id, utcnow
-from hartonomous.services.pages import Page, page_of
+from hartonomous.services.pages import Page, page_of, position_after
 
 MAX_GRANT_CREDITS = 10**9  # an operator's single grant; more is a typo
 MAX_CREDIT_LIMIT = 10**9
@@ -162,8 +162,6 @@ class CreditService:
     def ledger(self, tenant_id: str, limit: int, cursor: str | None) -> Page[LedgerEntry]:
         after = None
         if cursor:
-            from hartonomous.services.pages import position_after
-
             found = position_after(cursor)
             assert found is not None
             try:
