@@ -104,14 +104,14 @@ def ledger(
     return EntryPage(
         items=[
             EntryOut(
-                id=e.entry.id,
-                kind=e.entry.kind,
-                credits=to_credits(e.entry.amount),
-                owed=to_credits(e.entry.owed),
-                key=e.entry.key,
-                detail=e.entry.detail,
-                invoice_id=e.entry.invoice_id,
-                created_at=e.entry.created_at,
+                id=e.id,
+                kind=e.kind,
+                credits=to_credits(e.amount),
+                owed=to_credits(e.owed),
+                key=e.key,
+                detail=e.detail,
+                invoice_id=e.invoice_id,
+                created_at=e.created_at,
             )
             for e in page.items
         ],
@@ -190,7 +190,7 @@ def top_up(
 ) -> TopUpOut:
     """Buy credits: a Stripe PaymentIntent whose client secret the page confirms. The
     credits arrive when Stripe reports the payment succeeded (its webhook), not before."""
-    intent, _, cents = platform.payments.top_up(principal.tenant_id, body.amount, idempotency_key)
+    intent, cents = platform.payments.top_up(principal.tenant_id, body.amount, idempotency_key)
     return TopUpOut(
         payment_intent_id=intent.id, client_secret=intent.client_secret, status=intent.status,
         credits=body.amount, amount_cents=cents, currency=platform.settings.billing_currency,

@@ -122,10 +122,10 @@ class PaymentService:
             uow.commit()
         return created
 
-    def top_up(self, tenant_id: str, credits: float, key: str | None) -> tuple[TopUp, int, int]:
-        """A PaymentIntent for ``credits``: (it, credits in micros, cents). The credits are
+    def top_up(self, tenant_id: str, credits: float, key: str | None) -> tuple[TopUp, int]:
+        """A PaymentIntent for ``credits``: (it, its cents). The credits are
         granted when Stripe says it succeeded (``payment_intent.succeeded``), never here."""
-        amount = checked_amount(credits, what="a top-up", most=self.top_up_max)
+        checked_amount(credits, what="a top-up", most=self.top_up_max)
         if credits != int(credits):
             raise UnprocessableContent("a top-up is a whole number of credits")
         if credits < self.top_up_min:
@@ -139,7 +139,7 @@ class PaymentService:
         intent = payments.top_up(
             customer, cents, self.currency, metadata, f"top-up:{tenant_id}:{key or new_id()}"
         )
-        return intent, amount, cents
+        return intent, cents
 
     # -- webhooks --------------------------------------------------------------------------------
 
