@@ -13,6 +13,7 @@ def blueprints() -> list[df.Blueprint]:
     from functions.agents import bp as agents
     from functions.autonomy import bp as autonomy
     from functions.billing import bp as billing
+    from functions.concepts import bp as concepts
     from functions.events import bp as events
     from functions.http_api import bp as http_api
     from functions.knowledge import bp as knowledge
@@ -23,7 +24,7 @@ def blueprints() -> list[df.Blueprint]:
     from functions.workflows_diagnostics import bp as workflows_diagnostics
 
     return [http_api, workflows_diagnostics, maintenance, knowledge, models, events, uploads,
-            workflow_failures, autonomy, agents, billing]  # fmt: skip
+            workflow_failures, autonomy, agents, billing, concepts]  # fmt: skip
 
 
 def indexed_app() -> df.DFApp:

@@ -118,6 +118,20 @@ CREATE SECURITY POLICY security.tenant_isolation
     ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.invoices,
     ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.invoices AFTER INSERT,
     ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.invoices AFTER UPDATE,
+    -- Concepts (migration 0012): every row is one tenant's.
+    ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.concepts,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.concepts AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.concepts AFTER UPDATE,
+    ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.concept_runs,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.concept_runs AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.concept_runs AFTER UPDATE,
+    ADD FILTER PREDICATE security.fn_tenant_access(tenant_id) ON dbo.concept_edges,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.concept_edges AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.concept_edges AFTER UPDATE,
+    -- Discovery schedules are listed across tenants by the hourly timer (acting for no
+    -- tenant): no filter predicate; writes stay inside their tenant.
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.concept_schedules AFTER INSERT,
+    ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.concept_schedules AFTER UPDATE,
     -- Credit accounts are listed across tenants by the hold sweep and the billing run
     -- (acting for no tenant): no filter predicate; writes stay inside their tenant.
     ADD BLOCK PREDICATE security.fn_tenant_access(tenant_id) ON dbo.credit_accounts AFTER INSERT,

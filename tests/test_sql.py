@@ -78,8 +78,9 @@ def test_row_level_security_covers_every_tenant_owned_table():
     exempt = {"api_keys", "stripe_events"}
     # The outbox publisher reads every tenant's events, upload sessions are found by id before
     # their tenant is known (and swept across tenants), credit accounts are listed across
-    # tenants by the hold sweep and the billing run; writes are still blocked across tenants.
-    unfiltered = {"outbox", "upload_sessions", "credit_accounts"}
+    # tenants by the hold sweep and the billing run, discovery schedules by the hourly timer;
+    # writes are still blocked across tenants.
+    unfiltered = {"outbox", "upload_sessions", "credit_accounts", "concept_schedules"}
     for table in tenant_tables - exempt:
         for predicate in ("FILTER PREDICATE", "BLOCK PREDICATE"):
             if predicate == "FILTER PREDICATE" and table in unfiltered:

@@ -26,6 +26,9 @@ from hartonomous.billing.payments_service import PaymentService
 from hartonomous.billing.service import CreditService
 from hartonomous.blobs.local import LocalBlobStore
 from hartonomous.blobs.upload_staging import AzureUploadStaging, LocalUploadStaging
+from hartonomous.concepts.assignment import ConceptAssigner
+from hartonomous.concepts.discovery import ConceptDiscovery
+from hartonomous.concepts.service import ConceptService
 from hartonomous.events.outbox import EventPublisher, LocalEventBus, OutboxRelay
 from hartonomous.generation.provenance import ProvenanceService
 from hartonomous.generation.queue import shape as queue_shape
@@ -80,6 +83,8 @@ class Platform:
     outbox: OutboxRelay
     admission: AdmissionService
     payment_provider: Payments | None = None  # Stripe when its settings are given
+    # Shared with ingestion, which assigns new chunks to concepts as it indexes them.
+    concept_assigner: ConceptAssigner = field(default_factory=ConceptAssigner)
     # Only in the local world: on Azure the Durable extension runs workflows and timers.
     workflows: LocalWorkflowRuntime | None = None
     _running: bool = False
@@ -91,6 +96,7 @@ class Platform:
     provenance: ProvenanceService = field(init=False)
     usage: UsageService = field(init=False)
     credits: CreditService = field(init=False)
+    concepts: ConceptService = field(init=False)
     payments: PaymentService = field(init=False)
     gaps: GapService = field(init=False)
     uploads: UploadSessionService = field(init=False)
@@ -117,6 +123,19 @@ class Platform:
             currency=self.settings.billing_currency,
             top_up_min=self.settings.billing_top_up_min_credits,
             top_up_max=self.settings.billing_top_up_max_credits,
+        )
+        model = lambda: self.knowledge.get().embedder.model_name  # noqa: E731
+        self.concepts = ConceptService(
+            self.uow_factory,
+            self.tenant_workflows,
+            ConceptDiscovery(
+                self.uow_factory,
+                self.atoms,
+                self.concept_assigner,
+                model,
+                self.settings.concepts_max_chunks,
+            ),
+            model,
         )
         self.gaps = GapService(self.uow_factory, lambda: self.knowledge.get().search.writes.flush())
         self.uploads = UploadSessionService(
@@ -430,6 +449,7 @@ def bootstrap(
         workflows = LocalWorkflowRuntime.build(
             engines, functions, activity_workers=settings.workflow_activity_workers
         )
+    assigner = ConceptAssigner()
     knowledge = KnowledgeProvider(
         settings,
         uow_factory,
@@ -437,6 +457,7 @@ def bootstrap(
         blobs,
         (lambda: embedder) if embedder is not None else embedder_factory(settings),
         vector_index_factory(settings, engines.dialect, uow_factory),
+        on_indexed=assigner.assign_in,
     )
     models = ModelService(uow_factory, atom_service, blobs)
     files = ModelFiles(
@@ -482,5 +503,6 @@ def bootstrap(
         outbox=outbox,
         admission=admission_for(settings, uow_factory),
         payment_provider=payments if payments is not None else payments_for(settings),
+        concept_assigner=assigner,
         workflows=workflows,
     )

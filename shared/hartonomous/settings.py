@@ -215,6 +215,13 @@ class Settings(BaseSettings):
         le=3650,
         description="Days the starting grant lasts (0: it does not expire).",
     )
+    concepts_max_chunks: int = Field(
+        default=200_000,
+        ge=100,
+        le=2_000_000,
+        description="Chunks one concept discovery clusters at most (its matrix is held in "
+        "memory: 1.5 KiB a chunk at 384 dimensions); past it the first ones by index order.",
+    )
     billing_hold_ttl_s: int = Field(
         default=3600,
         ge=60,

@@ -16,6 +16,7 @@ from hartonomous.api import (
     autonomy,
     billing,
     capabilities,
+    concepts,
     generation,
     keys,
     knowledge,
@@ -58,6 +59,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(atoms.router)
     app.include_router(workflows.router)
     app.include_router(knowledge.router)
+    app.include_router(concepts.router)
     app.include_router(models.router)
     app.include_router(generation.router)
     app.include_router(upload_sessions.router)

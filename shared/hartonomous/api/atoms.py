@@ -140,9 +140,24 @@ def list_atoms(
     return AtomPageOut(items=[AtomOut.of(a) for a in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/{atom_id}", response_model=AtomOut)
-def get_atom(atom_id: str, principal: Reader, platform: PlatformDep) -> AtomOut:
-    return AtomOut.of(platform.atoms.get(tenant_id=principal.tenant_id, atom_id=atom_id))
+class AtomConcept(BaseModel):
+    id: str
+    name: str
+    distance: float = Field(description="Cosine distance to the concept's centroid")
+
+
+class AtomRecordOut(AtomOut):
+    concept: AtomConcept | None = Field(
+        default=None, description="The concept this atom (a chunk) belongs to (docs/concepts.md)"
+    )
+
+
+@router.get("/{atom_id}", response_model=AtomRecordOut)
+def get_atom(atom_id: str, principal: Reader, platform: PlatformDep) -> AtomRecordOut:
+    atom = platform.atoms.get(tenant_id=principal.tenant_id, atom_id=atom_id)
+    found = platform.concepts.of_atom(principal.tenant_id, atom.id)
+    concept = AtomConcept(id=found[0].id, name=found[0].name, distance=found[1]) if found else None
+    return AtomRecordOut(**AtomOut.of(atom).model_dump(), concept=concept)
 
 
 @router.head(

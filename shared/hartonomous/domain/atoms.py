@@ -25,6 +25,7 @@ class Modality(StrEnum):
     AUDIO = "audio"
     VIDEO = "video"
     MODEL = "model"
+    CONCEPT = "concept"  # a concept's description (docs/concepts.md)
     BINARY = "binary"
 
 
@@ -48,6 +49,7 @@ _DOCUMENT_TYPES = {
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
 }
 _MODEL_TYPES = {"application/x-gguf", "application/vnd.gguf"}
+CONCEPT_MEDIA_TYPE = "application/vnd.hartonomous.concept+json"
 
 
 def normalize_media_type(raw: str | None) -> str:
@@ -67,6 +69,8 @@ def modality_for(media_type: str) -> Modality:
         return Modality.CODE
     if media_type in _MODEL_TYPES:
         return Modality.MODEL
+    if media_type == CONCEPT_MEDIA_TYPE:
+        return Modality.CONCEPT
     if media_type in _DOCUMENT_TYPES:
         return Modality.DOCUMENT
     if major == "text" or media_type in _TEXT_TYPES or media_type.endswith("+json"):

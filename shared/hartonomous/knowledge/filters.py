@@ -57,6 +57,9 @@ class Filters(BaseModel):
     modality: Modality | None = None
     media_type: str | None = Field(default=None, max_length=255)
     document_id: str | None = Field(default=None, max_length=36)
+    concept_id: str | None = Field(
+        default=None, max_length=36, description="Only chunks that belong to this concept"
+    )
     metadata: (
         Annotated[dict[FilterKey, FilterValue], WithJsonSchema(METADATA_FILTER_SCHEMA)] | None
     ) = Field(
@@ -107,6 +110,7 @@ class Filters(BaseModel):
             modality=self.modality.value if self.modality else None,
             media_type=self.media_type,
             document_id=self.document_id,
+            concept_id=self.concept_id,
             metadata=dict(self.metadata) if self.metadata else None,
             created_after=self.created_after,
             created_before=self.created_before,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from hartonomous.knowledge.parsing import extract_text
 from hartonomous.knowledge.store import HAS_CHUNK
 from hartonomous.knowledge.vectors import VectorSearch
 from hartonomous.metering.ledger import Usage
-from hartonomous.ports import BlobStore
+from hartonomous.ports import BlobStore, UnitOfWork
 from hartonomous.services.atoms import AtomService
 from hartonomous.services.clock import utcnow
 from hartonomous.store.repositories import WriteConflict
@@ -68,6 +68,9 @@ class Ingestion:
     max_document_bytes: int
     policy: ChunkingPolicy = field(default_factory=ChunkingPolicy)
     batch_size: int = 64
+    # Called in the indexing transaction with the chunk atoms it created (and the embedding
+    # model): concepts assign them to their nearest concept there (docs/concepts.md).
+    on_indexed: Callable[[UnitOfWork, str, list[str], str], object] | None = None
 
     parse_cache_chars: int = 64 * 1024 * 1024
 
@@ -181,6 +184,8 @@ class Ingestion:
                 ]
                 uow.knowledge.add_chunks(tenant_id, fresh)
                 new = len(fresh)
+                if self.on_indexed is not None and fresh:
+                    self.on_indexed(uow, tenant_id, [row[0] for row in fresh], model)
                 now = utcnow()
                 uow.knowledge.add_edges(
                     [

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from hartonomous.knowledge.ingestion import Ingestion
 from hartonomous.knowledge.search import SearchService
-from hartonomous.ports import BlobStore, Embedder, VectorSearch
+from hartonomous.ports import BlobStore, Embedder, UnitOfWork, VectorSearch
 from hartonomous.services.atoms import AtomService
 from hartonomous.settings import Settings
 from hartonomous.store.background import BackgroundWriter
@@ -38,9 +38,11 @@ class KnowledgeProvider:
         blobs: BlobStore,
         embedder: Callable[[], Embedder],
         index: Callable[[Embedder], VectorSearch],
+        on_indexed: Callable[[UnitOfWork, str, list[str], str], object] | None = None,
     ) -> None:
         self._settings, self._uow, self._atoms, self._blobs = settings, uow_factory, atoms, blobs
         self._embedder, self._index = embedder, index
+        self._on_indexed = on_indexed
         self._built: Knowledge | None = None
         self._lock = threading.Lock()
 
@@ -68,6 +70,7 @@ class KnowledgeProvider:
                         index=index,
                         max_document_bytes=self._settings.max_document_bytes,
                         batch_size=self._settings.embedding_batch_size,
+                        on_indexed=self._on_indexed,
                     ),
                 )
             return self._built

@@ -22,6 +22,7 @@ from hartonomous.store.repositories import IN_BATCH, WriteConflict, batched
 from hartonomous.store.schema import (
     atoms,
     chunks,
+    concepts,
     documents,
     edges,
     embeddings,
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 HAS_CHUNK = "HAS_CHUNK"
+# chunk atom -> its concept's description atom, weight = cosine distance (docs/concepts.md)
+BELONGS_TO_CONCEPT = "BELONGS_TO_CONCEPT"
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -58,6 +61,7 @@ class SearchFilter:
     modality: str | None = None
     media_type: str | None = None
     document_id: str | None = None
+    concept_id: str | None = None  # only the chunks that belong to this concept
     metadata: dict[str, Any] | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
@@ -90,6 +94,25 @@ def allowed_chunks_query(tenant_id: str, flt: SearchFilter) -> sa.Select[Any]:
     )
     if flt.document_id:
         query = query.where(edges.c.src_id == flt.document_id)
+    if flt.concept_id:
+        member = edges.alias("member")
+        query = query.where(
+            edges.c.dst_id.in_(
+                sa.select(member.c.src_id)
+                .join(
+                    concepts,
+                    sa.and_(
+                        concepts.c.tenant_id == member.c.tenant_id,
+                        concepts.c.atom_id == member.c.dst_id,
+                    ),
+                )
+                .where(
+                    member.c.tenant_id == tenant_id,
+                    member.c.kind == BELONGS_TO_CONCEPT,
+                    concepts.c.id == flt.concept_id,
+                )
+            )
+        )
     if flt.modality:
         query = query.where(doc.c.modality == flt.modality)
     if flt.media_type:

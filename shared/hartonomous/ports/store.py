@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from hartonomous.autonomy.store import AutonomyRepository
     from hartonomous.billing.billing_store import BillingRepository
     from hartonomous.billing.credits import CreditRepository
+    from hartonomous.concepts.store import ConceptRepository
     from hartonomous.events.outbox import OutboxRepository
     from hartonomous.generation.answer_cache import AnswerCacheRepository
     from hartonomous.generation.lineage import LineageRepository
@@ -58,6 +59,7 @@ class UnitOfWork(Protocol):
     plans: PlanRepository
     credits: CreditRepository
     billing: BillingRepository
+    concepts: ConceptRepository
 
     def __enter__(self) -> UnitOfWork: ...
 

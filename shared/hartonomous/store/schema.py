@@ -246,6 +246,8 @@ edges = sa.Table(
     sa.Column("end_offset", sa.Integer(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("receipt_id", sa.String(36), nullable=False, server_default=""),
+    # BELONGS_TO_CONCEPT: the member's cosine distance to its concept's centroid.
+    sa.Column("weight", sa.Float(), nullable=True),
     sa.UniqueConstraint("tenant_id", "src_id", "kind", "ordinal", "receipt_id"),
     sa.Index(None, "tenant_id", "dst_id", "kind"),
     sa.Index(None, "tenant_id", "kind", "id"),  # a tenant's knowledge watermark (agents)
@@ -902,4 +904,86 @@ stripe_events = sa.Table(
     sa.Column("outcome", sa.String(32), nullable=False),  # queued | ignored | done | failed
     sa.Column("received_at", UTCDateTime(), nullable=False),
     sa.Column("done_at", UTCDateTime(), nullable=True),
+)
+
+# Concepts (docs/concepts.md): clusters of a tenant's chunks by meaning. ``id`` is the stable
+# identity that re-runs keep; ``atom_id`` the description atom (modality concept) of the run
+# that last described it, which the members' BELONGS_TO_CONCEPT edges point at.
+concepts = sa.Table(
+    "concepts",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("modality", sa.String(32), nullable=False),
+    sa.Column("atom_id", _id(), sa.ForeignKey("atoms.id"), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # active | retired | merged
+    sa.Column("name", sa.Unicode(300), nullable=False),
+    sa.Column("terms", _json(), nullable=False),
+    sa.Column("size", sa.Integer(), nullable=False),
+    sa.Column("centroid", Vector(EMBEDDING_DIMENSION), nullable=False),
+    sa.Column("run_id", _id(), nullable=False),  # the run that last kept or created it
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "tenant_id", "modality", "state"),
+    sa.Index(None, "tenant_id", "created_at", "id"),
+    sa.Index(None, "tenant_id", "atom_id"),
+)
+
+# One row per discovery run. ``active_key`` is tenant and modality while it runs and NULL
+# after: its unique (filtered) index allows one running discovery per tenant and modality.
+concept_runs = sa.Table(
+    "concept_runs",
+    metadata,
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("modality", sa.String(32), nullable=False),
+    sa.Column("instance_id", sa.String(100), nullable=False),
+    sa.Column("origin", sa.String(16), nullable=False),  # api | schedule | loop
+    sa.Column("status", sa.String(16), nullable=False),  # running | completed | failed
+    sa.Column("active_key", sa.String(80), nullable=True),
+    sa.Column("k_requested", sa.Integer(), nullable=True),
+    sa.Column("seed", sa.Integer(), nullable=False),
+    sa.Column("summary", _json(), nullable=True),
+    sa.Column("error", sa.String(2000), nullable=True),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("ended_at", UTCDateTime(), nullable=True),
+    sa.Index(None, "tenant_id", "modality", "started_at"),
+    sa.Index(
+        "ux_concept_runs_active_key",
+        "active_key",
+        unique=True,
+        sqlite_where=sa.text("active_key IS NOT NULL"),
+        mssql_where=sa.text("active_key IS NOT NULL"),
+    ),
+)
+
+# The concepts' own graph, by stable concept id: IS_A and RELATED from binding (with their
+# evidence), SPLIT_FROM and MERGED_INTO from discovery's lineage.
+concept_edges = sa.Table(
+    "concept_edges",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("src_id", _id(), sa.ForeignKey("concepts.id"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("dst_id", _id(), sa.ForeignKey("concepts.id"), nullable=False),
+    sa.Column("confidence", sa.Float(), nullable=False),
+    sa.Column("evidence", _json(), nullable=False),
+    sa.Column("run_id", _id(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "src_id", "kind", "dst_id"),
+    sa.Index(None, "tenant_id", "dst_id", "kind"),
+)
+
+# Tenants that asked for hourly discovery (PUT /v1/concepts/schedule), by modality. The
+# hourly timer lists them across tenants.
+concept_schedules = sa.Table(
+    "concept_schedules",
+    metadata,
+    sa.Column("tenant_id", _id(), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("modality", sa.String(32), primary_key=True),
+    sa.Column("k", sa.Integer(), nullable=True),  # NULL: chosen by the silhouette
+    sa.Column("enabled", sa.Boolean(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "enabled"),
 )

@@ -18,6 +18,7 @@ from hartonomous.autonomy.store import AutonomyRepository
 from hartonomous.billing.billing_store import BillingRepository
 from hartonomous.billing.credits import CreditRepository
 from hartonomous.billing.money import CreditTerms
+from hartonomous.concepts.store import ConceptRepository
 from hartonomous.events.outbox import OutboxRepository
 from hartonomous.generation.answer_cache import AnswerCacheRepository
 from hartonomous.generation.lineage import LineageRepository
@@ -61,6 +62,7 @@ class UnitOfWork:
     plans: PlanRepository
     credits: CreditRepository
     billing: BillingRepository
+    concepts: ConceptRepository
 
     def __init__(
         self,
@@ -103,6 +105,7 @@ class UnitOfWork:
         self.workflow_failures = WorkflowFailureRepository(self._conn, ignore)
         self.agents = AgentRepository(self._conn, ignore)
         self.plans = PlanRepository(self._conn)
+        self.concepts = ConceptRepository(self._conn)
         return self
 
     def commit(self) -> None:

@@ -1,0 +1,341 @@
+"""Discovery and binding: the work of the ``concepts_discover`` orchestration's activities.
+
+``cluster`` reads the modality's chunk vectors, clusters them, names the clusters, matches
+them to the live concepts, and writes in one transaction: the description atoms, the
+concept rows, the members' edges (the previous run's removed), the lineage, and the chunks
+indexed while it ran. ``bind`` rewrites the IS_A and RELATED edges from co-occurrence,
+touching only what changed. Both are idempotent for a run: a replayed activity answers what
+the run recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hartonomous.concepts import binding, clustering, identity, naming
+from hartonomous.concepts.assignment import ConceptAssigner
+from hartonomous.concepts.store import (
+    ACTIVE,
+    BOUND_KINDS,
+    COMPLETED,
+    MERGED,
+    RETIRED,
+    RUNNING,
+    ConceptRow,
+    GraphEdge,
+)
+from hartonomous.domain.atoms import CONCEPT_MEDIA_TYPE
+from hartonomous.errors import NotFound, UnprocessableContent
+from hartonomous.ports import UnitOfWorkFactory
+from hartonomous.services.atoms import AtomService
+from hartonomous.services.clock import new_id, utcnow
+
+K_MAX = 256
+CENTROID_DECIMALS = 6  # in the description atom: equal centroids give equal bytes
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """The input of every activity of a discovery."""
+
+    tenant_id: str
+    run_id: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRef:
+        return cls(str(data["tenant_id"]), str(data["run_id"]))
+
+
+@dataclass(frozen=True)
+class Clustered:
+    chunks: int
+    k: int
+    k_chosen_by: str  # given | silhouette
+    silhouette: dict[str, float]
+    kept: int
+    created: int
+    retired: int
+    splits: int
+    merges: int
+    caught_up: int  # chunks indexed during the run, assigned as it wrote
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Bound:
+    windows: int
+    is_a: int
+    related: int
+    added: int
+    removed: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def needed_chunks(k: int | None) -> int:
+    """How many chunks a discovery with ``k`` (None: chosen) needs."""
+    return max(2, k or 2) * clustering.MIN_PER_CONCEPT
+
+
+def description(concept_id: str, modality: str, name: str, terms: list[str], size: int,
+                centroid: np.ndarray[Any, Any]) -> bytes:  # fmt: skip
+    """The description atom's bytes: canonical JSON (sorted keys, no spaces)."""
+    body = {
+        "concept_id": concept_id,
+        "modality": modality,
+        "name": name,
+        "top_terms": terms,
+        "size": size,
+        "centroid": [round(float(v), CENTROID_DECIMALS) for v in centroid],
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+class ConceptDiscovery:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        atoms: AtomService,
+        assigner: ConceptAssigner,
+        model: Callable[[], str],
+        max_chunks: int,
+    ) -> None:
+        self._uow, self._atoms, self._assigner = uow_factory, atoms, assigner
+        self._model, self._max_chunks = model, max_chunks
+
+    # -- cluster ----------------------------------------------------------------------------
+
+    def cluster(self, ref: RunRef) -> Clustered:
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+
+        def lap(name: str) -> None:
+            timings[name] = round((time.perf_counter() - started) * 1000 - sum(timings.values()), 1)
+
+        model = self._model()
+        with self._uow(write=False, tenant_id=ref.tenant_id) as uow:
+            run = uow.concepts.run(ref.tenant_id, ref.run_id)
+            if run is None:
+                raise NotFound(f"no discovery run {ref.run_id!r}")
+            if run.summary and "clustered" in run.summary:  # a replayed activity
+                return Clustered(**run.summary["clustered"])
+            ids, raw = uow.concepts.vectors(ref.tenant_id, run.modality, model, self._max_chunks)
+            old = uow.concepts.active(ref.tenant_id, run.modality)
+            old_members = uow.concepts.memberships(ref.tenant_id, run.modality)
+        lap("read")
+        need = needed_chunks(run.k_requested)
+        if len(ids) < need:
+            raise UnprocessableContent(
+                f"{need} chunks of modality {run.modality!r} are needed to find "
+                f"{run.k_requested or 2} concepts; the tenant has {len(ids)}",
+                needed=need, found=len(ids),
+            )  # fmt: skip
+        x = clustering.normalized(raw)
+        scores: dict[int, float] = {}
+        if run.k_requested:
+            k, chosen_by = min(run.k_requested, len(ids)), "given"
+        else:
+            k, scores = clustering.choose_k(x, K_MAX, seed=run.seed)
+            chosen_by = "silhouette"
+        lap("choose_k")
+        found = clustering.spherical_kmeans(x, k, seed=run.seed)
+        lap("cluster")
+        terms = self._terms(ref.tenant_id, ids, found)
+        lap("name")
+        new_members = dict(zip(ids, found.labels.tolist(), strict=True))
+        matched = identity.match(
+            [c.id for c in old],
+            clustering.normalized(np.stack([np.frombuffer(c.centroid, np.float32) for c in old]))
+            if old else np.zeros((0, x.shape[1]), np.float32),
+            found.centroids,
+            old_members,
+            new_members,
+            new_id,
+        )  # fmt: skip
+        sizes = np.bincount(found.labels, minlength=k)
+        names = [naming.name_of(terms[j], f"concept {j + 1}") for j in range(k)]
+        staged = [
+            self._atoms.stage(
+                description(
+                    matched.ids[j],
+                    run.modality,
+                    names[j],
+                    terms[j],
+                    int(sizes[j]),
+                    found.centroids[j],
+                )
+            )
+            for j in range(k)
+        ]
+        lap("stage")
+        try:
+            caught_up = self._write(ref, run.modality, old, found, matched, names, terms, sizes,
+                                    staged, ids, model)  # fmt: skip
+        finally:
+            for blob in staged:
+                blob.discard()
+        lap("write")
+        merges = sum(1 for line in matched.lineage if line.kind == identity.MERGED_INTO)
+        result = Clustered(
+            chunks=len(ids), k=k, k_chosen_by=chosen_by,
+            silhouette={str(c): round(s, 4) for c, s in scores.items()},
+            kept=len(matched.kept), created=k - len(matched.kept), retired=len(matched.retired),
+            splits=len(matched.lineage) - merges, merges=merges, caught_up=caught_up,
+            timings_ms=timings,
+        )  # fmt: skip
+        with self._uow(write=True, tenant_id=ref.tenant_id) as uow:
+            uow.concepts.set_summary(ref.tenant_id, ref.run_id, {"clustered": result.to_json()})
+            uow.commit()
+        return result
+
+    def _terms(
+        self, tenant_id: str, ids: list[str], found: clustering.Clustering
+    ) -> list[list[str]]:
+        """c-TF-IDF over each cluster's members nearest its centroid."""
+        k = len(found.centroids)
+        central: list[list[str]] = []
+        for j in range(k):
+            rows = np.flatnonzero(found.labels == j)
+            best = rows[np.argsort(-found.similarity[rows], kind="stable")[: naming.NAMING_MEMBERS]]
+            central.append([ids[i] for i in best.tolist()])
+        with self._uow(write=False, tenant_id=tenant_id) as uow:
+            texts = uow.concepts.texts(tenant_id, [a for group in central for a in group])
+        return naming.top_terms([[texts.get(a, "") for a in group] for group in central])
+
+    def _write(
+        self,
+        ref: RunRef,
+        modality: str,
+        old: list[ConceptRow],
+        found: clustering.Clustering,
+        matched: identity.Identities,
+        names: list[str],
+        terms: list[list[str]],
+        sizes: np.ndarray[Any, Any],
+        staged: list[Any],
+        ids: list[str],
+        model: str,
+    ) -> int:
+        now = utcnow()
+        with self._uow(write=True, tenant_id=ref.tenant_id) as uow:
+            run = uow.concepts.run(ref.tenant_id, ref.run_id)
+            if run is None or run.status != RUNNING:
+                raise UnprocessableContent(f"discovery run {ref.run_id!r} is no longer running")
+            recorded = self._atoms.record_many_in(
+                uow,
+                ref.tenant_id,
+                [(blob, CONCEPT_MEDIA_TYPE, {"kind": "concept", "concept_id": matched.ids[j]})
+                 for j, blob in enumerate(staged)],
+            )  # fmt: skip
+            atom_ids = [r.atom.id for r in recorded]
+            before = {c.id: c for c in old}
+            uow.concepts.drop_members(ref.tenant_id, [c.atom_id for c in old])
+            for j, concept_id in enumerate(matched.ids):
+                previous = before.get(concept_id)
+                uow.concepts.upsert(
+                    ConceptRow(
+                        id=concept_id, tenant_id=ref.tenant_id, modality=modality,
+                        atom_id=atom_ids[j], state=ACTIVE, name=names[j], terms=terms[j],
+                        size=int(sizes[j]), centroid=found.centroids[j].tobytes(),
+                        run_id=ref.run_id, created_at=previous.created_at if previous else now,
+                        updated_at=now,
+                    )
+                )  # fmt: skip
+            merged = {line.src_id for line in matched.lineage if line.kind == identity.MERGED_INTO}
+            uow.concepts.retire(ref.tenant_id, [c for c in matched.retired if c in merged],
+                                MERGED, now)  # fmt: skip
+            uow.concepts.retire(ref.tenant_id, [c for c in matched.retired if c not in merged],
+                                RETIRED, now)  # fmt: skip
+            distances = (1.0 - found.similarity).tolist()
+            labels = found.labels.tolist()
+            uow.concepts.add_members(
+                ref.tenant_id,
+                [(atom_id, atom_ids[labels[i]], distances[i]) for i, atom_id in enumerate(ids)],
+                now,
+            )
+            uow.concepts.add_graph_edges(
+                ref.tenant_id,
+                [GraphEdge(line.src_id, line.kind, line.dst_id, round(line.share, 6),
+                           {"member_share": round(line.share, 6)}, ref.run_id)
+                 for line in matched.lineage],
+                now,
+            )  # fmt: skip
+            late_ids, late = uow.concepts.unassigned(ref.tenant_id, modality, model, 100_000)
+            caught_up = len(
+                self._assigner.assign_matrix_in(uow, ref.tenant_id, modality, late_ids, late)
+            )
+            uow.commit()
+        return caught_up
+
+    # -- bind -------------------------------------------------------------------------------
+
+    def bind(self, ref: RunRef) -> Bound:
+        """IS_A and RELATED edges among the modality's active concepts from co-occurrence;
+        an edge whose confidence and evidence did not change is not written again."""
+        with self._uow(write=False, tenant_id=ref.tenant_id) as uow:
+            run = uow.concepts.run(ref.tenant_id, ref.run_id)
+            if run is None:
+                raise NotFound(f"no discovery run {ref.run_id!r}")
+            if run.summary and "bound" in run.summary:
+                return Bound(**run.summary["bound"])
+            groups: dict[tuple[str, str], set[str]] = {}
+            for kind, window_id, concept_id in uow.concepts.windows(ref.tenant_id, run.modality):
+                groups.setdefault((kind, window_id), set()).add(concept_id)
+        windows = [binding.Window(kind, frozenset(c)) for (kind, _), c in sorted(groups.items())]
+        wanted = {(b.src_id, b.kind, b.dst_id): b for b in binding.bind(windows)}
+        now = utcnow()
+        with self._uow(write=True, tenant_id=ref.tenant_id) as uow:
+            modality_ids = uow.concepts.modality_ids(ref.tenant_id, run.modality)
+            existing = [
+                e for e in uow.concepts.graph_edges(ref.tenant_id, BOUND_KINDS)
+                if e.src_id in modality_ids or e.dst_id in modality_ids
+            ]  # fmt: skip
+            have = {(e.src_id, e.kind, e.dst_id): e for e in existing}
+            stale = [
+                e for key, e in have.items()
+                if key not in wanted or (wanted[key].confidence, wanted[key].evidence)
+                != (e.confidence, e.evidence)
+            ]  # fmt: skip
+            fresh = [
+                GraphEdge(b.src_id, b.kind, b.dst_id, b.confidence, b.evidence, ref.run_id)
+                for key, b in wanted.items()
+                if key not in have or have[key] in stale
+            ]
+            uow.concepts.drop_graph_edges(ref.tenant_id, stale)
+            uow.concepts.add_graph_edges(ref.tenant_id, fresh, now)
+            result = Bound(
+                windows=len(windows),
+                is_a=sum(1 for b in wanted.values() if b.kind == binding.IS_A),
+                related=sum(1 for b in wanted.values() if b.kind == binding.RELATED),
+                added=len(fresh),
+                removed=len(stale),
+            )
+            summary = dict(run.summary or {})
+            summary["bound"] = result.to_json()
+            uow.concepts.set_summary(ref.tenant_id, ref.run_id, summary)
+            uow.commit()
+        return result
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def finish(self, ref: RunRef, error: str | None) -> dict[str, Any]:
+        """Mark the run completed (or failed with ``error``); returns its summary."""
+        with self._uow(write=True, tenant_id=ref.tenant_id) as uow:
+            run = uow.concepts.run(ref.tenant_id, ref.run_id)
+            if run is None:
+                raise NotFound(f"no discovery run {ref.run_id!r}")
+            status = COMPLETED if error is None else "failed"
+            uow.concepts.finish_run(ref.tenant_id, ref.run_id, status, utcnow(), run.summary,
+                                    error[:2000] if error else None)  # fmt: skip
+            uow.commit()
+        return {"run_id": ref.run_id, "status": status, **(run.summary or {})}
