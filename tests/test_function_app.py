@@ -71,6 +71,12 @@ EXPECTED = {
     # The monthly run starts its orchestration: the timer binds a Durable client.
     "billing_monthly": ("timerTrigger", {"timerTrigger": "IN", "durableClient": "IN"}),
     "sweep_credit_holds": ("timerTrigger", {"timerTrigger": "IN"}),
+    "concepts_discover": ("orchestrationTrigger", {"orchestrationTrigger": "IN"}),
+    "concepts_cluster": ("activityTrigger", {"activityTrigger": "IN"}),
+    "concepts_bind": ("activityTrigger", {"activityTrigger": "IN"}),
+    "concepts_finish": ("activityTrigger", {"activityTrigger": "IN"}),
+    # The hourly discovery starts its orchestrations: the timer binds a Durable client.
+    "concepts_hourly": ("timerTrigger", {"timerTrigger": "IN", "durableClient": "IN"}),
 }
 
 

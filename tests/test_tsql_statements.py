@@ -39,10 +39,22 @@ from hartonomous.autonomy.records import (
 )
 from hartonomous.autonomy.store import AutonomyRepository
 from hartonomous.bootstrap import Platform
-from hartonomous.domain.atoms import Atom, Modality
+from hartonomous.concepts.store import (
+    ACTIVE,
+    BOUND_KINDS,
+    COMPLETED,
+    MERGED,
+    RETIRED,
+    RUNNING,
+    ConceptRow,
+    GraphEdge,
+    RunRow,
+)
+from hartonomous.domain.atoms import CONCEPT_MEDIA_TYPE, Atom, Modality
 from hartonomous.domain.tenants import Scope
 from hartonomous.domain.uploads import Purpose, Status, UploadSession
 from hartonomous.domain.workflows import WorkflowRun
+from hartonomous.errors import Conflict
 from hartonomous.generation.store import ReceiptRow
 from hartonomous.knowledge.keyword_mssql import keyword_statement
 from hartonomous.knowledge.keyword_sqlite import Fts5KeywordIndex
@@ -61,8 +73,9 @@ MANY = 5000
 AZURE = MSDialect_pyodbc(paramstyle="qmark")  # as pyodbc connects it
 LOCAL_ONLY = {name for name, t in metadata.tables.items() if t.info.get("local_only")}
 FULL_FILTER = SearchFilter(
-    modality="text", media_type="text/plain", document_id="d", metadata={"team": "red",
-    "year": 2**62, "draft": False}, created_after=AT, created_before=AT + timedelta(1),
+    modality="text", media_type="text/plain", document_id="d", concept_id="c",
+    metadata={"team": "red", "year": 2**62, "draft": False}, created_after=AT,
+    created_before=AT + timedelta(1),
 )  # fmt: skip
 
 
@@ -290,6 +303,7 @@ def drive_every_repository(platform: Platform, tenant: str) -> None:
         uow.plans.set(tenant, {"burst": 5}, AT)  # inserts
         uow.plans.set(tenant, {"requests_per_second": 2.5, "burst": None}, AT)  # updates
         drive_billing(uow, tenant)
+        drive_concepts(uow, tenant, ids)
         uow.commit()
 
 
@@ -330,6 +344,85 @@ def drive_billing(uow: UnitOfWork, tenant: str) -> None:
         b.record_event("evt_1", "payment_intent.succeeded", tenant, "queued", AT)
     b.event("evt_1")
     b.finish_event("evt_1", "done", AT)
+
+
+def drive_concepts(uow: UnitOfWork, tenant: str, ids: list[str]) -> None:
+    """Concepts (concepts/store.py): discovery runs (one running per tenant and modality: a
+    second start is a 409), schedules, what discovery reads, the concepts, their members and
+    their graph, and search's concept filter; IN lists and member inserts past one batch."""
+    c = uow.concepts
+    # Two concepts' description atoms (modality concept), as discovery records them.
+    described = [sha(f"{tenant}concept{j}") for j in range(2)]
+    uow.blobs.acquire_many({s: 3 for s in described}, AT)
+    atom_ids = [new_id() for _ in described]
+    uow.atoms.add_many([Atom(atom_ids[j], tenant, described[j], 3, CONCEPT_MEDIA_TYPE,
+                             Modality.CONCEPT, AT, {"kind": "concept"})
+                        for j in range(2)])  # fmt: skip
+    run = RunRow(new_id(), tenant, "text", "concepts-x", "api", RUNNING, None, 7, None, None, AT,
+                 None)  # fmt: skip
+    c.start_run(run)
+    with pytest.raises(Conflict):  # one running discovery per tenant and modality
+        c.start_run(replace(run, id=new_id(), instance_id="concepts-y", k_requested=4))
+    assert c.run(tenant, run.id) is not None
+    assert c.running(tenant, "text") == c.run(tenant, run.id)
+    c.runs(tenant, 20)
+    c.set_schedule(tenant, "text", True, 8, AT)  # inserts
+    c.set_schedule(tenant, "text", True, None, AT)  # updates
+    assert c.schedules(tenant) == [{"modality": "text", "enabled": True, "k": None}]
+    assert (tenant, "text", None) in [tuple(r) for r in c.enabled_schedules(None, 100)]
+    c.enabled_schedules((tenant, "text"), 100)
+    # What discovery reads.
+    c.count_chunks(tenant, "text", "m")
+    c.vectors(tenant, "text", "m", 100_000)
+    c.unassigned(tenant, "text", "m", 100_000)
+    c.vectors_of(tenant, ids, "m")
+    c.texts(tenant, ids)
+    centroid = np.ones(384, np.float32).tobytes()
+    rows = [ConceptRow(new_id(), tenant, "text", atom_ids[j], ACTIVE, f"concept {j}", ["a", "b"],
+                       10, centroid, run.id, AT, AT) for j in range(2)]  # fmt: skip
+    for row in rows:  # inserts
+        c.upsert(row)
+    c.upsert(replace(rows[0], size=11, updated_at=AT + timedelta(1)))  # updates
+    members = [(ids[i], atom_ids[i % 2], i / MANY) for i in range(1, MANY - 3)]
+    c.add_members(tenant, members, AT)
+    c.memberships(tenant, "text")
+    c.unassigned(tenant, "text", "m", 100_000)
+    c.grow(tenant, {rows[0].id: 2, rows[1].id: 1}, AT)
+    # The concepts and their members, as the routes read them.
+    assert [r.id for r in c.active(tenant, "text")] == sorted(r.id for r in rows)
+    c.active_atoms(tenant, "text")
+    c.modality_ids(tenant, "text")
+    c.get(tenant, rows[0].id)
+    c.get_many(tenant, [*(r.id for r in rows), *ids])
+    c.page(tenant, 51, None, None, None)
+    c.page(tenant, 51, (AT, rows[0].id), "text", ACTIVE)
+    assert c.is_described_by(tenant, atom_ids[0]) == rows[0].id
+    c.members(tenant, atom_ids[0], 51, None)
+    c.members(tenant, atom_ids[0], 51, (0.5, ids[MANY // 2]))
+    c.of_atom(tenant, ids[1])
+    assert list(c.windows(tenant, "text"))  # the document's chunks are a window
+    # Search restricted to a concept's members.
+    uow.knowledge.allowed_chunks(tenant, SearchFilter(concept_id=rows[0].id))
+    uow.knowledge.allowed_chunks(tenant, SearchFilter(modality="text", concept_id=rows[1].id,
+                                                      metadata={"team": "red"}))  # fmt: skip
+    # The concepts' graph: binding's edges and discovery's lineage.
+    graph = [GraphEdge(rows[1].id, "IS_A", rows[0].id, 0.9, {"together": 3}, run.id),
+             GraphEdge(rows[0].id, "RELATED", rows[1].id, 0.4, {"together": 3}, run.id),
+             GraphEdge(rows[1].id, "SPLIT_FROM", rows[0].id, 0.5, {"member_share": 0.5},
+                       run.id)]  # fmt: skip
+    c.add_graph_edges(tenant, graph, AT)
+    c.add_graph_edges(tenant, [], AT)  # sends nothing
+    assert len(c.graph_edges(tenant, BOUND_KINDS)) == 2
+    c.graph_edges(tenant, ("IS_A", "RELATED", "SPLIT_FROM", "MERGED_INTO"), rows[0].id)
+    c.drop_graph_edges(tenant, graph[:2])
+    # A re-run: the old members go, concepts no cluster took retire or merge.
+    c.drop_members(tenant, [*atom_ids, *ids])
+    c.retire(tenant, [rows[1].id, *ids], RETIRED, AT)
+    c.retire(tenant, [rows[0].id], MERGED, AT)
+    c.set_summary(tenant, run.id, {"clustered": {"chunks": 1, "k": 2}})
+    assert c.finish_run(tenant, run.id, COMPLETED, AT, {"clustered": {"k": 2}})
+    assert not c.finish_run(tenant, run.id, "failed", AT, error="replayed")  # it had ended
+    assert c.running(tenant, "text") is None
 
 
 def drive_effects(uow: UnitOfWork, tenant: str, ids: list[str]) -> None:
@@ -519,6 +612,7 @@ def test_every_repository_statement_would_run_on_azure_sql(
     assert {"credit_accounts", "credit_grants", "credit_holds", "credit_entries", "invoices",
             "stripe_events"} <= touched  # fmt: skip
     assert {"agent_runs", "agent_steps", "agent_violations", "agent_approvals"} <= touched
+    assert {"concepts", "concept_runs", "concept_edges", "concept_schedules"} <= touched
     found = [p for element, rows in captured for p in check(element, rows)]
     assert found == []
 

@@ -78,7 +78,7 @@ class SearchFilter:
     @property
     def empty(self) -> bool:
         return not any(
-            (self.modality, self.media_type, self.document_id, self.metadata,
+            (self.modality, self.media_type, self.document_id, self.concept_id, self.metadata,
              self.created_after, self.created_before, self.snapshot is not None)
         )  # fmt: skip
 

@@ -267,6 +267,12 @@ class AtomService:
                     f"{receipts[0]!r}); receipts and what they name are kept",
                     receipts=receipts,
                 )
+            if concept := uow.concepts.is_described_by(tenant_id, atom_id):
+                raise Conflict(
+                    f"atom {atom_id!r} describes concept {concept!r}; a concept's description "
+                    "goes when a discovery retires the concept",
+                    concept_id=concept,
+                )
             uow.associations.forget_atom(tenant_id, atom_id)  # what the loop learned of it
             uow.knowledge.forget_atom(tenant_id, atom_id)
             uow.atoms.delete(tenant_id, atom_id)

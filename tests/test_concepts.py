@@ -1,0 +1,448 @@
+"""Concepts: discovery end to end on real text (the stdlib's docstrings, MiniLM, the local
+Durable host), stable ids across runs, incremental assignment, binding, and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from concept_corpus import family_documents
+from fastapi.testclient import TestClient
+from knowledge_corpus import DIMENSION, MODEL, Corpus, add_document
+from sklearn.metrics import adjusted_rand_score
+from workflow_polling import finish
+
+from hartonomous.api.app import create_app
+from hartonomous.bootstrap import Platform, bootstrap
+from hartonomous.concepts import binding, clustering, identity, naming
+from hartonomous.concepts.discovery import RunRef
+from hartonomous.knowledge.store import BELONGS_TO_CONCEPT, HAS_CHUNK
+from hartonomous.settings import Settings
+from hartonomous.store.schema import concept_runs, edges
+
+FAMILIES = ["email", "asyncio", "xml"]
+
+
+# -- the algorithms, alone ----------------------------------------------------------------------
+
+
+def planted(k: int, per: int, dim: int = 32, noise: float = 0.3, seed: int = 7) -> tuple:
+    rng = np.random.default_rng(seed)
+    centres = clustering.normalized(rng.normal(size=(k, dim)))
+    labels = np.repeat(np.arange(k), per)
+    x = centres[labels] + rng.normal(scale=noise / np.sqrt(dim), size=(k * per, dim))
+    return clustering.normalized(x), labels
+
+
+def test_spherical_kmeans_recovers_planted_clusters_alike_for_every_seed() -> None:
+    x, truth = planted(6, 80)
+    runs = [clustering.spherical_kmeans(x, 6, seed=s) for s in range(5)]
+    for run in runs:
+        assert adjusted_rand_score(truth, run.labels) == 1.0
+        assert np.allclose(np.linalg.norm(run.centroids, axis=1), 1.0, atol=1e-5)
+        sizes = np.bincount(run.labels)
+        assert list(sizes) == sorted(sizes, reverse=True)  # numbered by size
+    with pytest.raises(ValueError, match="k=0"):
+        clustering.spherical_kmeans(x, 0)
+
+
+def test_the_silhouette_picks_the_planted_k() -> None:
+    x, _ = planted(5, 60, noise=0.2)
+    k, scores = clustering.choose_k(x, 64)
+    assert k == 5, scores
+    assert max(scores.values()) == scores[5]
+
+
+def test_c_tf_idf_names_a_class_by_what_sets_it_apart() -> None:
+    terms = naming.top_terms(
+        [["the parser reads email headers", "email message headers and their charset"],
+         ["the event loop runs coroutines", "tasks and the event loop"],
+         ["of the and", "1234 5678"]]
+    )  # fmt: skip
+    assert terms[0][:2] == ["email", "headers"]
+    assert terms[1][:2] == ["event", "loop"]
+    assert terms[2] == []
+    assert naming.name_of(terms[0], "x") == "email, headers, " + terms[0][2]
+    assert naming.name_of([], "concept 3") == "concept 3"
+
+
+def test_matching_keeps_ids_and_records_splits_and_merges() -> None:
+    e = np.eye(4, dtype=np.float32)
+    old_ids = ["A", "B", "C"]
+    old_members = {f"a{i}": "A" for i in range(10)} | {f"b{i}": "B" for i in range(10)}
+    old_members |= {f"c{i}": "C" for i in range(10)}
+    # A stays; B splits in two (one half keeps B's id, the other is new); C merges into A.
+    new_members = {f"a{i}": 0 for i in range(10)} | {f"c{i}": 0 for i in range(10)}
+    new_members |= {f"b{i}": 1 for i in range(5)} | {f"b{i}": 2 for i in range(5, 10)}
+    new_centroids = clustering.normalized(np.stack([e[0] + 0.1 * e[2], e[1], e[3] + e[1] * 0.2]))
+    fresh = iter(["N1", "N2"])
+    got = identity.match(old_ids, e[:3], new_centroids, old_members, new_members,
+                         lambda: next(fresh))  # fmt: skip
+    assert got.ids == ["A", "B", "N1"]
+    assert got.kept == {"A", "B"} and got.retired == ["C"]
+    kinds = {(x.src_id, x.kind, x.dst_id) for x in got.lineage}
+    assert kinds == {("N1", identity.SPLIT_FROM, "B"), ("C", identity.MERGED_INTO, "A")}
+
+
+def test_subsumption_makes_is_a_one_way_and_related_otherwise() -> None:
+    w = binding.Window
+    windows = (
+        [w("document", frozenset({"general", "narrow"}))] * 4  # narrow only inside general
+        + [w("document", frozenset({"general"}))] * 6
+        + [w("document", frozenset({"left", "right"}))] * 3  # always together: siblings
+        + [w("receipt", frozenset({"left", "right", "general"}))] * 2
+        + [w("document", frozenset({"rare", "general"}))] * 2  # under the minimum support
+    )
+    got = {(b.src_id, b.kind, b.dst_id): b for b in binding.bind(windows)}
+    is_a = got[("narrow", "IS_A", "general")]
+    assert is_a.confidence == 1.0
+    assert is_a.evidence["together"] == 4 and is_a.evidence["windows"]["document"] == 4
+    assert got[("left", "RELATED", "right")].confidence == 1.0
+    assert not any("rare" in key for key in got)
+    assert ("general", "IS_A", "narrow") not in got
+    assert binding.bind(windows) == list(got.values())  # the same input, the same edges
+
+
+# -- discovery over a synthetic corpus (no embedder: vectors written as they are) --------------
+
+
+class StubEmbedder:
+    """The model name and dimension the corpus was written with; discovery embeds nothing."""
+
+    model_name, dimension = MODEL, DIMENSION
+
+    tokenizer = None  # ingestion is never asked to chunk here
+
+    def embed(self, texts: Sequence[str], *, spare_core: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+
+@pytest.fixture
+def synthetic(tmp_path: Path, tenant_maker) -> Iterator[tuple[Platform, Corpus]]:
+    """Four concepts in 8 dimensions: ``general`` in every document, ``narrow`` in four of
+    them (always beside ``general``), ``left`` and ``right`` always together."""
+    p = bootstrap(Settings(data_dir=tmp_path / "data"), embedder=StubEmbedder())
+    tenant = tenant_maker(p, "synthetic")
+    corpus = Corpus(tenant.id)
+    rng = np.random.default_rng(3)
+    axes = {name: np.eye(DIMENSION)[i] for i, name in enumerate(["general", "narrow", "left",
+                                                                  "right"])}  # fmt: skip
+    words = {"general": "ledger balance account", "narrow": "overdraft penalty fee",
+             "left": "harbour ship sail", "right": "anchor mooring dock"}  # fmt: skip
+    plan = [["general", "narrow"]] * 4 + [["general"]] * 6 + [["left", "right"]] * 4
+    n = 0
+    for d, topics in enumerate(plan):
+        texts, vectors = [], []
+        for topic in topics:
+            for _ in range(3):
+                n += 1
+                texts.append(f"{words[topic]} note {n}")
+                vectors.append(axes[topic] + rng.normal(scale=0.05, size=DIMENSION))
+        add_document(p.uow_factory, corpus, f"doc{d}", texts, vectors)
+    yield p, corpus
+    p.close()
+
+
+def test_binding_writes_is_a_and_related_once_and_a_rerun_changes_nothing(synthetic) -> None:
+    p, corpus = synthetic
+    first = p.concepts.run_now(corpus.tenant_id, "text", 4, "api")
+    assert first["status"] == "completed" and first["clustered"]["k"] == 4
+    by_word = {}
+    for c in p.concepts.page(corpus.tenant_id, None, 10).items:
+        for word in ("ledger", "overdraft", "harbour", "anchor"):
+            if word in c.terms:
+                by_word[word] = c
+    assert len(by_word) == 4  # each concept is one topic, named by its own words
+    view = p.concepts.get(corpus.tenant_id, by_word["overdraft"].id)
+    assert [(r.concept_id, r.kind) for r in view.parents] == [(by_word["ledger"].id, "IS_A")]
+    assert view.parents[0].confidence == 1.0
+    assert view.parents[0].evidence["occurrences"] == {
+        by_word["ledger"].id: 10, by_word["overdraft"].id: 4
+    }  # fmt: skip
+    children = p.concepts.get(corpus.tenant_id, by_word["ledger"].id).children
+    assert [r.concept_id for r in children] == [by_word["overdraft"].id]
+    related = p.concepts.get(corpus.tenant_id, by_word["harbour"].id).related
+    assert [(r.concept_id, r.kind) for r in related] == [(by_word["anchor"].id, "RELATED")]
+    assert first["bound"] == {"windows": 14, "is_a": 1, "related": 1, "added": 2, "removed": 0}
+
+    again = p.concepts.run_now(corpus.tenant_id, "text", 4, "api", seed=1)
+    assert again["clustered"]["kept"] == 4 and again["clustered"]["created"] == 0
+    assert again["bound"]["added"] == 0 and again["bound"]["removed"] == 0
+    kept = {c.id for c in p.concepts.page(corpus.tenant_id, None, 10).items}
+    assert kept == {c.id for c in by_word.values()}
+
+
+def test_an_activity_replayed_answers_what_its_run_recorded(synthetic) -> None:
+    p, corpus = synthetic
+    run = p.concepts.prepare(corpus.tenant_id, "text", 4, "api")
+    ref = RunRef(corpus.tenant_id, run.id)
+    first = p.concepts.discovery.cluster(ref)
+    with p.engines.read.connect() as conn:
+        members = conn.execute(
+            sa.select(sa.func.count()).where(edges.c.kind == BELONGS_TO_CONCEPT)
+        ).scalar_one()
+    assert p.concepts.discovery.cluster(ref) == first  # no second clustering, no new rows
+    with p.engines.read.connect() as conn:
+        assert (
+            conn.execute(
+                sa.select(sa.func.count()).where(edges.c.kind == BELONGS_TO_CONCEPT)
+            ).scalar_one()
+            == members
+            == first.chunks
+        )
+    assert p.concepts.discovery.bind(ref) == p.concepts.discovery.bind(ref)
+    p.concepts.discovery.finish(ref, None)
+    assert p.concepts.discovery.finish(ref, "late")["status"] == "failed"  # the row is kept:
+    with p.engines.read.connect() as conn:
+        status = conn.execute(
+            sa.select(concept_runs.c.status).where(concept_runs.c.id == run.id)
+        ).scalar_one()
+    assert status == "completed"
+
+
+def test_new_chunks_join_their_nearest_concept_in_the_indexing_transaction(synthetic) -> None:
+    p, corpus = synthetic
+    p.concepts.run_now(corpus.tenant_id, "text", 4, "api")
+    harbour = next(c for c in p.concepts.page(corpus.tenant_id, None, 10).items
+                   if "harbour" in c.terms)  # fmt: skip
+    vector = np.eye(DIMENSION)[2] + 0.01
+    add_document(p.uow_factory, corpus, "late", ["harbour ship late"], [vector])
+    atom_id = corpus.chunks["late"][0]
+    assert p.concepts.of_atom(corpus.tenant_id, atom_id) is None  # written around ingestion
+    with p.uow_factory(write=True, tenant_id=corpus.tenant_id) as uow:
+        placed = p.concept_assigner.assign_in(uow, corpus.tenant_id, [atom_id], MODEL)
+        uow.commit()
+    assert placed == {atom_id: harbour.id}
+    concept, distance = p.concepts.of_atom(corpus.tenant_id, atom_id)
+    assert concept.id == harbour.id and concept.size == harbour.size + 1
+    assert 0 <= distance < 0.05
+
+
+# -- end to end on real text -------------------------------------------------------------------
+
+
+@pytest.fixture
+def api(pipeline_platform: Platform) -> Iterator[TestClient]:
+    with TestClient(create_app(pipeline_platform)) as c:
+        yield c
+
+
+def ingest_families(api: TestClient, who, families: list[str]) -> dict[str, str]:
+    """Ingest each family's modules; returns document atom id -> family."""
+    started, family_of = [], {}
+    for family, module, text in family_documents(families):
+        meta = json.dumps({"filename": f"{module}.md", "family": family})
+        headers = {**who.auth(), "Content-Type": "text/markdown", "X-Atom-Metadata": meta}
+        r = api.post("/v1/ingestions", content=text.encode(), headers=headers)
+        assert r.status_code == 202, r.text
+        started.append(r.json())
+        family_of[r.json()["atom_id"]] = family
+    for s in started:
+        assert finish(api, who, s)["runtimeStatus"] == "Completed"
+    return family_of
+
+
+def discover(api: TestClient, who, **body) -> dict:
+    r = api.post("/v1/concepts/discover", json=body, headers=who.auth())
+    assert r.status_code == 202, r.text
+    assert r.headers["Location"] == r.json()["status_url"]
+    status = finish(api, who, r.json())
+    assert status["runtimeStatus"] == "Completed", status
+    return status["output"]
+
+
+def chunk_families(p: Platform, tenant_id: str, family_of: dict[str, str]) -> dict[str, str]:
+    with p.engines.read.connect() as conn:
+        rows = conn.execute(
+            sa.select(edges.c.src_id, edges.c.dst_id).where(
+                edges.c.tenant_id == tenant_id, edges.c.kind == HAS_CHUNK
+            )
+        ).all()
+    out: dict[str, str] = {}
+    for doc, chunk in rows:
+        out.setdefault(chunk, family_of[doc])
+    return out
+
+
+def test_discovery_on_real_text_finds_the_families_and_everything_shows_them(
+    api, pipeline_platform, tenant_maker
+) -> None:
+    p, alice = pipeline_platform, tenant_maker(pipeline_platform, "alice")
+    family_of = ingest_families(api, alice, FAMILIES)
+    out = discover(api, alice, k=3)
+    assert out["status"] == "completed" and out["clustered"]["k_chosen_by"] == "given"
+    page = api.get("/v1/concepts", headers=alice.auth("read")).json()
+    assert len(page["items"]) == 3 and page["next_cursor"] is None
+    names = " ".join(c["name"] for c in page["items"])
+    for family in FAMILIES:
+        assert family in names, names  # c-TF-IDF puts the package's name first
+
+    # Members against the families they came from: the partition is the families'.
+    labels = chunk_families(p, alice.id, family_of)
+    member_of = {}
+    for c in page["items"]:
+        cursor, seen, last = None, [], -1.0
+        while True:
+            r = api.get(f"/v1/concepts/{c['id']}", headers=alice.auth("read"),
+                        params={"members_limit": 7, **({"members_cursor": cursor} if cursor
+                                                       else {})})  # fmt: skip
+            assert r.status_code == 200, r.text
+            detail = r.json()
+            for m in detail["members"]["items"]:
+                assert m["distance"] >= last  # nearest first, across pages
+                last = m["distance"]
+                seen.append(m["atom_id"])
+            cursor = detail["members"]["next_cursor"]
+            if cursor is None:
+                break
+        assert len(seen) == len(set(seen)) == c["size"]
+        member_of.update({a: c["id"] for a in seen})
+    assert set(member_of) == set(labels)
+    atoms = sorted(labels)
+    assert adjusted_rand_score([labels[a] for a in atoms], [member_of[a] for a in atoms]) >= 0.9
+
+    # The concept atom's content is its description; each member's record shows its concept.
+    email = next(c for c in page["items"] if "email" in c["name"])
+    described = api.get(f"/v1/atoms/{email['atom_id']}/content", headers=alice.auth("read"))
+    body = described.json()
+    assert body["concept_id"] == email["id"] and body["name"] == email["name"]
+    assert len(body["centroid"]) == 384 and body["size"] == email["size"]
+    record = api.get(f"/v1/atoms/{email['atom_id']}", headers=alice.auth("read")).json()
+    assert record["modality"] == "concept"
+    member = next(a for a, c in member_of.items() if c == email["id"])
+    shown = api.get(f"/v1/atoms/{member}", headers=alice.auth("read")).json()["concept"]
+    assert shown["id"] == email["id"] and shown["name"] == email["name"]
+    assert 0 <= shown["distance"] < 1
+
+    # filters.concept_id in search and generation: only the concept's members come back,
+    # even for a question about another concept.
+    hits = api.post("/v1/search", headers=alice.auth("read"), json={
+        "query": "the event loop runs coroutines and tasks", "k": 10,
+        "filters": {"concept_id": email["id"]}}).json()["results"]  # fmt: skip
+    assert hits and all(member_of[h["atom_id"]] == email["id"] for h in hits)
+    asyncio_concept = next(c for c in page["items"] if "asyncio" in c["name"])
+    gen = api.post("/v1/generate", headers=alice.auth(), json={
+        "prompt": "What is an event loop?", "max_tokens": 4, "temperature": 0,
+        "filters": {"concept_id": asyncio_concept["id"]}})  # fmt: skip
+    assert gen.status_code == 200, gen.text
+    used = [c for c in gen.json()["receipt"]["components"] if c["role"] == "retrieved"]
+    assert used and all(member_of[c["atom_id"]] == asyncio_concept["id"] for c in used)
+
+    # A concept's description goes with the concept, not by hand.
+    gone = api.delete(f"/v1/atoms/{email['atom_id']}", headers=alice.auth("admin"))
+    assert gone.status_code == 409, gone.text
+
+    # Another tenant sees none of it.
+    bob = tenant_maker(p, "bob")
+    assert api.get(f"/v1/concepts/{email['id']}", headers=bob.auth("read")).status_code == 404
+    assert api.get("/v1/concepts", headers=bob.auth("read")).json()["items"] == []
+    hits = api.post("/v1/search", headers=bob.auth("read"), json={
+        "query": "message", "filters": {"concept_id": email["id"]}}).json()["results"]  # fmt: skip
+    assert hits == []
+    runs = api.get("/v1/concepts/runs", headers=alice.auth("read")).json()
+    assert [r["status"] for r in runs] == ["completed"] and runs[0]["summary"]["clustered"]
+
+
+def test_reruns_keep_ids_record_lineage_and_new_chunks_join_at_once(
+    api, pipeline_platform, tenant_maker
+) -> None:
+    p, alice = pipeline_platform, tenant_maker(pipeline_platform, "alice")
+    ingest_families(api, alice, FAMILIES)
+    discover(api, alice, k=3)
+    first = {
+        c["id"]: c for c in api.get("/v1/concepts", headers=alice.auth("read")).json()["items"]
+    }
+
+    # Chunks indexed after the run join their nearest concept as they are indexed.
+    email_id = next(i for i, c in first.items() if "email" in c["name"])
+    extra = family_documents(["email"])[0][2].replace("email.message", "email.letters")
+    r = api.post("/v1/ingestions", content=("# Mail notes\n\n" + extra).encode(),
+                 headers={**alice.auth(), "Content-Type": "text/markdown"})  # fmt: skip
+    assert finish(api, alice, r.json())["runtimeStatus"] == "Completed"
+    with p.engines.read.connect() as conn:
+        new_chunks = (
+            conn.execute(
+                sa.select(edges.c.dst_id).where(
+                    edges.c.kind == HAS_CHUNK, edges.c.src_id == r.json()["atom_id"]
+                )
+            )
+            .scalars()
+            .all()
+        )
+    placed = [api.get(f"/v1/atoms/{a}", headers=alice.auth("read")).json()["concept"]
+              for a in new_chunks]  # fmt: skip
+    assert placed and all(c is not None for c in placed)
+    assert sum(c["id"] == email_id for c in placed) >= len(placed) / 2
+
+    # The same k again: every id kept. One more: a split of one of them.
+    same = discover(api, alice, k=3)["clustered"]
+    assert same["kept"] == 3 and same["created"] == 0
+    assert {
+        c["id"] for c in api.get("/v1/concepts", headers=alice.auth("read")).json()["items"]
+    } == set(first)
+    more = discover(api, alice, k=4)["clustered"]
+    assert more["kept"] == 3 and more["created"] == 1 and more["splits"] == 1
+    items = api.get("/v1/concepts", headers=alice.auth("read")).json()["items"]
+    new = next(c for c in items if c["id"] not in first)
+    lineage = api.get(f"/v1/concepts/{new['id']}", headers=alice.auth("read")).json()["lineage"]
+    assert [(x["kind"], x["concept_id"] in first) for x in lineage] == [("SPLIT_FROM", True)]
+    # Fewer: one concept merges into another and retires.
+    fewer = discover(api, alice, k=2)["clustered"]
+    assert fewer["retired"] == 2 and fewer["merges"] >= 1
+    merged = api.get("/v1/concepts", headers=alice.auth("read"),
+                     params={"state": "merged"}).json()["items"]  # fmt: skip
+    assert merged
+    lineage = api.get(f"/v1/concepts/{merged[0]['id']}", headers=alice.auth("read")).json()
+    assert any(x["kind"] == "MERGED_INTO" for x in lineage["lineage"])
+
+
+def test_bad_input_is_refused_clearly(api, pipeline_platform, tenant_maker) -> None:
+    p, alice = pipeline_platform, tenant_maker(pipeline_platform, "alice")
+    for body in ({"k": 1}, {"k": 257}, {"modality": "concept"}, {"modality": "smell"},
+                 {"k": 3, "extra": True}):  # fmt: skip
+        r = api.post("/v1/concepts/discover", json=body, headers=alice.auth())
+        assert r.status_code == 422, (body, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    # Too little to cluster: says how much is needed.
+    few = api.post("/v1/concepts/discover", json={"k": 4}, headers=alice.auth())
+    assert few.status_code == 422
+    assert few.json()["needed"] == 20 and few.json()["found"] == 0
+    assert "20 chunks" in few.json()["detail"]
+    assert api.post("/v1/concepts/discover", json={}, headers=alice.auth("read")).status_code == 403
+    # One discovery per tenant and modality at a time.
+    ingest_families(api, alice, ["email"])
+    running = p.concepts.prepare(alice.id, "text", 2, "api")
+    busy = api.post("/v1/concepts/discover", json={"k": 2}, headers=alice.auth())
+    assert busy.status_code == 409, busy.text
+    assert busy.json()["run_id"] == running.id
+    p.concepts.abandon(alice.id, running.id, "test")
+    assert api.get("/v1/concepts/nope", headers=alice.auth("read")).status_code == 404
+    assert api.get("/v1/concepts", headers=alice.auth("read"),
+                   params={"cursor": "garbage"}).status_code == 400  # fmt: skip
+
+
+def test_the_hourly_timer_discovers_for_tenants_that_enabled_it(
+    api, pipeline_platform, tenant_maker
+) -> None:
+    p, alice = pipeline_platform, tenant_maker(pipeline_platform, "alice")
+    bob = tenant_maker(p, "bob")
+    ingest_families(api, alice, ["email", "xml"])
+    r = api.put("/v1/concepts/schedule", json={"enabled": True, "k": 2}, headers=alice.auth())
+    assert r.status_code == 200 and r.json() == [{"modality": "text", "enabled": True, "k": 2}]
+    assert api.get("/v1/concepts/schedule", headers=bob.auth("read")).json() == []
+    # Bob has no code chunks: his schedule is skipped (and logged), not an error.
+    api.put("/v1/concepts/schedule", json={"enabled": True, "modality": "code"},
+            headers=bob.auth())  # fmt: skip
+    assert p.workflows is not None
+    started = asyncio.run(p.concepts.start_scheduled(p.workflows.client))
+    assert started == 1
+    runs = api.get("/v1/concepts/runs", headers=alice.auth("read")).json()
+    assert [r["origin"] for r in runs] == ["schedule"]
+    assert finish(api, alice, {"status_url": f"/v1/workflows/{runs[0]['instance_id']}"})[
+        "runtimeStatus"] == "Completed"  # fmt: skip
+    assert len(api.get("/v1/concepts", headers=alice.auth("read")).json()["items"]) == 2
