@@ -70,6 +70,7 @@ def executors(ap: Platform) -> dict[str, ActionExecutor]:
         lambda: ap.knowledge.get().search,
         lambda: ap.knowledge.get().embedder,
         lambda: ap.generation,
+        lambda: ap.concepts,
     )
 
 
@@ -529,9 +530,11 @@ def test_associations_are_capped_per_tenant(ap, corpus):
     """Every search reads them: a tenant at autonomy_max_associations is refused more."""
     alice, chunks, _ = corpus["alice"]
     assert ap.settings.autonomy_max_associations == 1000  # the default
-    learn = build_executors(ap.uow_factory, ap.atoms, lambda: ap.knowledge.get().search,
-                            lambda: ap.knowledge.get().embedder, lambda: ap.generation,
-                            max_associations=1)["learn_association"]  # fmt: skip
+    learn = build_executors(
+        ap.uow_factory, ap.atoms, lambda: ap.knowledge.get().search,
+        lambda: ap.knowledge.get().embedder, lambda: ap.generation, lambda: ap.concepts,
+        max_associations=1,
+    )["learn_association"]  # fmt: skip
     record_gap(ap, alice.id, GAP)
     first = ctx(alice.id, {"query": GAP, "atom_id": chunks["mars"]})
     learn.apply(first)

@@ -18,10 +18,16 @@ from sklearn.metrics import adjusted_rand_score
 from workflow_polling import finish
 
 from hartonomous.api.app import create_app
-from hartonomous.bootstrap import Platform, bootstrap
+from hartonomous.autonomy.actions.base import ActionContext
+from hartonomous.autonomy.analyze import Analyzer
+from hartonomous.autonomy.planner import deterministic
+from hartonomous.autonomy.types import ProblemKind
+from hartonomous.bootstrap import Platform, autonomy_executors, bootstrap
 from hartonomous.concepts import binding, clustering, identity, naming
 from hartonomous.concepts.discovery import RunRef
+from hartonomous.errors import Conflict, UnprocessableContent
 from hartonomous.knowledge.store import BELONGS_TO_CONCEPT, HAS_CHUNK
+from hartonomous.services.clock import utcnow
 from hartonomous.settings import Settings
 from hartonomous.store.schema import concept_runs, edges
 
@@ -126,7 +132,7 @@ class StubEmbedder:
 def synthetic(tmp_path: Path, tenant_maker) -> Iterator[tuple[Platform, Corpus]]:
     """Four concepts in 8 dimensions: ``general`` in every document, ``narrow`` in four of
     them (always beside ``general``), ``left`` and ``right`` always together."""
-    p = bootstrap(Settings(data_dir=tmp_path / "data"), embedder=StubEmbedder())
+    p = bootstrap(Settings(data_dir=tmp_path / "data"), embedder=StubEmbedder())  # type: ignore[arg-type]
     tenant = tenant_maker(p, "synthetic")
     corpus = Corpus(tenant.id)
     rng = np.random.default_rng(3)
@@ -446,3 +452,42 @@ def test_the_hourly_timer_discovers_for_tenants_that_enabled_it(
     assert finish(api, alice, {"status_url": f"/v1/workflows/{runs[0]['instance_id']}"})[
         "runtimeStatus"] == "Completed"  # fmt: skip
     assert len(api.get("/v1/concepts", headers=alice.auth("read")).json()["items"]) == 2
+
+
+def test_the_loop_runs_discovery_as_a_typed_action(synthetic) -> None:
+    """Analyze finds a modality whose chunks belong to no concept; ``discover_concepts``
+    clusters it once however often it is applied, and its metric is the share clustered."""
+    p, corpus = synthetic
+    rng = np.random.default_rng(5)
+    for d in range(20):  # past the signal's 100 chunks
+        vectors = [np.eye(DIMENSION)[0] + rng.normal(scale=0.05, size=DIMENSION)
+                   for _ in range(3)]  # fmt: skip
+        add_document(p.uow_factory, corpus, f"more{d}", [f"ledger more {d} {i}" for i in
+                                                          range(3)], vectors)  # fmt: skip
+    analyzer = Analyzer(p.uow_factory, lambda: p.knowledge.get().search, p.autonomy.policy)
+    problems, _ = analyzer.signals(corpus.tenant_id, utcnow())
+    found = [x for x in problems if x.kind == ProblemKind.UNCLUSTERED_CHUNKS.value]
+    assert [x.evidence["modality"] for x in found] == ["text"]
+    assert found[0].evidence["unclustered"] == found[0].evidence["chunks"] == 126
+    assert deterministic(found[0])[0].parameters == {"modality": "text"}
+
+    action = autonomy_executors(p)()["discover_concepts"]
+    ctx = ActionContext(corpus.tenant_id, "run-1", "action-1", {"modality": "text"})
+    assert action.measure(ctx).value == 0.0
+    action.check(ctx)
+    first = action.apply(ctx)
+    assert first["chunks"] == 126 and first["concepts"] >= 2
+    assert action.apply(ctx) == first  # a replayed apply runs nothing again
+    runs = p.concepts.runs(corpus.tenant_id, 10)
+    assert [(r.origin, r.instance_id) for r in runs] == [("loop", "loop-action-1")]
+    assert action.measure(ctx).value == 1.0
+    problems, _ = analyzer.signals(corpus.tenant_id, utcnow())
+    assert not [x for x in problems if x.kind == ProblemKind.UNCLUSTERED_CHUNKS.value]
+
+    other = ActionContext(corpus.tenant_id, "run-1", "action-2", {"modality": "text"})
+    running = p.concepts.prepare(corpus.tenant_id, "text", 2, "api")
+    with pytest.raises(Conflict):
+        action.check(other)
+    p.concepts.abandon(corpus.tenant_id, running.id, "test")
+    with pytest.raises(UnprocessableContent):
+        action.check(ActionContext(corpus.tenant_id, "r", "action-3", {"modality": "code"}))

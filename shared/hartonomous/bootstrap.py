@@ -255,6 +255,7 @@ def autonomy_executors(platform: Platform) -> Callable[[], Mapping[str, ActionEx
                         lambda: platform.knowledge.get().search,
                         lambda: platform.knowledge.get().embedder,
                         lambda: platform.generation,
+                        lambda: platform.concepts,
                         platform.settings.autonomy_max_associations,
                     )
                 )

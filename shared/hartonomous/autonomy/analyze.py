@@ -60,6 +60,10 @@ SNIPPET_CHARS = 240
 PAIRS_PER_ACTION = 3
 DUPLICATE_CAP = 5.0
 FAILED_WORKFLOW_SCORE = 2.0
+UNCLUSTERED_MIN_CHUNKS = 100  # fewer chunks: concepts would say little
+UNCLUSTERED_MIN_SHARE = 0.5  # new chunks join concepts as they are indexed: only a modality
+UNCLUSTERED_CAP = 3.0  # never clustered (or mostly indexed during a run) gets this far
+CLUSTERED_MODALITIES = ("text", "code", "document")
 WINDOW = timedelta(days=7)
 # Actions that block proposing the same fix again (waiting, done, or refused by a human).
 BLOCKING = [
@@ -168,6 +172,7 @@ class Analyzer:
             ]
             blocked = _blocked(uow, tenant_id) | unhelpful
             totals = uow.usage.totals(tenant_id, now - WINDOW, None)
+        problems += self._unclustered(tenant_id, model, blocked)
         problems += self._duplicates(tenant_id, model, blocked)
         problems += self._repeated_prompts(tenant_id, now, blocked)
         cost = price({t.kind: t.quantity for t in totals})
@@ -247,6 +252,29 @@ class Analyzer:
             )
         ]  # fmt: skip
 
+    def _unclustered(self, tenant_id: str, model: str, blocked: set[str]) -> list[Problem]:
+        """Modalities with enough chunks, most of them in no concept, none being discovered."""
+        problems = []
+        with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
+            for modality in CLUSTERED_MODALITIES:
+                if f"discover_concepts:{modality}" in blocked:
+                    continue
+                chunks = uow.concepts.count_chunks(tenant_id, modality, model)
+                if chunks < UNCLUSTERED_MIN_CHUNKS or uow.concepts.running(tenant_id, modality):
+                    continue
+                loose = chunks - uow.concepts.count_members(tenant_id, modality)
+                if loose / chunks < UNCLUSTERED_MIN_SHARE:
+                    continue
+                problems.append(
+                    Problem(
+                        ProblemKind.UNCLUSTERED_CHUNKS.value, f"unclustered_chunks:{modality}",
+                        round(min(UNCLUSTERED_CAP, loose / 1000), 6),
+                        f"{loose} of {chunks} {modality} chunks belong to no concept",
+                        {"modality": modality, "chunks": chunks, "unclustered": loose},
+                    )
+                )  # fmt: skip
+        return problems
+
     def _repeated_prompts(self, tenant_id: str, now: datetime, blocked: set[str]) -> list[Problem]:
         from hartonomous.generation.answer_cache import repeated_prompts
 
@@ -292,7 +320,8 @@ class Analyzer:
 def _recently_unhelpful(uow: UnitOfWork, tenant_id: str, now: datetime) -> set[str]:
     """What Learn reverted, or an executor's check refused, within ``WINDOW``, as the keys
     the signals skip: ``learn_association:{normalised query}``, ``cache_answer:{prompt}``,
-    ``mark_duplicates:{duplicate}>{canonical}`` per pair, ``retry_failed_workflow:{instance}``."""
+    ``mark_duplicates:{duplicate}>{canonical}`` per pair, ``retry_failed_workflow:{instance}``,
+    ``discover_concepts:{modality}``."""
     out: set[str] = set()
     since = now - WINDOW
     for a in uow.autonomy.actions(tenant_id, statuses=[*JUDGED_UNHELPFUL, ActionStatus.REFUSED]):
@@ -309,16 +338,20 @@ def _recently_unhelpful(uow: UnitOfWork, tenant_id: str, now: datetime) -> set[s
                 out.add(f"mark_duplicates:{pair.get('duplicate_id')}>{pair.get('canonical_id')}")
         elif a.name == "retry_failed_workflow":
             out.add(f"retry_failed_workflow:{a.parameters.get('instance_id')}")
+        elif a.name == "discover_concepts":
+            out.add(f"discover_concepts:{a.parameters.get('modality')}")
     return out
 
 
 def _blocked(uow: UnitOfWork, tenant_id: str) -> set[str]:
     """What a waiting or applied action already covers: ``mark_duplicates`` while one is in
-    flight, and ``cache_answer:{prompt}`` per prompt."""
+    flight, ``cache_answer:{prompt}`` per prompt, ``discover_concepts:{modality}``."""
     out: set[str] = set()
     in_flight = [ActionStatus.AWAITING_APPROVAL, ActionStatus.APPROVED]
     if uow.autonomy.actions(tenant_id, name="mark_duplicates", statuses=in_flight, limit=1):
         out.add("mark_duplicates")
     for action in uow.autonomy.actions(tenant_id, name="cache_answer", statuses=BLOCKING):
         out.add(f"cache_answer:{action.parameters.get('prompt')}")
+    for action in uow.autonomy.actions(tenant_id, name="discover_concepts", statuses=BLOCKING):
+        out.add(f"discover_concepts:{action.parameters.get('modality')}")
     return out

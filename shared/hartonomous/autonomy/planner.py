@@ -20,7 +20,8 @@ documented rules propose the obvious action, recorded ``planned_by: deterministi
   best (highest keyword score), else the top hybrid result;
 - near-duplicates: ``mark_duplicates`` of the pairs found;
 - failed workflow: ``retry_failed_workflow`` of that instance;
-- repeated prompt: ``cache_answer`` of the prompt with its latest receipt.
+- repeated prompt: ``cache_answer`` of the prompt with its latest receipt;
+- unclustered chunks: ``discover_concepts`` of that modality.
 
 The model's tokens are metered to the usage ledger (key ``autonomy:{run}:{iteration}:
 hypothesize``) and priced like any generation. Action ids are derived from the run, the
@@ -139,6 +140,8 @@ def expand(name: str, parameters: Any, problem: Problem) -> Any:
         return {"instance_id": ev["instance_id"]}
     if name == "cache_answer":
         return {"prompt": ev["prompt"], "receipt_id": ev["receipt_id"]}
+    if name == "discover_concepts":
+        return {"modality": ev["modality"]}
     return parameters
 
 
@@ -199,6 +202,9 @@ def prompt_for(problem: Problem) -> str:
                      f"{ev['error'][:200]}")  # fmt: skip
     elif problem.kind == ProblemKind.REPEATED_PROMPT:
         lines.append(f"Prompt: {ev['prompt'][:QUERY_CHARS]} (latest receipt {ev['receipt_id']})")
+    elif problem.kind == ProblemKind.UNCLUSTERED_CHUNKS:
+        lines.append(f"Modality {ev['modality']}: {ev['unclustered']} of {ev['chunks']} chunks "
+                     "belong to no concept")  # fmt: skip
     fixes = [s.name for s in LOOP_ACTIONS.values() if s.addresses == ProblemKind(problem.kind)]
     lines += ["", f"The action for a {problem.kind} is {', '.join(fixes)}.",
               "The plan, as JSON, with the action that fixes the problem:", ""]  # fmt: skip
@@ -247,6 +253,8 @@ def off_evidence(name: str, parameters: dict[str, Any], problem: Problem) -> str
         ev.get("prompt"), ev.get("receipt_id"),
     ):  # fmt: skip
         return "cache_answer may only cache the repeated prompt with its receipt"
+    elif name == "discover_concepts" and parameters.get("modality") != ev.get("modality"):
+        return "discover_concepts may only cluster the modality found unclustered"
     return None
 
 
@@ -266,6 +274,8 @@ def deterministic(problem: Problem) -> list[Proposal]:
         return [Proposal("mark_duplicates", {"pairs": pairs})]
     if kind == ProblemKind.FAILED_WORKFLOW:
         return [Proposal("retry_failed_workflow", {"instance_id": ev["instance_id"]})]
+    if kind == ProblemKind.UNCLUSTERED_CHUNKS:
+        return [Proposal("discover_concepts", {"modality": ev["modality"]})]
     return [Proposal("cache_answer", {"prompt": ev["prompt"], "receipt_id": ev["receipt_id"]})]
 
 

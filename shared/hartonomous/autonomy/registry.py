@@ -155,6 +155,24 @@ REGISTRY: Mapping[str, ActionSpec] = {
             addresses=ProblemKind.REPEATED_PROMPT,
         ),
         ActionSpec(
+            name="discover_concepts",
+            version=1,
+            description=(
+                "Cluster the tenant's chunks of one modality into named concepts (keeping "
+                "the ids of concepts found again) and bind them IS_A and RELATED."
+            ),
+            parameters=_object(
+                {"modality": {"type": "string", "enum": ["text", "code", "document"]}},
+                ["modality"],
+            ),
+            scope=Scope.WRITE,
+            reversible=False,
+            reversal="none: concepts are only ever rediscovered (a later run keeps their ids)",
+            cost_credits=0.1,
+            metric="share of the modality's chunks that belong to a concept",
+            addresses=ProblemKind.UNCLUSTERED_CHUNKS,
+        ),
+        ActionSpec(
             name="search",
             version=1,
             description=(

@@ -63,3 +63,4 @@ class ProblemKind(StrEnum):
     NEAR_DUPLICATES = "near_duplicates"
     FAILED_WORKFLOW = "failed_workflow"
     REPEATED_PROMPT = "repeated_prompt"
+    UNCLUSTERED_CHUNKS = "unclustered_chunks"  # chunks that belong to no concept

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import combinations
+from typing import Any
 
 IS_A = "IS_A"
 RELATED = "RELATED"
@@ -41,7 +42,7 @@ class Binding:
     kind: str
     dst_id: str
     confidence: float
-    evidence: dict[str, object]
+    evidence: dict[str, Any]
 
 
 def bind(windows: Iterable[Window]) -> list[Binding]:
@@ -63,7 +64,7 @@ def bind(windows: Iterable[Window]) -> list[Binding]:
         if both < MIN_SUPPORT:
             continue
         p_x_given_y, p_y_given_x = both / single[y], both / single[x]
-        evidence: dict[str, object] = {
+        evidence: dict[str, Any] = {
             "together": both,
             "windows": {kind: by_kind[(x, y, kind)] for kind in sorted(kinds)},
             "occurrences": {x: single[x], y: single[y]},

@@ -96,7 +96,13 @@ class ConceptService:
     # -- discovery --------------------------------------------------------------------------
 
     def prepare(
-        self, tenant_id: str, modality: str, k: int | None, origin: str, seed: int = 0
+        self,
+        tenant_id: str,
+        modality: str,
+        k: int | None,
+        origin: str,
+        seed: int = 0,
+        instance_id: str | None = None,
     ) -> RunRow:
         """Check there is enough to cluster (422) and record the run (409 while one runs)."""
         need = needed_chunks(k)
@@ -110,7 +116,8 @@ class ConceptService:
             )  # fmt: skip
         run_id = new_id()
         run = RunRow(
-            id=run_id, tenant_id=tenant_id, modality=modality, instance_id=f"concepts-{run_id}",
+            id=run_id, tenant_id=tenant_id, modality=modality,
+            instance_id=instance_id or f"concepts-{run_id}",
             origin=origin, status="running", k_requested=k, seed=seed, summary=None, error=None,
             started_at=utcnow(), ended_at=None,
         )  # fmt: skip
@@ -148,9 +155,9 @@ class ConceptService:
             uow.commit()
 
     def run_now(self, tenant_id: str, modality: str, k: int | None, origin: str,
-                seed: int = 0) -> dict[str, Any]:  # fmt: skip
+                seed: int = 0, instance_id: str | None = None) -> dict[str, Any]:  # fmt: skip
         """The whole discovery in this thread (the CLI, the loop's action, benchmarks)."""
-        run = self.prepare(tenant_id, modality, k, origin, seed)
+        run = self.prepare(tenant_id, modality, k, origin, seed, instance_id)
         ref = RunRef(tenant_id, run.id)
         try:
             self.discovery.cluster(ref)

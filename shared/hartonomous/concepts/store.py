@@ -174,6 +174,14 @@ class ConceptRepository:
         ).first()
         return _run(row) if row else None
 
+    def run_by_instance(self, tenant_id: str, instance_id: str) -> RunRow | None:
+        row = self._conn.execute(
+            concept_runs.select()
+            .where(concept_runs.c.tenant_id == tenant_id, concept_runs.c.instance_id == instance_id)
+            .order_by(concept_runs.c.started_at.desc())
+        ).first()
+        return _run(row) if row else None
+
     def running(self, tenant_id: str, modality: str) -> RunRow | None:
         row = self._conn.execute(
             concept_runs.select().where(
@@ -349,6 +357,26 @@ class ConceptRepository:
         )
         result = self._conn.execution_options(yield_per=STREAM_ROWS).execute(query)
         return {atom_id: concept_id for atom_id, concept_id in result}
+
+    def count_members(self, tenant_id: str, modality: str) -> int:
+        """Chunks that belong to an active concept of the modality."""
+        query = (
+            sa.select(sa.func.count())
+            .select_from(edges)
+            .join(
+                concepts,
+                sa.and_(
+                    concepts.c.tenant_id == edges.c.tenant_id, concepts.c.atom_id == edges.c.dst_id
+                ),
+            )
+            .where(
+                edges.c.tenant_id == tenant_id,
+                edges.c.kind == BELONGS_TO_CONCEPT,
+                concepts.c.modality == modality,
+                concepts.c.state == ACTIVE,
+            )
+        )
+        return int(self._conn.execute(query).scalar_one())
 
     # -- concepts ---------------------------------------------------------------------------
 
