@@ -43,6 +43,7 @@ def add_document(
     texts: list[str],
     vectors: list[np.ndarray],
     metadata: dict[str, Any] | None = None,
+    model: str = MODEL,
 ) -> None:
     tenant = corpus.tenant_id
     doc = Atom(new_id(), tenant, sha(tenant + name), 10, "text/plain", Modality.TEXT, AT,
@@ -60,7 +61,7 @@ def add_document(
                                                                        strict=True)]
         )  # fmt: skip
         uow.knowledge.add_embeddings(
-            tenant, MODEL, DIMENSION,
+            tenant, model, len(vectors[0]),
             [(sha(t), v.astype(np.float32).tobytes()) for t, v in zip(texts, vectors,
                                                                       strict=True)],
             AT,
@@ -70,7 +71,7 @@ def add_document(
               "ordinal": i, "start_offset": 0, "end_offset": len(a.sha256), "created_at": AT}
              for i, a in enumerate(chunk_atoms)]
         )  # fmt: skip
-        uow.knowledge.record_document(tenant, doc.id, MODEL, len(texts), 100, AT)
+        uow.knowledge.record_document(tenant, doc.id, model, len(texts), 100, AT)
         uow.commit()
     corpus.documents[name] = doc.id
     corpus.chunks[name] = [a.id for a in chunk_atoms]

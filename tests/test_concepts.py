@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -26,7 +29,9 @@ from hartonomous.bootstrap import Platform, autonomy_executors, bootstrap
 from hartonomous.concepts import binding, clustering, identity, naming
 from hartonomous.concepts.discovery import RunRef
 from hartonomous.errors import Conflict, UnprocessableContent
+from hartonomous.knowledge.embeddings import MINILM
 from hartonomous.knowledge.store import BELONGS_TO_CONCEPT, HAS_CHUNK
+from hartonomous.services import tenants as tenant_service
 from hartonomous.services.clock import utcnow
 from hartonomous.settings import Settings
 from hartonomous.store.schema import concept_runs, edges
@@ -491,3 +496,37 @@ def test_the_loop_runs_discovery_as_a_typed_action(synthetic) -> None:
     p.concepts.abandon(corpus.tenant_id, running.id, "test")
     with pytest.raises(UnprocessableContent):
         action.check(ActionContext(corpus.tenant_id, "r", "action-3", {"modality": "code"}))
+
+
+def test_the_operator_discovers_from_the_command_line(tmp_path: Path) -> None:
+    """``hartonomous concepts discover`` runs in its own process, without a workflow host."""
+    data = tmp_path / "store"
+    cli = [str(Path(sys.executable).parent / "hartonomous")]
+    env = {**os.environ, "COLUMNS": "200"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, *args, "--data-dir", str(data)], capture_output=True,
+                              text=True, timeout=300, env=env)  # fmt: skip
+
+    made = subprocess.run([*cli, "tenant", "create", "ops", "--data-dir", str(data)],
+                          capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    few = run("concepts", "discover", "ops", "--k", "3")
+    assert (
+        few.returncode != 0 and "15 chunks of modality 'text' are needed" in few.stderr + few.stdout
+    )
+    p = bootstrap(Settings(data_dir=data))
+    tenant = tenant_service.find_tenant(p.uow_factory, name_or_id="ops")
+    corpus, rng = Corpus(tenant.id), np.random.default_rng(1)
+    for topic, axis in (("harbour ship", 0), ("ledger account", 1), ("kernel thread", 2)):
+        vectors = [np.eye(384)[axis] + rng.normal(scale=0.02, size=384) for _ in range(6)]
+        add_document(p.uow_factory, corpus, topic, [f"{topic} note {i}" for i in range(6)],
+                     vectors, model=MINILM)  # fmt: skip
+    p.close()
+    done = run("concepts", "discover", "ops", "--k", "3")
+    assert done.returncode == 0, done.stderr
+    assert "18 chunks, k=3 (given)" in done.stdout
+    listed = run("concepts", "list", "ops")
+    assert listed.returncode == 0
+    for word in ("harbour", "ledger", "kernel"):
+        assert word in listed.stdout

@@ -8,6 +8,7 @@ import typer
 
 from hartonomous.cli import admin, knowledge, worker
 from hartonomous.cli.atoms import atoms_app
+from hartonomous.cli.concepts import concepts_app
 from hartonomous.cli.credits import billing_app, credits_app
 from hartonomous.cli.models import models_app
 from hartonomous.cli.options import DataDir, settings_for
@@ -26,6 +27,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(plan_app, name="plan")
 app.add_typer(credits_app, name="credits")
 app.add_typer(billing_app, name="billing")
+app.add_typer(concepts_app, name="concepts")
 app.command()(admin.init)
 app.command()(admin.status)
 app.command()(knowledge.ingest)
