@@ -126,7 +126,7 @@ def of(found: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 def test_chess_capabilities_rank_the_chess_document_and_model_inside_the_tenant(world, embedder):
     found = find(world, {"query": "chess-playing capabilities", "k": 50})
     assert found["query"] == "chess-playing capabilities"
-    assert found["kinds_unavailable"] == ["concept"]
+    assert found["kinds_unavailable"] == []
     scores = [i["score"] for i in found["items"]]
     assert scores == sorted(scores, reverse=True)
     assert {i["kind"] for i in found["items"]} == {"model", "knowledge", "tool"}
@@ -184,12 +184,12 @@ def test_kinds_filter(world):
     assert knowledge["items"][0]["document_id"] == world.cooking
     models = find(world, {"query": "a small chat model", "kinds": ["model", "concept"], "k": 1})
     assert len(models["items"]) == 1 and models["items"][0]["kind"] == "model"
-    assert models["kinds_unavailable"] == ["concept"]
+    assert models["kinds_unavailable"] == []
     engine = find(world, {"query": "which model suggests moves", "kinds": ["model"]})["items"]
     assert engine[0]["id"] == world.model["id"]
     assert any("<mark>suggests</mark>" in h for h in engine[0]["why"]["highlights"])
-    concepts = find(world, {"query": "anything", "kinds": ["concept"]})
-    assert concepts == {"query": "anything", "items": [], "kinds_unavailable": ["concept"]}
+    concepts = find(world, {"query": "anything", "kinds": ["concept"]})  # none discovered yet
+    assert concepts == {"query": "anything", "items": [], "kinds_unavailable": []}
     assert len(find(world, {"query": "chess", "k": 3})["items"]) == 3
 
 

@@ -344,6 +344,16 @@ def test_discovery_on_real_text_finds_the_families_and_everything_shows_them(
     used = [c for c in gen.json()["receipt"]["components"] if c["role"] == "retrieved"]
     assert used and all(member_of[c["atom_id"]] == asyncio_concept["id"] for c in used)
 
+    # Capability search ranks concepts by their centroid, on the chunks' scale.
+    found = api.post("/v1/capabilities/search", headers=alice.auth("read"), json={
+        "query": "coroutines and the event loop", "kinds": ["concept"]}).json()  # fmt: skip
+    assert found["items"][0]["id"] == asyncio_concept["id"]
+    assert found["items"][0]["title"] == asyncio_concept["name"]
+    query = p.knowledge.get().embedder.embed(["coroutines and the event loop"])[0]
+    centroid = np.asarray(api.get(f"/v1/atoms/{asyncio_concept['atom_id']}/content",
+                                  headers=alice.auth("read")).json()["centroid"])  # fmt: skip
+    assert found["items"][0]["score"] == pytest.approx(float(centroid @ query), abs=1e-4)
+
     # A concept's description goes with the concept, not by hand.
     gone = api.delete(f"/v1/atoms/{email['atom_id']}", headers=alice.auth("admin"))
     assert gone.status_code == 409, gone.text

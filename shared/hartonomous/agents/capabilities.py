@@ -2,10 +2,10 @@
 
 Four kinds of candidates: the tenant's models (found by their profile documents, plus the
 platform's built-in model), its knowledge (chunks of its documents), the registry's actions
-(agents' tools and the loop's actions) and, once they exist, concepts. Scores must compare
-across kinds, so every candidate is scored the same way: the cosine between the query's
-embedding and the item's (a chunk's stored vector, a description's embedding). The query is
-embedded once per request and handed to every search.
+(agents' tools and the loop's actions) and the tenant's concepts. Scores must compare across
+kinds, so every candidate is scored the same way: the cosine between the query's embedding
+and the item's (a chunk's stored vector, a description's embedding, a concept's centroid).
+The query is embedded once per request and handed to every search.
 """
 
 from __future__ import annotations
@@ -91,10 +91,10 @@ class Kind(StrEnum):
     MODEL = "model"
     KNOWLEDGE = "knowledge"
     TOOL = "tool"
-    CONCEPT = "concept"  # not yet: concepts do not exist, always listed unavailable
+    CONCEPT = "concept"  # by its centroid (docs/concepts.md)
 
 
-UNAVAILABLE = frozenset({Kind.CONCEPT})
+UNAVAILABLE: frozenset[Kind] = frozenset()  # kinds no search can serve yet
 
 
 @dataclass(frozen=True)
@@ -198,6 +198,8 @@ class CapabilityService:
             found += self._models(knowledge, tenant_id, query, vector, by_profile)
         if Kind.TOOL in wanted:
             found += self._tools(knowledge.embedder, query, vector)
+        if Kind.CONCEPT in wanted:
+            found += self._concepts(tenant_id, query, vector)
         found.sort(key=lambda c: (-c.score, order.index(c.kind), c.id))
         return CapabilitySearch(query=query, items=found[:k], kinds_unavailable=unavailable)
 
@@ -310,6 +312,25 @@ class CapabilityService:
             for atom_id, raw in stored.items():
                 scores[atom_id] = float(np.frombuffer(raw, dtype=np.float32) @ vector)
         return {h.atom_id: float(scores.get(h.atom_id, 0.0)) for h in hits}
+
+    def _concepts(self, tenant_id: str, query: str, vector: Vectors) -> list[Capability]:
+        """The tenant's active concepts by their centroid: a mean of unit chunk vectors
+        renormalised, so its cosine to the query compares with a chunk's."""
+        with self.uow_factory(write=False, tenant_id=tenant_id) as uow:
+            rows = uow.concepts.all_active(tenant_id)
+        if not rows:
+            return []
+        matrix = np.frombuffer(b"".join(r.centroid for r in rows), dtype=np.float32)
+        cosines = (matrix.reshape(len(rows), -1) * vector).sum(axis=1)
+        asked = _asked(query)
+        return [
+            Capability(
+                Kind.CONCEPT, row.id, float(score), row.name,
+                Why(passage=", ".join(row.terms), vector_score=float(score),
+                    shared_words=tuple(t for t in row.terms if t in asked)),
+            )
+            for row, score in zip(rows, cosines, strict=True)
+        ]  # fmt: skip
 
     @staticmethod
     def _tools(embedder: Embedder, query: str, vector: Vectors) -> list[Capability]:

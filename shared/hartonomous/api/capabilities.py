@@ -101,8 +101,7 @@ class CapabilitySearchOut(BaseModel):
     query: str
     items: list[CapabilityOut] = Field(description="Best first, at most k, all kinds together")
     kinds_unavailable: list[Kind] = Field(
-        description="Kinds asked for that cannot be searched yet: `concept` always, until "
-        "concepts exist (none is returned for it)"
+        description="Kinds asked for that this deployment cannot search (none today)"
     )
 
 

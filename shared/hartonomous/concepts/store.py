@@ -392,6 +392,15 @@ class ConceptRepository:
         )
         return [_concept(r) for r in rows]
 
+    def all_active(self, tenant_id: str) -> list[ConceptRow]:
+        """Every modality's active concepts (a tenant has at most a few hundred)."""
+        rows = self._conn.execute(
+            concepts.select()
+            .where(concepts.c.tenant_id == tenant_id, concepts.c.state == ACTIVE)
+            .order_by(concepts.c.id)
+        )
+        return [_concept(r) for r in rows]
+
     def active_atoms(self, tenant_id: str, modality: str) -> list[str]:
         """The description atoms of the active concepts, in ``active``'s order."""
         return list(
