@@ -141,6 +141,7 @@ class ConceptDiscovery:
                 needed=need, found=len(ids),
             )  # fmt: skip
         x = clustering.normalized(raw)
+        del raw  # the rows as read: only the normalised copy is needed from here
         scores: dict[int, float] = {}
         if run.k_requested:
             k, chosen_by = min(run.k_requested, len(ids)), "given"

@@ -272,14 +272,14 @@ class ConceptRepository:
         """Atom ids and their vectors (float32 rows), in chunk order, read in slices."""
         query = self._modality_chunks(tenant_id, modality, model).order_by(chunks.c.seq)
         ids: list[str] = []
-        parts: list[bytes] = []
+        buffer = bytearray()  # one growing buffer: a list of rows joined at the end held two
         result = self._conn.execution_options(yield_per=STREAM_ROWS).execute(query.limit(limit))
         for atom_id, vector in result:
             ids.append(atom_id)
-            parts.append(vector)
+            buffer += vector
         if not ids:
             return ids, np.zeros((0, 0), dtype=np.float32)
-        return ids, np.frombuffer(b"".join(parts), dtype=np.float32).reshape(len(ids), -1)
+        return ids, np.frombuffer(buffer, dtype=np.float32).reshape(len(ids), -1)
 
     def unassigned(
         self, tenant_id: str, modality: str, model: str, limit: int
