@@ -207,6 +207,9 @@ def test_an_activity_replayed_answers_what_its_run_recorded(synthetic) -> None:
             == first.chunks
         )
     assert p.concepts.discovery.bind(ref) == p.concepts.discovery.bind(ref)
+    with p.uow_factory(write=False, tenant_id=corpus.tenant_id) as uow:  # metered once
+        used = {t.kind: t.quantity for t in uow.usage.totals(corpus.tenant_id, None, None)}
+    assert used == {"concepts.chunks": first.chunks}
     p.concepts.discovery.finish(ref, None)
     assert p.concepts.discovery.finish(ref, "late")["status"] == "failed"  # the row is kept:
     with p.engines.read.connect() as conn:
@@ -420,12 +423,19 @@ def test_reruns_keep_ids_record_lineage_and_new_chunks_join_at_once(
     assert merged
     lineage = api.get(f"/v1/concepts/{merged[0]['id']}", headers=alice.auth("read")).json()
     assert any(x["kind"] == "MERGED_INTO" for x in lineage["lineage"])
+    # A description a run replaced is gone: one atom per concept, each its current one.
+    every = api.get("/v1/concepts", headers=alice.auth("read"), params={"state": "all"}).json()
+    described = api.get("/v1/atoms", headers=alice.auth("read"),
+                        params={"modality": "concept", "limit": 100}).json()["items"]  # fmt: skip
+    assert sorted(a["id"] for a in described) == sorted(c["atom_id"] for c in every["items"])
 
 
 def test_bad_input_is_refused_clearly(api, pipeline_platform, tenant_maker) -> None:
     p, alice = pipeline_platform, tenant_maker(pipeline_platform, "alice")
     for body in ({"k": 1}, {"k": 257}, {"modality": "concept"}, {"modality": "smell"},
                  {"k": 3, "extra": True}):  # fmt: skip
+        r = api.put("/v1/concepts/schedule", json={"enabled": True, **body}, headers=alice.auth())
+        assert r.status_code == 422, (body, r.text)
         r = api.post("/v1/concepts/discover", json=body, headers=alice.auth())
         assert r.status_code == 422, (body, r.text)
         assert r.headers["content-type"].startswith("application/problem+json")

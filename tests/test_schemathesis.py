@@ -8,6 +8,9 @@ generation requests would take the whole budget many times over; tests/test_gene
 runs the real model. Search, embeddings (MiniLM), receipts and usage behind
 ``/v1/generate`` are the real ones.
 
+The fuzz tenant starts with the stdlib's email docstrings ingested (``seed_text``), so a
+concept discovery has chunks to cluster.
+
 Exclusions, each with its reason below: ``SEMANTIC_REFUSALS`` (schema-valid data refused for
 what a schema cannot state, e.g. bytes that are not a GGUF) and ``LENIENT`` (schema-violating
 data rightly accepted). Only the positive-, resp. negative-data check learns of them; the
@@ -19,12 +22,14 @@ reproducible request as it is); about 50 s on two busy cores.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
+from concept_corpus import family_documents
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -110,11 +115,33 @@ def served(
                                            "tokens_per_minute": 100_000_000})  # fmt: skip
     app = create_app(platform)
     try:
-        with TestClient(app):  # the lifespan: the workflow host runs what ingestions start
+        with TestClient(app) as client:  # the lifespan: the workflow host runs what is started
+            seed_text(client, admin.secret)
             yield without_lifespan(app), admin.secret
     finally:
         runtime.use(None)
         platform.close()
+
+
+def seed_text(client: TestClient, key: str) -> None:
+    """Text enough for a concept discovery (5 chunks a concept), ingested before the fuzz, so
+    POST /v1/concepts/discover is fuzzed past its 422 too: its 202, and the orchestration
+    running beside the other cases (then a 409 while it runs)."""
+    auth = {"Authorization": f"Bearer {key}"}
+    started = []
+    for _, _, text in family_documents(["email"]):
+        headers = {**auth, "Content-Type": "text/markdown"}
+        r = client.post("/v1/ingestions", content=text.encode(), headers=headers)
+        assert r.status_code == 202, r.text
+        started.append(r.json()["status_url"])
+    deadline = time.monotonic() + 120
+    for url in started:
+        while (status := client.get(url, headers=auth).json())["runtimeStatus"] not in (
+            "Completed", "Failed", "Terminated",
+        ):  # fmt: skip
+            assert time.monotonic() < deadline, status
+            time.sleep(0.05)
+        assert status["runtimeStatus"] == "Completed", status
 
 
 # Where valid-looking data is refused for what a schema cannot state, the positive-data check
@@ -132,6 +159,13 @@ SEMANTIC_REFUSALS: list[tuple[str, str, str, str]] = [
     ("GET", "/v1/agents/runs", "400", "a cursor this API did not return (it is opaque)"),
     ("GET", "/v1/keys", "400", "a cursor this API did not return (it is opaque)"),
     ("GET", "/v1/billing/ledger", "400", "a cursor this API did not return (it is opaque)"),
+    ("GET", "/v1/concepts", "400", "a cursor this API did not return (it is opaque)"),
+    (
+        "POST",
+        "/v1/concepts/discover",
+        "422",
+        "fewer chunks of the modality than k concepts need (5 each), or modality concept",
+    ),
     ("POST", "/v1/webhooks/stripe", "400", "a signature Stripe did not make (an HMAC of the body)"),
     (
         "POST",
@@ -230,3 +264,6 @@ def test_the_api_keeps_its_schema(served: tuple[Any, str]) -> None:
             except (Exception, BaseExceptionGroup) as exc:  # each names its request (curl)
                 failures.append(f"{operation.label} [{mode.value}]: {_describe(exc)}")
     assert not failures, f"{len(failures)} failing:\n\n" + "\n\n".join(failures)
+    with TestClient(app) as client:  # its 202 was fuzzed too: a discovery started
+        runs = client.get("/v1/concepts/runs", headers={"Authorization": f"Bearer {key}"})
+    assert runs.json(), "POST /v1/concepts/discover met only refusals: seed more text"

@@ -12,7 +12,7 @@ import pytest
 
 from hartonomous.blobs.local import LocalBlobStore
 from hartonomous.services.maintenance import sweep_staging
-from hartonomous.workflows.registry import TimerFunction
+from hartonomous.workflows.registry import Registry, TimerFunction
 from hartonomous.workflows.timers import TimerScheduler
 
 
@@ -65,6 +65,21 @@ def test_a_failing_timer_function_does_not_stop_the_scheduler():
             time.sleep(0.05)
     finally:
         scheduler.stop()
+
+
+def test_every_indexed_timer_runs_on_the_local_scheduler():
+    """What Azure schedules, `hartonomous serve` schedules: each timer of the Function App with
+    its NCRONTAB; those that start workflows get a Durable client (the monthly billing run,
+    the hourly concept discovery at :15)."""
+    from functions import indexed_app
+
+    timers = {t.name: t for t in Registry.from_functions(indexed_app().get_functions()).timers}
+    TimerScheduler(list(timers.values()))  # refuses an invalid schedule
+    assert {n for n, t in timers.items() if t.client_name} == {"billing_monthly", "concepts_hourly"}
+    hourly = timers["concepts_hourly"]
+    assert hourly.client_name == "client" and not hourly.run_on_startup
+    at = datetime(2026, 11, 21, 10, 20, 0, tzinfo=UTC)
+    assert TimerScheduler([hourly]).next_after(hourly, at) == at.replace(hour=11, minute=15)
 
 
 def test_sweep_staging_removes_only_abandoned_uploads(tmp_path: Path):

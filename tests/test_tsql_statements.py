@@ -46,6 +46,7 @@ from hartonomous.concepts.store import (
     MERGED,
     RETIRED,
     RUNNING,
+    ConceptRepository,
     ConceptRow,
     GraphEdge,
     RunRow,
@@ -349,8 +350,9 @@ def drive_billing(uow: UnitOfWork, tenant: str) -> None:
 def drive_concepts(uow: UnitOfWork, tenant: str, ids: list[str]) -> None:
     """Concepts (concepts/store.py): discovery runs (one running per tenant and modality: a
     second start is a 409), schedules, what discovery reads, the concepts, their members and
-    their graph, and search's concept filter; IN lists and member inserts past one batch."""
-    c = uow.concepts
+    their graph, and search's concept filter; IN lists and member inserts past one batch.
+    Each method of the repository is called (a new one fails here until it is driven)."""
+    c = Calls(uow.concepts)
     # Two concepts' description atoms (modality concept), as discovery records them.
     described = [sha(f"{tenant}concept{j}") for j in range(2)]
     uow.blobs.acquire_many({s: 3 for s in described}, AT)
@@ -365,6 +367,7 @@ def drive_concepts(uow: UnitOfWork, tenant: str, ids: list[str]) -> None:
         c.start_run(replace(run, id=new_id(), instance_id="concepts-y", k_requested=4))
     assert c.run(tenant, run.id) is not None
     assert c.running(tenant, "text") == c.run(tenant, run.id)
+    assert c.run_by_instance(tenant, "concepts-x") == c.run(tenant, run.id)
     c.runs(tenant, 20)
     c.set_schedule(tenant, "text", True, 8, AT)  # inserts
     c.set_schedule(tenant, "text", True, None, AT)  # updates
@@ -386,10 +389,12 @@ def drive_concepts(uow: UnitOfWork, tenant: str, ids: list[str]) -> None:
     members = [(ids[i], atom_ids[i % 2], i / MANY) for i in range(1, MANY - 3)]
     c.add_members(tenant, members, AT)
     c.memberships(tenant, "text")
+    assert c.count_members(tenant, "text") == len(members)
     c.unassigned(tenant, "text", "m", 100_000)
     c.grow(tenant, {rows[0].id: 2, rows[1].id: 1}, AT)
     # The concepts and their members, as the routes read them.
     assert [r.id for r in c.active(tenant, "text")] == sorted(r.id for r in rows)
+    c.all_active(tenant)
     c.active_atoms(tenant, "text")
     c.modality_ids(tenant, "text")
     c.get(tenant, rows[0].id)
@@ -423,6 +428,22 @@ def drive_concepts(uow: UnitOfWork, tenant: str, ids: list[str]) -> None:
     assert c.finish_run(tenant, run.id, COMPLETED, AT, {"clustered": {"k": 2}})
     assert not c.finish_run(tenant, run.id, "failed", AT, error="replayed")  # it had ended
     assert c.running(tenant, "text") is None
+    assert c.called == public_methods(ConceptRepository)
+
+
+class Calls:
+    """A repository whose method calls are recorded by name."""
+
+    def __init__(self, repository: Any) -> None:
+        self._repository, self.called = repository, set[str]()
+
+    def __getattr__(self, name: str) -> Any:
+        self.called.add(name)
+        return getattr(self._repository, name)
+
+
+def public_methods(cls: type) -> set[str]:
+    return {n for n, v in vars(cls).items() if callable(v) and not n.startswith("_")}
 
 
 def drive_effects(uow: UnitOfWork, tenant: str, ids: list[str]) -> None:

@@ -136,6 +136,8 @@ class Platform:
                 self.settings.concepts_max_chunks,
             ),
             model,
+            self.credits.require,
+            self.settings.concepts_max_chunks,
         )
         self.gaps = GapService(self.uow_factory, lambda: self.knowledge.get().search.writes.flush())
         self.uploads = UploadSessionService(

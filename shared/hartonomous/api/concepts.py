@@ -8,19 +8,16 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from hartonomous.api.auth import Reader, Writer
 from hartonomous.api.deps import PlatformDep, WorkflowClientDep
 from hartonomous.api.problems import PROBLEM_RESPONSES, documented
-from hartonomous.billing.service import search_estimate
 from hartonomous.concepts.discovery import K_MAX
 from hartonomous.concepts.service import Related
 from hartonomous.concepts.store import ConceptRow, RunRow
 from hartonomous.domain.atoms import Modality
-from hartonomous.errors import UnprocessableContent
 
 router = APIRouter(tags=["concepts"], responses=PROBLEM_RESPONSES)
 
@@ -33,10 +30,17 @@ K = Annotated[
     int | None,
     Field(ge=2, le=K_MAX, description="Concepts to find; omitted: chosen by the silhouette"),
 ]
-# Concepts cluster chunks; a concept's own modality is not one to cluster.
-ClusteredModality = Annotated[
-    Modality, Field(description="The chunks' modality (text unless code chunks exist)")
-]
+
+
+class ChunkModality(StrEnum):
+    """The modalities whose chunks are clustered (a concept's own is not one of them)."""
+
+    TEXT = "text"
+    CODE = "code"
+    DOCUMENT = "document"
+
+
+ClusteredModality = Annotated[ChunkModality, Field(description="The chunks' modality")]
 
 
 class StateFilter(StrEnum):
@@ -49,7 +53,7 @@ class StateFilter(StrEnum):
 class DiscoverIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    modality: ClusteredModality = Modality.TEXT
+    modality: ClusteredModality = ChunkModality.TEXT
     k: K = None
 
 
@@ -63,7 +67,10 @@ class DiscoverOut(BaseModel):
     "/v1/concepts/discover",
     status_code=202,
     response_model=DiscoverOut,
-    responses={**documented(409, "A discovery of this modality is already running")},
+    responses={
+        **documented(402, "The credits cannot cover clustering the modality's chunks"),
+        **documented(409, "A discovery of this modality is already running"),
+    },
 )
 async def discover(
     body: DiscoverIn, principal: Writer, platform: PlatformDep, client: WorkflowClientDep
@@ -71,11 +78,6 @@ async def discover(
     """Cluster your chunks of a modality into concepts (a workflow): each becomes a concept
     atom named by its most distinctive terms, its members linked to it. A re-run keeps the
     ids of the concepts it finds again."""
-    if body.modality is Modality.CONCEPT:
-        raise UnprocessableContent("concepts cluster chunks; modality 'concept' has none")
-    await run_in_threadpool(
-        platform.credits.require, principal.tenant_id, search_estimate(), "a concept discovery"
-    )
     started = await platform.concepts.start(
         client, principal.tenant_id, body.modality.value, body.k
     )
@@ -163,25 +165,40 @@ def _related(items: list[Related]) -> list[RelatedOut]:
     return [RelatedOut(**r.__dict__) for r in items]
 
 
-@router.get("/v1/concepts/runs", response_model=list[dict[str, Any]])
-def list_runs(principal: Reader, platform: PlatformDep, limit: Limit = 20) -> list[dict[str, Any]]:
+class RunOut(BaseModel):
+    run_id: str
+    modality: str
+    status: str = Field(description="running, completed or failed")
+    origin: str = Field(description="api, schedule, loop or cli")
+    k_requested: int | None
+    instance_id: str
+    summary: dict[str, Any] | None = Field(
+        description="clustered: chunks, k, k_chosen_by, silhouette, kept, created, retired, "
+        "splits, merges, caught_up, timings_ms; bound: windows, is_a, related, added, removed"
+    )
+    error: str | None
+    started_at: datetime
+    ended_at: datetime | None
+
+
+@router.get("/v1/concepts/runs", response_model=list[RunOut])
+def list_runs(principal: Reader, platform: PlatformDep, limit: Limit = 20) -> list[RunOut]:
     """Your latest discovery runs, newest first, with what each found."""
-    return [run_json(r) for r in platform.concepts.runs(principal.tenant_id, limit)]
+    return [run_out(r) for r in platform.concepts.runs(principal.tenant_id, limit)]
 
 
-def run_json(r: RunRow) -> dict[str, Any]:
-    return {
-        "run_id": r.id, "modality": r.modality, "status": r.status, "origin": r.origin,
-        "k_requested": r.k_requested, "instance_id": r.instance_id, "summary": r.summary,
-        "error": r.error, "started_at": r.started_at.isoformat(),
-        "ended_at": r.ended_at.isoformat() if r.ended_at else None,
-    }  # fmt: skip
+def run_out(r: RunRow) -> RunOut:
+    return RunOut(
+        run_id=r.id, modality=r.modality, status=r.status, origin=r.origin,
+        k_requested=r.k_requested, instance_id=r.instance_id, summary=r.summary,
+        error=r.error, started_at=r.started_at, ended_at=r.ended_at,
+    )  # fmt: skip
 
 
 class ScheduleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    modality: ClusteredModality = Modality.TEXT
+    modality: ClusteredModality = ChunkModality.TEXT
     enabled: bool
     k: K = None
 

@@ -32,7 +32,8 @@ from hartonomous.concepts.store import (
 )
 from hartonomous.domain.atoms import CONCEPT_MEDIA_TYPE
 from hartonomous.errors import NotFound, UnprocessableContent
-from hartonomous.ports import UnitOfWorkFactory
+from hartonomous.metering.ledger import Usage
+from hartonomous.ports import UnitOfWork, UnitOfWorkFactory
 from hartonomous.services.atoms import AtomService
 from hartonomous.services.clock import new_id, utcnow
 
@@ -252,6 +253,7 @@ class ConceptDiscovery:
                         updated_at=now,
                     )
                 )  # fmt: skip
+            self._drop_superseded(uow, ref.tenant_id, old, matched.ids, atom_ids)
             merged = {line.src_id for line in matched.lineage if line.kind == identity.MERGED_INTO}
             uow.concepts.retire(ref.tenant_id, [c for c in matched.retired if c in merged],
                                 MERGED, now)  # fmt: skip
@@ -275,8 +277,32 @@ class ConceptDiscovery:
             caught_up = len(
                 self._assigner.assign_matrix_in(uow, ref.tenant_id, modality, late_ids, late)
             )
+            uow.usage.record(
+                ref.tenant_id, f"concepts:{ref.run_id}",
+                [Usage("concepts.chunks", len(ids), "chunks")], now,
+            )  # fmt: skip
             uow.commit()
         return caught_up
+
+    @staticmethod
+    def _drop_superseded(
+        uow: UnitOfWork, tenant_id: str, old: list[ConceptRow], ids: list[str],
+        atom_ids: list[str],
+    ) -> None:  # fmt: skip
+        """The previous descriptions of the concepts this run describes anew: their members'
+        edges went with ``drop_members``, so the atoms go too (a retired concept keeps its
+        last one). Without this an hourly discovery piled up k atoms an hour."""
+        now_described = dict(zip(ids, atom_ids, strict=True))
+        for concept in old:
+            new = now_described.get(concept.id)
+            if new is None or new == concept.atom_id:
+                continue
+            atom = uow.atoms.get(tenant_id, concept.atom_id)
+            if atom is None:
+                continue
+            uow.knowledge.forget_atom(tenant_id, atom.id)
+            uow.atoms.delete(tenant_id, atom.id)
+            uow.blobs.release(atom.sha256)
 
     # -- bind -------------------------------------------------------------------------------
 

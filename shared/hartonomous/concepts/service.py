@@ -12,6 +12,7 @@ from typing import Any
 
 from anyio import to_thread
 
+from hartonomous.billing.money import to_micros
 from hartonomous.concepts.discovery import ConceptDiscovery, RunRef, needed_chunks
 from hartonomous.concepts.store import (
     FAILED,
@@ -27,6 +28,7 @@ from hartonomous.errors import (
     NotFound,
     UnprocessableContent,
 )
+from hartonomous.metering.pricing import price
 from hartonomous.ports import UnitOfWorkFactory, WorkflowClient
 from hartonomous.services.clock import new_id, utcnow
 from hartonomous.services.pages import Page, page_of, position_after
@@ -88,10 +90,13 @@ class ConceptService:
         workflows: WorkflowService,
         discovery: ConceptDiscovery,
         model: Callable[[], str],
+        require: Callable[[str, int, str], object],
+        max_chunks: int,
     ) -> None:
         self._uow, self._workflows, self.discovery, self._model = (
             uow_factory, workflows, discovery, model,
         )  # fmt: skip
+        self._require, self._max_chunks = require, max_chunks
 
     # -- discovery --------------------------------------------------------------------------
 
@@ -114,6 +119,9 @@ class ConceptService:
                 f"(at least {need // max(k or 2, 1)} per concept); the tenant has {have}",
                 needed=need, found=have,
             )  # fmt: skip
+        # Priced per chunk clustered, settled by the run's write (usage key concepts:{run}).
+        estimate = price({"concepts.chunks": min(have, self._max_chunks)}).credits
+        self._require(tenant_id, to_micros(estimate), "a concept discovery")
         run_id = new_id()
         run = RunRow(
             id=run_id, tenant_id=tenant_id, modality=modality,

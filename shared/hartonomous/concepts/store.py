@@ -273,7 +273,7 @@ class ConceptRepository:
         query = self._modality_chunks(tenant_id, modality, model).order_by(chunks.c.seq)
         ids: list[str] = []
         buffer = bytearray()  # one growing buffer: a list of rows joined at the end held two
-        result = self._conn.execution_options(yield_per=STREAM_ROWS).execute(query.limit(limit))
+        result = self._conn.execute(query.limit(limit).execution_options(yield_per=STREAM_ROWS))
         for atom_id, vector in result:
             ids.append(atom_id)
             buffer += vector
@@ -355,7 +355,7 @@ class ConceptRepository:
                 concepts.c.state == ACTIVE,
             )
         )
-        result = self._conn.execution_options(yield_per=STREAM_ROWS).execute(query)
+        result = self._conn.execute(query.execution_options(yield_per=STREAM_ROWS))
         return {atom_id: concept_id for atom_id, concept_id in result}
 
     def count_members(self, tenant_id: str, modality: str) -> int:
@@ -601,7 +601,7 @@ class ConceptRepository:
                 .join(concept_of, concept_of.c.atom_id == atom)
                 .where(edges.c.tenant_id == tenant_id, edges.c.kind == edge_kind)
             )
-            result = self._conn.execution_options(yield_per=STREAM_ROWS).execute(query)
+            result = self._conn.execute(query.execution_options(yield_per=STREAM_ROWS))
             for window_id, concept_id in result:
                 yield kind, window_id, concept_id
 

@@ -13,6 +13,7 @@ CREDITS_PER_1K = {
     "embedding.texts": 0.02,
     "search.queries": 0.01 * 1000,  # per query: 0.01 credits
     "agent.notes": 0.01 * 1000,  # an agent's save_note: 0.01 credits
+    "concepts.chunks": 0.05,  # a discovery: 0.05 credits per 1,000 chunks clustered
 }
 
 

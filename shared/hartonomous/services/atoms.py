@@ -269,8 +269,9 @@ class AtomService:
                 )
             if concept := uow.concepts.is_described_by(tenant_id, atom_id):
                 raise Conflict(
-                    f"atom {atom_id!r} describes concept {concept!r}; a concept's description "
-                    "goes when a discovery retires the concept",
+                    f"atom {atom_id!r} describes concept {concept!r}; a description is kept "
+                    "while its concept exists, and replaced by the discovery that describes it "
+                    "anew",
                     concept_id=concept,
                 )
             uow.associations.forget_atom(tenant_id, atom_id)  # what the loop learned of it
