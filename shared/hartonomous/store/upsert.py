@@ -3,6 +3,7 @@ already held are skipped, the rest inserted, in the caller's transaction."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,9 +24,15 @@ class SqliteInsertOrIgnore:
     ) -> int:  # fmt: skip
         if not rows:
             return 0
-        statement = sqlite_insert(table).on_conflict_do_nothing()
-        done = conn.execute(statement.execution_options(sqlite_only=True), list(rows))
+        done = conn.execute(_ignoring(table), list(rows))
         return max(done.rowcount, 0)
+
+
+@functools.cache
+def _ignoring(table: sa.Table) -> Any:
+    """Built once per table: the usage ledger takes two a receipt, and building it cost
+    more than running it."""
+    return sqlite_insert(table).on_conflict_do_nothing().execution_options(sqlite_only=True)
 
 
 class PortableInsertOrIgnore:
