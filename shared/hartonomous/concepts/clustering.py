@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.sparse import csr_matrix
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.metrics import silhouette_score
 
@@ -31,6 +32,7 @@ REFINE_ITERATIONS = 15
 BATCH_SIZE = 4096
 SILHOUETTE_SAMPLE = 3000  # rows the silhouette is computed on (it is quadratic in them)
 K_FIT_SAMPLE = 20000  # rows each candidate k is fitted on while choosing k
+WARM_MARGIN = 0.01  # a re-run's cold solution must beat the warm one's inertia by 1%
 MIN_PER_CONCEPT = 5  # a concept of fewer members is noise: k is bounded by n / this
 K_CANDIDATES = (2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64)
 
@@ -62,6 +64,23 @@ def assign(x: Matrix, centroids: Matrix) -> tuple[NDArray[np.int64], NDArray[np.
     return labels, sims
 
 
+def warm_or_cold(x: Matrix, k: int, previous: Matrix, seed: int = 0) -> tuple[Clustering, str]:
+    """A re-run: refine from the live concepts' centroids (``previous``, largest first; the
+    cold solution's centroids farthest from them fill up to ``k``), and keep that unless the
+    cold restarts beat its inertia by more than ``WARM_MARGIN``. Users refitting on a
+    schedule want old documents to keep their concepts; a cold start with another seed lands
+    on another local optimum of near-equal inertia about as often as not."""
+    cold = spherical_kmeans(x, k, seed=seed)
+    init = previous[:k]
+    if len(init) < k:
+        far = np.argsort((cold.centroids @ init.T).max(axis=1), kind="stable")
+        init = np.vstack([init, cold.centroids[far[: k - len(init)]]])
+    warm = refine(x, normalized(init))
+    if warm.inertia <= cold.inertia * (1 + WARM_MARGIN):
+        return warm, "warm"
+    return cold, "cold"
+
+
 def spherical_kmeans(x: Matrix, k: int, seed: int = 0, restarts: int = RESTARTS) -> Clustering:
     """Cluster unit rows ``x`` into ``k`` groups (see the module docstring)."""
     if not 1 <= k <= len(x):
@@ -90,9 +109,12 @@ def refine(x: Matrix, centroids: Matrix, iterations: int = REFINE_ITERATIONS) ->
     partitions number alike."""
     k = len(centroids)
     labels, sims = assign(x, centroids)
+    rows = np.arange(len(x))
+    ones = np.ones(len(x), dtype=np.float32)
     for _ in range(iterations):
-        sums = np.zeros_like(centroids)
-        np.add.at(sums, labels, x)
+        # Sums per cluster as a sparse one-hot product: np.add.at took 0.86 s a call at 100k
+        # x 384, this 0.05 s (bench/concepts.py).
+        sums = np.asarray(csr_matrix((ones, (labels, rows)), shape=(k, len(x))) @ x)
         counts = np.bincount(labels, minlength=k)
         moved = normalized(sums)
         centroids = np.where(counts[:, None] > 0, moved, centroids).astype(np.float32)

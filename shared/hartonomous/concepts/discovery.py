@@ -66,6 +66,7 @@ class Clustered:
     merges: int
     caught_up: int  # chunks indexed during the run, assigned as it wrote
     timings_ms: dict[str, float] = field(default_factory=dict)
+    start: str = "cold"  # warm: refined from the live concepts (clustering.warm_or_cold)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,7 +151,15 @@ class ConceptDiscovery:
             k, scores = clustering.choose_k(x, K_MAX, seed=run.seed)
             chosen_by = "silhouette"
         lap("choose_k")
-        found = clustering.spherical_kmeans(x, k, seed=run.seed)
+        start = "cold"
+        if old:  # a re-run starts from the live concepts, largest first
+            largest = sorted(old, key=lambda c: -c.size)
+            previous = clustering.normalized(
+                np.stack([np.frombuffer(c.centroid, np.float32) for c in largest])
+            )
+            found, start = clustering.warm_or_cold(x, k, previous, seed=run.seed)
+        else:
+            found = clustering.spherical_kmeans(x, k, seed=run.seed)
         lap("cluster")
         terms = self._terms(ref.tenant_id, ids, found)
         lap("name")
@@ -193,7 +202,7 @@ class ConceptDiscovery:
             silhouette={str(c): round(s, 4) for c, s in scores.items()},
             kept=len(matched.kept), created=k - len(matched.kept), retired=len(matched.retired),
             splits=len(matched.lineage) - merges, merges=merges, caught_up=caught_up,
-            timings_ms=timings,
+            timings_ms=timings, start=start,
         )  # fmt: skip
         with self._uow(write=True, tenant_id=ref.tenant_id) as uow:
             uow.concepts.set_summary(ref.tenant_id, ref.run_id, {"clustered": result.to_json()})
