@@ -40,8 +40,9 @@ class ConceptAssigner:
     def assign_in(
         self, uow: UnitOfWork, tenant_id: str, atom_ids: Sequence[str], model: str
     ) -> dict[str, str]:
-        """Give each chunk atom (not yet a member) its nearest active concept of its own
-        modality; returns atom id -> concept id for those assigned."""
+        """Give each chunk atom its nearest active concept of its own modality; returns atom
+        id -> concept id for those assigned. For chunks that belong to none yet (ingestion
+        passes only the chunks it created): a member's second edge breaks the edges' key."""
         if not atom_ids:
             return {}
         found = uow.concepts.vectors_of(tenant_id, atom_ids, model)

@@ -1,8 +1,9 @@
 """Spherical k-means over embeddings: seeding, restarts, refinement, and the choice of k.
 
-Why this shape (measured on the dev VM, 100k x 384 float32, k = 20; ``bench/concepts.py``):
-scikit-learn's ``KMeans`` (Lloyd) took 2.6 s for one start and 7.9 s for three, too slow
-for discovery's 10 s budget; ``MiniBatchKMeans`` takes about 0.4 s a start. So each restart
+Why this shape (measured on the dev VM, 100k x 384 float32, k = 20): scikit-learn's
+``KMeans`` (Lloyd) took 2.6 s for one start and 7.9 s for three, ``MiniBatchKMeans`` 0.4 s
+a start on a quiet machine and 1.5-6 s when another process keeps the cores busy (its
+thread pools spin; ``bench/concepts.py --threads``). So each restart
 is a mini-batch fit from its own k-means++ seeding (on cosine geometry: the rows are
 unit vectors), the restart with the least inertia over all rows wins, and a few full
 iterations of *spherical* Lloyd (assign by cosine, centroid = normalised mean: Dhillon and
