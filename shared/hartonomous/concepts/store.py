@@ -105,6 +105,27 @@ def active_key(tenant_id: str, modality: str) -> str:
     return f"{tenant_id}:{modality}"
 
 
+def _active_members(member: Any, tenant_id: str, modality: str, *columns: Any) -> sa.Select[Any]:
+    """``columns`` over the member edges (``member``: ``edges`` or an alias of it) of the
+    modality's active concepts."""
+    return (
+        sa.select(*columns)
+        .select_from(member)
+        .join(
+            concepts,
+            sa.and_(
+                concepts.c.tenant_id == member.c.tenant_id, concepts.c.atom_id == member.c.dst_id
+            ),
+        )
+        .where(
+            member.c.tenant_id == tenant_id,
+            member.c.kind == BELONGS_TO_CONCEPT,
+            concepts.c.modality == modality,
+            concepts.c.state == ACTIVE,
+        )
+    )
+
+
 class ConceptRepository:
     def __init__(self, conn: sa.Connection) -> None:
         self._conn = conn
@@ -340,42 +361,13 @@ class ConceptRepository:
 
     def memberships(self, tenant_id: str, modality: str) -> dict[str, str]:
         """atom id -> concept id, for the active concepts of the modality."""
-        query = (
-            sa.select(edges.c.src_id, concepts.c.id)
-            .join(
-                concepts,
-                sa.and_(
-                    concepts.c.tenant_id == edges.c.tenant_id, concepts.c.atom_id == edges.c.dst_id
-                ),
-            )
-            .where(
-                edges.c.tenant_id == tenant_id,
-                edges.c.kind == BELONGS_TO_CONCEPT,
-                concepts.c.modality == modality,
-                concepts.c.state == ACTIVE,
-            )
-        )
+        query = _active_members(edges, tenant_id, modality, edges.c.src_id, concepts.c.id)
         result = self._conn.execute(query.execution_options(yield_per=STREAM_ROWS))
         return {atom_id: concept_id for atom_id, concept_id in result}
 
     def count_members(self, tenant_id: str, modality: str) -> int:
         """Chunks that belong to an active concept of the modality."""
-        query = (
-            sa.select(sa.func.count())
-            .select_from(edges)
-            .join(
-                concepts,
-                sa.and_(
-                    concepts.c.tenant_id == edges.c.tenant_id, concepts.c.atom_id == edges.c.dst_id
-                ),
-            )
-            .where(
-                edges.c.tenant_id == tenant_id,
-                edges.c.kind == BELONGS_TO_CONCEPT,
-                concepts.c.modality == modality,
-                concepts.c.state == ACTIVE,
-            )
-        )
+        query = _active_members(edges, tenant_id, modality, sa.func.count())
         return int(self._conn.execute(query).scalar_one())
 
     # -- concepts ---------------------------------------------------------------------------
@@ -574,23 +566,10 @@ class ConceptRepository:
         """(window kind, window id, concept id): the concepts of each document's chunks and
         of the chunks each receipt used, for the modality's active concepts."""
         member = edges.alias("member")
-        concept_of = (
-            sa.select(member.c.src_id.label("atom_id"), concepts.c.id.label("concept_id"))
-            .join(
-                concepts,
-                sa.and_(
-                    concepts.c.tenant_id == member.c.tenant_id,
-                    concepts.c.atom_id == member.c.dst_id,
-                ),
-            )
-            .where(
-                member.c.tenant_id == tenant_id,
-                member.c.kind == BELONGS_TO_CONCEPT,
-                concepts.c.modality == modality,
-                concepts.c.state == ACTIVE,
-            )
-            .subquery()
-        )
+        concept_of = _active_members(
+            member, tenant_id, modality,
+            member.c.src_id.label("atom_id"), concepts.c.id.label("concept_id"),
+        ).subquery()  # fmt: skip
         for kind, edge_kind, window, atom in (
             ("document", HAS_CHUNK, edges.c.src_id, edges.c.dst_id),
             ("receipt", USED_IN_GENERATION, edges.c.receipt_id, edges.c.src_id),
