@@ -395,6 +395,7 @@ def drive_concepts(uow: UnitOfWork, tenant: str, ids: list[str]) -> None:
     # The concepts and their members, as the routes read them.
     assert [r.id for r in c.active(tenant, "text")] == sorted(r.id for r in rows)
     c.all_active(tenant)
+    c.any_active(tenant)
     c.active_atoms(tenant, "text")
     c.modality_ids(tenant, "text")
     c.get(tenant, rows[0].id)

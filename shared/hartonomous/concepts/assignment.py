@@ -43,8 +43,8 @@ class ConceptAssigner:
         """Give each chunk atom its nearest active concept of its own modality; returns atom
         id -> concept id for those assigned. For chunks that belong to none yet (ingestion
         passes only the chunks it created): a member's second edge breaks the edges' key."""
-        if not atom_ids:
-            return {}
+        if not atom_ids or not uow.concepts.any_active(tenant_id):
+            return {}  # most tenants, most of the time: no vectors read for nothing
         found = uow.concepts.vectors_of(tenant_id, atom_ids, model)
         by_modality: dict[str, list[tuple[str, bytes]]] = {}
         for atom_id, (modality, vector) in found.items():

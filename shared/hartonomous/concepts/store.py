@@ -384,6 +384,15 @@ class ConceptRepository:
         )
         return [_concept(r) for r in rows]
 
+    def any_active(self, tenant_id: str) -> bool:
+        """Whether the tenant has an active concept of any modality (one indexed probe)."""
+        found = self._conn.execute(
+            sa.select(concepts.c.id)
+            .where(concepts.c.tenant_id == tenant_id, concepts.c.state == ACTIVE)
+            .limit(1)
+        ).first()
+        return found is not None
+
     def all_active(self, tenant_id: str) -> list[ConceptRow]:
         """Every modality's active concepts (a tenant has at most a few hundred)."""
         rows = self._conn.execute(
