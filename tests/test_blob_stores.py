@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import sys
 import tracemalloc
@@ -341,34 +342,66 @@ def test_persist_journals_outside_the_write_lock(h: Harness) -> None:
 def test_local_publish_fsyncs_the_directories_it_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A rename is durable only once its directory is fsynced, and a new fan-out directory
-    only once its parent is: both before publish returns (that is, before the commit)."""
+    """A new name is durable only once its directory is fsynced, and a new fan-out directory
+    only once its parent is: both before publish returns (that is, before the commit), and
+    the journal entry before the name."""
     import hartonomous.blobs.local as local
 
     store = LocalBlobStore(tmp_path / "blobs")
     events: list[tuple[str, Path]] = []
-    real_replace = Path.replace
+    real_link = os.link
 
-    def replace(self: Path, target: Any) -> Path:
-        events.append(("rename", Path(target)))
-        return real_replace(self, target)
+    def link(src: Any, dst: Any) -> None:
+        events.append(("link", Path(dst)))
+        real_link(src, dst)
 
     monkeypatch.setattr(local, "fsync_dir", lambda path: events.append(("fsync", path)))
-    monkeypatch.setattr(Path, "replace", replace)
+    monkeypatch.setattr(os, "link", link)
     staged = write(store, b"durable name")
     staged.publish()
     final = store.path_for(staged.sha256)
-    assert events.index(("fsync", store.journal_dir)) < events.index(("rename", final))
-    assert events[-1] == ("fsync", final.parent)  # after the rename
+    assert events.index(("fsync", store.journal_dir)) < events.index(("link", final))
+    assert events[-1] == ("fsync", final.parent)  # after the link
     assert ("fsync", store.objects) in events  # objects/ab was created
     assert ("fsync", final.parent.parent) in events  # objects/ab/cd was created
-    events.clear()
-    sibling = write(store, b"another")
-    sibling.persist()
-    events.clear()
-    sibling.publish()
-    assert events[-1] == ("fsync", store.path_for(sibling.sha256).parent)
-    assert ("fsync", store.journal_dir) not in events  # journaled by persist, outside
+    assert store.exists(staged.sha256) and list(store.staging.iterdir()) == []
+
+
+def test_local_persist_leaves_publish_nothing_to_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """persist runs outside the write lock and does every fsync; publish, under the lock, is a
+    stat and an unlink. Bytes deleted between the two (a sweep collected an earlier copy of
+    them) are linked and synced again from the staging file."""
+    import hartonomous.blobs.local as local
+
+    store = LocalBlobStore(tmp_path / "blobs")
+    syncs: list[Path] = []
+    real = local.fsync_dir
+
+    def fsync_dir(path: Path) -> None:
+        syncs.append(path)
+        real(path)
+
+    monkeypatch.setattr(local, "fsync_dir", fsync_dir)
+    staged = write(store, b"persisted outside the lock")
+    staged.persist()
+    final = store.path_for(staged.sha256)
+    assert syncs[-1] == final.parent and store.exists(staged.sha256)
+    syncs.clear()
+    staged.publish()
+    assert syncs == []
+    assert final.read_bytes() == b"persisted outside the lock"
+    assert list(store.staging.iterdir()) == []
+
+    again = write(store, b"deleted in between")
+    again.persist()
+    store.delete(again.sha256)
+    syncs.clear()
+    again.publish()
+    assert syncs == [store.path_for(again.sha256).parent]
+    assert read_all(store, again.sha256) == b"deleted in between"
+    assert list(store.staging.iterdir()) == []
 
 
 # -- Azure specifics --------------------------------------------------------------------------

@@ -1,14 +1,20 @@
 """Blob store on a local folder: ``objects/ab/cd/<sha256>``, staged under ``staging/``.
 
-A write goes to a private staging file while it is hashed, is fsynced (``persist``, or at
-the latest on ``publish``; bytes already held are discarded without one), and becomes visible
-only through an atomic ``os.replace`` onto its content address, whose directory is fsynced
-before ``publish`` returns (and so before the commit that references the bytes), as is the
-parent of every fan-out directory it creates.
+A write goes to a private staging file while it is hashed. ``persist`` (outside the write
+lock; bytes already held are discarded without it) fsyncs the file, journals it, and gives it
+its content address as a hard link whose directory is fsynced, as is the parent of every
+fan-out directory it creates. ``publish``, under the write lock, then only checks that the
+address exists and drops the staging name; it links (and fsyncs) itself only when ``persist``
+did not run or the bytes were deleted since (a sweep collected an earlier copy). Bytes that
+carry their address before any row references them are harmless: only atoms make bytes
+reachable, and an address is its content. Why: the directory fsyncs were the tail of a
+generation's receipt transaction, which holds SQLite's only write lock (three atoms, three
+directories; p95 7 ms with them, docs/billing.md).
 
-Publication journal: before new bytes can become visible, an empty ``journal/<sha>.<uuid>``
-is made durable (see ``services/blob_lifecycle.py`` for why the journal lives here, not in
-SQL). ``persist`` writes it outside the write lock; ``publish`` only when ``persist`` did not.
+Publication journal: before new bytes can carry their address, an empty
+``journal/<sha>.<uuid>`` is made durable (see ``services/blob_lifecycle.py`` for why the
+journal lives here, not in SQL), so bytes persisted for a transaction that never commits are
+collected by the sweep.
 
 Owned staging: each store holds an ``flock`` on ``owners/<token>.lock`` for its life and names
 its staging files ``<token>.<uuid>.part``. Constructing a store removes the staging files of
@@ -60,6 +66,7 @@ class LocalStagedBlob:
         self._store, self._path = store, path
         self.sha256, self.size = sha256, size
         self._durable = False
+        self._linked = False
         self._journaled_at: float | None = None
 
     def persist(self) -> None:
@@ -71,8 +78,13 @@ class LocalStagedBlob:
                 os.close(fd)
             self._durable = True
         self._journal()
-        # New fan-out directories too, here rather than under the write lock in publish.
-        self._store.make_dirs(self._store.path_for(self.sha256).parent)
+        if not self._linked:
+            final = self._store.path_for(self.sha256)
+            self._store.make_dirs(final.parent)
+            with contextlib.suppress(FileExistsError):  # the same bytes from another writer
+                os.link(self._path, final)
+            fsync_dir(final.parent)  # that writer's link too, if it has not synced it yet
+            self._linked = True
 
     def _journal(self) -> None:
         at = self._journaled_at
@@ -81,13 +93,10 @@ class LocalStagedBlob:
             self._journaled_at = time.monotonic()
 
     def publish(self) -> None:
-        final = self._store.path_for(self.sha256)
-        if final.exists():
-            self.discard()
-            return
-        self.persist()  # the bytes, their journal entry and folders exist before their name
-        self._path.replace(final)  # atomic on POSIX and Windows
-        fsync_dir(final.parent)
+        if not self._store.path_for(self.sha256).exists():
+            self._linked = False  # never persisted, or deleted since: link (and sync) now
+            self.persist()  # the bytes and their journal entry are durable before their name
+        self.discard()
 
     def discard(self) -> None:
         self._path.unlink(missing_ok=True)

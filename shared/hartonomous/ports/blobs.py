@@ -8,7 +8,7 @@ from typing import Protocol
 
 
 class StagedBlob(Protocol):
-    """Bytes fully written and hashed but not yet visible under their sha256."""
+    """Bytes fully written and hashed, not yet referenced by any atom."""
 
     @property
     def sha256(self) -> str: ...
@@ -17,11 +17,14 @@ class StagedBlob(Protocol):
     def size(self) -> int: ...
 
     def persist(self) -> None:
-        """Make the staged bytes durable (fsync) now, outside any lock; ``publish`` does it
-        otherwise. Callers skip it for bytes already held: those are only discarded."""
+        """Do the slow part of publishing now, outside any lock: journal the bytes and make
+        them durable (the local folder also gives them their address here, so they may be
+        readable before ``publish``; no atom references them yet). Callers skip it for bytes
+        already held: those are only discarded."""
 
     def publish(self) -> None:
-        """Make the bytes readable under ``sha256``; a no-op when they already are."""
+        """Make the bytes readable under ``sha256``, durably, before returning (callers hold
+        the write transaction that will reference them); cheap when they already are."""
 
     def discard(self) -> None:
         """Forget the staged bytes; safe to call twice or after ``publish``."""

@@ -18,12 +18,13 @@ and publishes its own copy. Bytes acquired again before the sweep (a row with re
 kept. Every step is idempotent: a sweep that dies half-way leaves its queue rows and journal
 entries, and the next one finishes.
 
-Why the journal lives in the blob store and not in SQL: on SQLite the bytes are published
-inside the write transaction that references them, which holds the database's only write
-lock. A journal row written in that transaction rolls back with it, the very case it must
-survive; a second write transaction cannot be opened from inside it (it would wait for the
-lock its own thread holds); and one written in its own transaction before would take the write
-lock once more for every staged blob (each chunk of a document, three atoms a generation). The
+Why the journal lives in the blob store and not in SQL: the bytes get their address before
+(the local folder's ``persist``) or inside (publish) the write transaction that references
+them, which on SQLite holds the database's only write lock. A journal row written in that
+transaction rolls back with it, the very case it must survive; a second write transaction
+cannot be opened from inside it (it would wait for the lock its own thread holds); and one
+written in its own transaction before would take the write lock once more for every staged
+blob (each chunk of a document, three atoms a generation). The
 blob store is durable on its own, takes no database lock, and its entry is written by
 ``persist`` outside the write lock. Entries precede their transaction, so the sweep leaves
 them ``PUBLICATION_GRACE`` to finish; a staged blob older than the adapter's refresh interval
