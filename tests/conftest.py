@@ -74,7 +74,14 @@ def pipeline_platform(
     host, the real embedding model and llama.cpp (the session's), and registered so
     activities find it."""
     p = bootstrap(
-        Settings(data_dir=tmp_path / "data", inference_context_tokens=1024),
+        # The default plan's 20 requests a second is admission's to test (test_admission*):
+        # on a fast machine a test that pages through results met it and read a 429.
+        Settings(
+            data_dir=tmp_path / "data",
+            inference_context_tokens=1024,
+            plan_requests_per_second=1000,
+            plan_burst=1000,
+        ),
         functions=indexed_app().get_functions(),
         embedder=embedder,
         inference=llama,

@@ -28,7 +28,7 @@ from hartonomous.autonomy.types import ProblemKind
 from hartonomous.bootstrap import Platform, autonomy_executors, bootstrap
 from hartonomous.concepts import binding, clustering, identity, naming
 from hartonomous.concepts.discovery import RunRef
-from hartonomous.errors import Conflict, UnprocessableContent
+from hartonomous.errors import Conflict, PaymentRequired, UnprocessableContent
 from hartonomous.knowledge.embeddings import MINILM
 from hartonomous.knowledge.store import BELONGS_TO_CONCEPT, HAS_CHUNK
 from hartonomous.services import tenants as tenant_service
@@ -465,6 +465,32 @@ def test_bad_input_is_refused_clearly(api, pipeline_platform, tenant_maker) -> N
     assert api.get("/v1/concepts/nope", headers=alice.auth("read")).status_code == 404
     assert api.get("/v1/concepts", headers=alice.auth("read"),
                    params={"cursor": "garbage"}).status_code == 400  # fmt: skip
+
+
+def test_a_discovery_the_credits_cannot_cover_is_refused_before_it_starts(
+    tmp_path: Path, tenant_maker
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", billing_starting_credits=0)
+    p = bootstrap(settings, embedder=StubEmbedder())  # type: ignore[arg-type]
+    try:
+        tenant = tenant_maker(p, "broke")
+        corpus = Corpus(tenant.id)
+        rng = np.random.default_rng(5)
+        for d in range(3):
+            vectors = [np.eye(DIMENSION)[d % 2] + rng.normal(scale=0.05, size=DIMENSION)
+                       for _ in range(10)]  # fmt: skip
+            add_document(p.uow_factory, corpus, f"doc{d}", [f"note {d} {i}" for i in range(10)],
+                         vectors)  # fmt: skip
+        with pytest.raises(PaymentRequired) as refused:
+            p.concepts.prepare(tenant.id, "text", 2, "api")
+        # Priced on the tenant's 30 chunks at 0.05 credits per 1,000.
+        assert refused.value.extensions == {"balance": 0, "estimate": 0.0015}
+        with p.uow_factory(write=False) as uow:
+            assert uow.concepts.runs(tenant.id, 10) == []  # nothing recorded
+        p.credits.grant(tenant.id, 1, promotional=True)
+        assert p.concepts.prepare(tenant.id, "text", 2, "api").status == "running"
+    finally:
+        p.close()
 
 
 def test_the_hourly_timer_discovers_for_tenants_that_enabled_it(

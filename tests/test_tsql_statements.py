@@ -376,6 +376,8 @@ def drive_concepts(uow: UnitOfWork, tenant: str, ids: list[str]) -> None:
     c.enabled_schedules((tenant, "text"), 100)
     # What discovery reads.
     c.count_chunks(tenant, "text", "m")
+    c.count_chunks(tenant, "text", "m", at_most=10)
+    c.count_all_chunks(tenant)
     c.vectors(tenant, "text", "m", 100_000)
     c.unassigned(tenant, "text", "m", 100_000)
     c.vectors_of(tenant, ids, "m")

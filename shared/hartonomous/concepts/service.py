@@ -112,15 +112,17 @@ class ConceptService:
         """Check there is enough to cluster (422) and record the run (409 while one runs)."""
         need = needed_chunks(k)
         with self._uow(write=False, tenant_id=tenant_id) as uow:
-            have = uow.concepts.count_chunks(tenant_id, modality, self._model())
+            have = uow.concepts.count_chunks(tenant_id, modality, self._model(), at_most=need)
+            bound = uow.concepts.count_all_chunks(tenant_id)
         if have < need:
             raise UnprocessableContent(
                 f"{need} chunks of modality {modality!r} are needed to find {k or 2} concepts "
                 f"(at least {need // max(k or 2, 1)} per concept); the tenant has {have}",
                 needed=need, found=have,
             )  # fmt: skip
-        # Priced per chunk clustered, settled by the run's write (usage key concepts:{run}).
-        estimate = price({"concepts.chunks": min(have, self._max_chunks)}).credits
+        # Priced per chunk clustered, settled by the run's write (usage key concepts:{run});
+        # checked against the tenant's chunks of every modality, an upper bound read by index.
+        estimate = price({"concepts.chunks": min(bound, self._max_chunks)}).credits
         self._require(tenant_id, to_micros(estimate), "a concept discovery")
         run_id = new_id()
         run = RunRow(
