@@ -860,9 +860,50 @@ def quality_of(
     report_isa(p, tenant, auto, f"{corpus} auto", labels)
 
 
+def isa_sweep(
+    p: Platform, data: Ingested, ks: Sequence[int], corpus: str, labels: dict[str, Any]
+) -> tuple[int, int, int]:
+    """The IS_A edges binding stores at its default thresholds, over several k on one corpus
+    (one k gives one or two edges: too few to measure precision), each with its hand label.
+    Returns (right, labelled, unlabelled)."""
+    judged: dict[str, Any] = labels.get("edges", {})
+    right = labelled = unlabelled = 0
+    seen: set[str] = set()
+    for k in ks:
+        run = discover(p, data.tenant_id, k, 0)
+        names = {cid: row.name for cid, row in concept_names(p, data.tenant_id).items()}
+        with p.uow_factory(write=False, tenant_id=data.tenant_id) as uow:
+            stored = [e for e in uow.concepts.graph_edges(data.tenant_id, ("IS_A",))
+                      if e.src_id in names and e.dst_id in names]  # fmt: skip
+        print(f"  {corpus} k={k}: {run['bound'].windows} windows, {len(stored)} IS_A at the "
+              "default thresholds", flush=True)  # fmt: skip
+        for e in stored:
+            name = f"{names[e.src_id]} IS_A {names[e.dst_id]}"
+            verdict = judged.get(name)
+            mark = "?" if verdict is None else ("right" if verdict["correct"] else "wrong")
+            again = " (seen at a smaller k)" if name in seen else ""
+            seen_in = e.evidence["occurrences"]
+            reason = f"\n              {verdict['reason']}" if verdict else ""
+            print(f"      [{mark:>5}] {name}  (P(parent|child) {e.confidence:.2f}, together "
+                  f"{e.evidence['together']}, windows {seen_in[e.src_id]}/{seen_in[e.dst_id]})"
+                  f"{again}{reason}")  # fmt: skip
+            if name in seen:
+                continue
+            seen.add(name)
+            if verdict is None:
+                unlabelled += 1
+            else:
+                labelled += 1
+                right += bool(verdict["correct"])
+    text = f"{right}/{labelled}" + (f", {unlabelled} unlabelled" if unlabelled else "")
+    figure(corpus, f"IS_A at the defaults over k={','.join(map(str, ks))}: precision", text)
+    return right, labelled, unlabelled
+
+
 def bench_quality(
-    tmp: Path, seeds: int, wide: int, wide_k: int, readmes: int, readmes_k: int
-) -> None:
+    tmp: Path, seeds: int, wide: int, wide_k: int, readmes: int, readmes_k: int,
+    isa_ks: Sequence[int] = (),
+) -> None:  # fmt: skip
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     labels = json.loads(LABELS.read_text()) if LABELS.exists() else {}
     # Every corpus is read before MiniLM loads: importing torch replaces inspect.getfile,
@@ -871,6 +912,7 @@ def bench_quality(
     wide_docs = wide_documents(wide) if wide else []
     readme_docs = readme_documents(readmes) if readmes else []
     p = bootstrap(Settings(data_dir=tmp / "quality"))
+    ingested: dict[str, Ingested] = {}
     try:
         data = ingest(p, families, "families")
         print(f"4. quality: {data.documents} stdlib modules of {len(FAMILIES)} families, "
@@ -883,6 +925,7 @@ def bench_quality(
             per_label = Counter(d[0] for d in wide_docs)
             packages = {name for name, n in per_label.items() if n >= 3}
             data = ingest(p, wide_docs, "wide")
+            ingested["wide"] = data
             print(f"4b. wide corpus: {data.documents} stdlib modules by top-level name "
                   f"({len(per_label)} names, {len(packages)} packages of 3+ modules), "
                   f"{data.chunks} chunks, ingested in {data.seconds:.0f} s; ARI and purity "
@@ -892,11 +935,24 @@ def bench_quality(
             quality_of(p, data, wide_k, seeds, "wide", labels, packages)
         if readme_docs:
             data = ingest(p, readme_docs, "readmes")
+            ingested["readmes"] = data
             print(f"4c. README corpus: the long descriptions of {data.documents} installed "
                   f"distributions (several subjects each), {data.chunks} chunks, ingested in "
                   f"{data.seconds:.0f} s; no labels: binding only", flush=True)  # fmt: skip
             figure("readmes", "corpus", f"{data.documents} READMEs, {data.chunks} chunks")
             quality_of(p, data, readmes_k, 1, "readmes", labels, set())
+        if isa_ks:
+            print("4d. IS_A precision at the default thresholds over several k (documents as "
+                  "windows; an edge found at two k is counted once)", flush=True)  # fmt: skip
+            totals = [0, 0, 0]
+            for name, docs in (("wide", wide_docs), ("readmes", readme_docs)):
+                if docs:
+                    found = isa_sweep(p, ingested[name], isa_ks, f"{name}-sweep", labels)
+                    totals = [a + b for a, b in zip(totals, found, strict=True)]
+            right, labelled, unlabelled = totals
+            text = f"{right}/{labelled}" + (f", {unlabelled} unlabelled" if unlabelled else "")
+            print(f"  IS_A precision at the defaults, both corpora: {text}", flush=True)
+            figure("isa", "precision at the defaults, both corpora (goal >= 0.8)", text)
     finally:
         p.close()
 
@@ -929,6 +985,11 @@ def main() -> None:
         "--readmes", type=int, default=150, help="READMEs of the third corpus (0: none)"
     )
     parser.add_argument("--readmes-k", type=int, default=40, help="k given on the READMEs")
+    parser.add_argument(
+        "--isa-k", default="10,20,30,40,50,60",
+        help="k values the IS_A precision sweep runs on the wide corpus and the READMEs "
+        "(empty: no sweep)",
+    )  # fmt: skip
     args = parser.parse_args()
     print(f"machine: {machine('at the start')}", flush=True)
     started = time.perf_counter()
@@ -947,7 +1008,9 @@ def main() -> None:
                 if args.only in (None, "assign"):
                     bench_assign(p, loaded, world, args.k, args.samples)
         if args.only in (None, "quality"):
-            bench_quality(tmp, args.seeds, args.wide, args.wide_k, args.readmes, args.readmes_k)
+            isa_ks = [int(k) for k in args.isa_k.split(",") if k.strip()]
+            bench_quality(tmp, args.seeds, args.wide, args.wide_k, args.readmes, args.readmes_k,
+                          isa_ks)  # fmt: skip
     pools = f"thread pools limited to {args.threads}" if args.threads else "default thread pools"
     print(f"\nfigures ({time.perf_counter() - started:.0f} s in all, {pools})")
     print(f"machine: {machine('at the end')}")

@@ -339,6 +339,53 @@ def test_persist_journals_outside_the_write_lock(h: Harness) -> None:
     assert h.store.exists(staged.sha256)
 
 
+def test_persist_many_journals_each_and_publishes_alike(h: Harness) -> None:
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    datas = [payload(3_000, seed=20 + i) for i in range(3)]
+    staged = [write(h.store, data) for data in datas]
+    h.store.persist_many(staged)
+    assert sorted(sha for _, sha in h.store.journaled(later)) == sorted(b.sha256 for b in staged)
+    for blob, data in zip(staged, datas, strict=True):
+        blob.publish()  # journaled a moment ago: no second entry
+        assert read_all(h.store, blob.sha256) == data
+    assert len(h.store.journaled(later)) == 3
+    assert h.staging() == []
+    h.store.persist_many([])  # nothing to do
+
+
+def test_local_persist_many_shares_the_journal_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A document's chunks or a generation's atoms: one sync of the journal folder for all,
+    each fan-out folder synced once, and the bytes before their entries before their names."""
+    store = LocalBlobStore(tmp_path / "blobs")
+    events: list[tuple[str, Path]] = []
+    real_fsync, real_link = os.fsync, os.link
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}"))))
+        real_fsync(fd)
+
+    def link(src: Any, dst: Any) -> None:
+        events.append(("link", Path(dst)))
+        real_link(src, dst)
+
+    staged = [write(store, f"chunk {i}".encode()) for i in range(5)]
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
+    store.persist_many(staged)
+    kinds = [kind if path != store.journal_dir else "journal" for kind, path in events]
+    assert kinds.count("journal") == 1
+    last_byte_sync = max(i for i, (k, p) in enumerate(events) if p.parent == store.staging)
+    assert last_byte_sync < kinds.index("journal") < kinds.index("link")
+    finals = {store.path_for(b.sha256).parent for b in staged}
+    after_links = [p for k, p in events[kinds.index("link") :] if k == "fsync"]
+    assert set(after_links) == finals and len(after_links) == len(finals)  # each folder once
+    made = [p for k, p in events[kinds.index("journal") + 1 : kinds.index("link")] if k == "fsync"]
+    assert len(made) == len(set(made)) and store.objects in made  # new fan-out folders' parents
+    assert all(store.exists(b.sha256) for b in staged)
+
+
 def test_local_publish_fsyncs_the_directories_it_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,6 +16,7 @@ from workflow_polling import finish
 
 from hartonomous.api.app import create_app
 from hartonomous.bootstrap import Platform
+from hartonomous.inference.llama_engine import open_llama
 from hartonomous.models.gguf_layout import InvalidModel, read_layout
 from hartonomous.models.synthetic import write_synthetic_gguf
 from hartonomous.store.schema import atoms, model_parts, models
@@ -300,9 +301,9 @@ def test_models_are_found_by_their_profile(api, mp, tenant_maker, base_file):
 
 
 def generate(path: Path) -> str:
-    from llama_cpp import Llama
-
-    llm = Llama(str(path), n_ctx=128, n_threads=2, verbose=False, seed=1)
+    # The platform's loader (weights unpacked), not a bare Llama(): on a CPU with AMX
+    # (Xeon, 2026-12-02) llama.cpp's repacked AMX buffers crashed in the first decode.
+    llm = open_llama(str(path), n_ctx=128, n_threads=2, verbose=False, seed=1)
     out: Any = llm("The capital of France is", max_tokens=6, temperature=0)
     text = out["choices"][0]["text"]
     assert isinstance(text, str)

@@ -33,9 +33,9 @@ import importlib
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -47,6 +47,9 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient
 
 from hartonomous.blobs.hashing import READ_CHUNK, Digest, check_sha256, object_name
+
+if TYPE_CHECKING:
+    from hartonomous.ports import StagedBlob
 
 MIB = 1024 * 1024
 DEFAULT_BLOCK_SIZE = 8 * MIB
@@ -344,6 +347,11 @@ class AzureBlobStore:
 
     def delete(self, sha256: str) -> None:
         self.delete_quietly(self.blob_for(sha256))
+
+    def persist_many(self, staged: Sequence[StagedBlob]) -> None:
+        """One journal blob each: a blob service has no directory sync to share."""
+        for blob in staged:
+            blob.persist()
 
     def sweep_staging(self, before: datetime) -> int:
         removed = 0

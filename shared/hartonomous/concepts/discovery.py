@@ -175,19 +175,13 @@ class ConceptDiscovery:
         )  # fmt: skip
         sizes = np.bincount(found.labels, minlength=k)
         names = [naming.name_of(terms[j], f"concept {j + 1}") for j in range(k)]
-        staged = [
-            self._atoms.stage(
-                description(
-                    matched.ids[j],
-                    run.modality,
-                    names[j],
-                    terms[j],
-                    int(sizes[j]),
-                    found.centroids[j],
-                )
-            )
-            for j in range(k)
-        ]
+        staged = self._atoms.stage_many(
+            [
+                description(matched.ids[j], run.modality, names[j], terms[j], int(sizes[j]),
+                            found.centroids[j])
+                for j in range(k)
+            ]
+        )  # fmt: skip
         lap("stage")
         try:
             caught_up = self._write(ref, run.modality, old, found, matched, names, terms, sizes,

@@ -329,11 +329,9 @@ class GenerationService:
         card = json.dumps(
             {"model_id": model.id, "sha256": model.sha256, "name": model.name}, sort_keys=True
         ).encode()
-        staged = [
-            self.atoms.stage(outcome.assembled.text.encode("utf-8")),
-            self.atoms.stage(outcome.completion.text.encode("utf-8")),
-            self.atoms.stage(card),
-        ]
+        staged = self.atoms.stage_many(
+            [outcome.assembled.text.encode("utf-8"), outcome.completion.text.encode("utf-8"), card]
+        )
         try:
             for attempt in range(WRITE_ATTEMPTS):
                 try:

@@ -160,9 +160,13 @@ class Ingestion:
         parsed = self.parsed(tenant_id, document_id)
         unique = parsed.unique()
         model = self.embedder.model_name
-        staged = {
-            sha: self.atoms.stage(chunk.text.encode("utf-8")) for sha, chunk in unique.items()
-        }
+        staged = dict(
+            zip(
+                unique,
+                self.atoms.stage_many([chunk.text.encode("utf-8") for chunk in unique.values()]),
+                strict=True,
+            )
+        )
         try:
             with self.uow_factory(write=True, tenant_id=tenant_id) as uow:
                 if uow.knowledge.document(tenant_id, document_id) is not None:

@@ -54,6 +54,10 @@ class BlobStore(Protocol):
     def delete(self, sha256: str) -> None:
         """Remove the bytes; no error when they are already gone."""
 
+    def persist_many(self, staged: Sequence[StagedBlob]) -> None:
+        """``persist`` for several blobs of this store, sharing what syncs it can (one
+        journal sync for a generation's atoms or a document's chunks, not one each)."""
+
     def sweep_staging(self, before: datetime) -> int:
         """Delete staged writes last touched before ``before`` (left by crashed uploads)."""
         ...

@@ -188,16 +188,27 @@ class AtomService:
     def stage(self, data: bytes | Iterable[bytes]) -> StagedBlob:
         """Bytes hashed and staged, for ``record_in`` (chunks, model parts). New bytes are
         made durable here, outside the write lock; bytes already held need no fsync."""
-        writer = self.blobs.writer()
+        return self.stage_many([data])[0]
+
+    def stage_many(self, items: Sequence[bytes | Iterable[bytes]]) -> list[StagedBlob]:
+        """``stage`` for several, persisted together: the blob store shares the syncs it can
+        (a generation's three atoms took 9 fsyncs one by one)."""
+        staged: list[StagedBlob] = []
         try:
-            for piece in [data] if isinstance(data, bytes) else data:
-                writer.write(piece)
-            staged = writer.finish()
+            for data in items:
+                writer = self.blobs.writer()
+                try:
+                    for piece in [data] if isinstance(data, bytes) else data:
+                        writer.write(piece)
+                    staged.append(writer.finish())
+                except BaseException:
+                    writer.abort()
+                    raise
+            self.blobs.persist_many([s for s in staged if not self.blobs.exists(s.sha256)])
         except BaseException:
-            writer.abort()
+            for blob in staged:
+                blob.discard()
             raise
-        if not self.blobs.exists(staged.sha256):
-            staged.persist()
         return staged
 
     def store_bytes(
