@@ -211,11 +211,21 @@ def test_a_client_leaving_a_waiting_or_running_request_cancels_it(
         p.close()
 
 
-def test_cheap_routes_answer_while_generations_wait(tmp_path, llama, held, tenant_maker):
+def test_cheap_routes_answer_while_generations_wait(
+    tmp_path, llama, held, tenant_maker, monkeypatch
+):
     """More waiting generations than the server's shared thread pool has threads (40): had
     each parked a thread, authentication would wait for the model."""
     p = served(tmp_path, llama, generation_queue_depth=60, plan_concurrent_generations=100)
     alice, bob = tenant_maker(p, "alice"), tenant_maker(p, "bob")
+    cancelled: list[Control] = []
+    cancel = Control.cancel
+
+    def counted(control: Control) -> None:
+        cancelled.append(control)
+        cancel(control)
+
+    monkeypatch.setattr(Control, "cancel", counted)
 
     async def scenario(url: str) -> None:
         limits = httpx.Limits(max_connections=100)
@@ -233,6 +243,9 @@ def test_cheap_routes_answer_while_generations_wait(tmp_path, llama, held, tenan
                 request.cancel()
             await asyncio.gather(*flood, return_exceptions=True)
         await wait_for(lambda: waiting(p) == 0, "the abandoned flood still waits")
+        # Each handler looks for its client every POLL_S, the running one's too: the model is
+        # released once all 50 saw theirs leave (before, the running one could miss it).
+        await wait_for(lambda: len({id(c) for c in cancelled}) == 50, "a request missed its client")
         held()
         await wait_for(lambda: started(p) == 0, "the abandoned running one did not end")
 
