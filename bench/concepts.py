@@ -745,11 +745,17 @@ def report_isa(
 ) -> None:
     """Every IS_A edge binding wrote (and would write with other thresholds), by name, with
     its hand label from ``concepts_isa_labels.json``; precision over the labelled ones."""
-    names = {cid: row.name for cid, row in concept_names(p, tenant).items()}
+    rows = concept_names(p, tenant)
+    names = {cid: row.name for cid, row in rows.items()}
     with p.uow_factory(write=False, tenant_id=tenant) as uow:
         stored = [e for e in uow.concepts.graph_edges(tenant, ("IS_A", "RELATED"))
                   if e.src_id in names and e.dst_id in names]  # fmt: skip
     windows = windows_of(p, tenant)
+
+    def cosine(a: str, b: str) -> float:
+        x, y = (np.frombuffer(rows[c].centroid, np.float32) for c in (a, b))
+        return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
+
     judged: dict[str, Any] = labels.get("edges", {})
     found: dict[str, dict[str, Any]] = {}
     counts = []
@@ -765,6 +771,7 @@ def report_isa(
             entry = found.setdefault(name, {
                 "conf": b.confidence, "together": b.evidence["together"],
                 "child": occurrences[b.src_id], "parent": occurrences[b.dst_id], "at": [],
+                "cos": cosine(b.src_id, b.dst_id),
             })  # fmt: skip
             entry["at"].append(setting)
     default_is_a = sum(1 for e in stored if e.kind == "IS_A")
@@ -775,7 +782,8 @@ def report_isa(
         verdict = judged.get(name)
         mark = "?" if verdict is None else ("right" if verdict["correct"] else "wrong")
         print(f"      [{mark:>5}] {name}  (P(parent|child) {e['conf']:.2f}, together "
-              f"{e['together']}, windows {e['child']}/{e['parent']}; at {', '.join(e['at'])})"
+              f"{e['together']}, windows {e['child']}/{e['parent']}, centroids' cosine "
+              f"{e['cos']:.2f}; at {', '.join(e['at'])})"
               + (f"\n              {verdict['reason']}" if verdict else ""))  # fmt: skip
     section, what = key.split(" ", 1)
     for setting, out in counts:
