@@ -4,6 +4,7 @@ byte no atom references. Real SQLite, real blob stores; the faults are injected 
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import textwrap
@@ -496,3 +497,43 @@ def test_the_local_world_collects_blobs_once_at_start_up(
         assert w.rows()[2] == 0  # the deletion queue is empty
     finally:
         w.platform.close()
+
+
+def test_staging_many_persists_new_bytes_together_and_cleans_up_on_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``stage_many``: new bytes persisted (journaled, at their address), bytes already held
+    only staged, the same bytes twice fine; a failure part-way removes every staging file."""
+    p = bootstrap(Settings(data_dir=tmp_path / "data"))
+    try:
+        store = p.atoms.blobs
+        assert isinstance(store, LocalBlobStore)
+        held = p.atoms.stage_many([b"held already"])[0]
+        held.publish()
+        later = datetime.now(UTC) + timedelta(minutes=1)
+        before = len(store.journaled(later))
+        staged = p.atoms.stage_many([b"new one", b"held already", b"new one", b"new two"])
+        assert [s.sha256 for s in staged][1] == held.sha256
+        assert len(store.journaled(later)) == before + 3  # per new staged blob ("new one" twice)
+        assert all(store.exists(s.sha256) for s in staged)
+        for blob in staged:
+            blob.discard()
+        assert list(store.staging.iterdir()) == []
+
+        writes = 0
+        real_writer = store.writer
+
+        def failing_writer() -> Any:
+            nonlocal writes
+            writes += 1
+            if writes == 3:
+                raise OSError("disk full")
+            return real_writer()
+
+        monkeypatch.setattr(store, "writer", failing_writer)
+        with pytest.raises(OSError, match="disk full"):
+            p.atoms.stage_many([b"a", b"b", b"c"])
+        assert list(store.staging.iterdir()) == []  # the two staged before it are gone too
+        assert not store.exists(hashlib.sha256(b"a").hexdigest())  # nothing persisted
+    finally:
+        p.close()

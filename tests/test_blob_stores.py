@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
@@ -384,6 +385,71 @@ def test_local_persist_many_shares_the_journal_sync(
     made = [p for k, p in events[kinds.index("journal") + 1 : kinds.index("link")] if k == "fsync"]
     assert len(made) == len(set(made)) and store.objects in made  # new fan-out folders' parents
     assert all(store.exists(b.sha256) for b in staged)
+
+
+def test_local_publish_syncs_a_name_another_writer_may_not_have_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writer A links the address outside the lock and syncs its folder after; writer B,
+    finding the address there, must not commit on A's unsynced name: while a staging name
+    still shares the file, B's publish syncs the folder itself."""
+    import hartonomous.blobs.local as local
+
+    store = LocalBlobStore(tmp_path / "blobs")
+    syncs: list[Path] = []
+    real = local.fsync_dir
+
+    def fsync_dir(path: Path) -> None:
+        syncs.append(path)
+        real(path)
+
+    monkeypatch.setattr(local, "fsync_dir", fsync_dir)
+    a = write(store, b"the same bytes")
+    final = store.path_for(a.sha256)
+    store.make_dirs([final.parent])
+    os.link(a._path, final)  # type: ignore[attr-defined]  # A, mid-persist: linked, not synced
+    b = write(store, b"the same bytes")
+    assert store.exists(b.sha256)  # so B's stage skips persist
+    syncs.clear()
+    b.publish()
+    assert syncs == [final.parent]
+    a.discard()  # A done: the address is the file's only name
+    c = write(store, b"the same bytes")
+    syncs.clear()
+    c.publish()
+    assert syncs == []  # nothing pending: publishing held bytes stays a stat
+    assert read_all(store, a.sha256) == b"the same bytes"
+
+
+def test_local_store_without_hard_links_publishes_by_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FAT, exFAT, some SMB mounts: link() fails, persist leaves the name to publish, which
+    renames and syncs under the lock as before."""
+    import hartonomous.blobs.local as local
+
+    store = LocalBlobStore(tmp_path / "blobs")
+
+    def no_links(src: Any, dst: Any) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    syncs: list[Path] = []
+    real = local.fsync_dir
+
+    def fsync_dir(path: Path) -> None:
+        syncs.append(path)
+        real(path)
+
+    monkeypatch.setattr(local, "fsync_dir", fsync_dir)
+    staged = write(store, b"no links here")
+    staged.persist()
+    assert not store.exists(staged.sha256)
+    syncs.clear()
+    staged.publish()
+    assert read_all(store, staged.sha256) == b"no links here"
+    assert syncs[-1] == store.path_for(staged.sha256).parent
+    assert list(store.staging.iterdir()) == []
 
 
 def test_local_publish_fsyncs_the_directories_it_changes(

@@ -5,7 +5,10 @@ lock; bytes already held are discarded without it) fsyncs the file, journals it,
 its content address as a hard link whose directory is fsynced, as is the parent of every
 fan-out directory it creates. ``publish``, under the write lock, then only checks that the
 address exists and drops the staging name; it links (and fsyncs) itself only when ``persist``
-did not run or the bytes were deleted since (a sweep collected an earlier copy). Bytes that
+did not run or the bytes were deleted since (a sweep collected an earlier copy), and syncs the
+folder when the address still shares its file with another writer's staging name (that
+writer's sync may be pending; a commit must not rely on it). A file system without hard links
+gets the old way: a rename and its folder's sync in ``publish``. Bytes that
 carry their address before any row references them are harmless: only atoms make bytes
 reachable, and an address is its content. Why: the directory fsyncs were the tail of a
 generation's receipt transaction, which holds SQLite's only write lock (three atoms, three
@@ -28,6 +31,7 @@ shared by several machines (NFS) needs the age-based sweep only.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import time
@@ -48,7 +52,9 @@ try:
 except ImportError:  # Windows: no advisory locks; crash leftovers wait for the age sweep
     fcntl = None  # type: ignore[assignment]
 
-JOURNAL_REFRESH_S = 600.0  # publish re-journals bytes staged longer ago than this
+JOURNAL_REFRESH_S = 600.0  # persist re-journals bytes journaled longer ago than this
+# os.link's errors on file systems without hard links (FAT, exFAT, some SMB and FUSE mounts).
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.ENOSYS}
 _JOURNAL_ENTRY = re.compile(r"^([0-9a-f]{64})\.([0-9a-f]{32})$")
 _STAGING_FILE = re.compile(r"^(?:([0-9a-f]{32})\.)?[0-9a-f]{32}\.part$")
 
@@ -89,13 +95,31 @@ class LocalStagedBlob:
         return at is None or time.monotonic() - at > JOURNAL_REFRESH_S
 
     def publish(self) -> None:
-        if not self._store.path_for(self.sha256).exists():
+        final = self._store.path_for(self.sha256)
+        try:
+            links = final.stat().st_nlink
+        except FileNotFoundError:
             self._linked = False  # never persisted, or deleted since: link (and sync) now
             self.persist()  # the bytes and their journal entry are durable before their name
+            if not final.exists():  # no hard links on this file system (FAT, SMB): rename
+                self._path.replace(final)
+                fsync_dir(final.parent)
+        else:
+            # Another writer's staging name still shares the file: it linked the address and
+            # may not have synced its folder yet (it does so outside the lock). This commit
+            # must not rely on a name a crash could take back.
+            if links > 1 and not self._linked:
+                fsync_dir(final.parent)
         self.discard()
 
     def discard(self) -> None:
-        self._path.unlink(missing_ok=True)
+        # Windows refuses to remove a name of a file open under another (a reader of the
+        # object): the staging name is then left to the staging sweeps.
+        try:
+            self._path.unlink(missing_ok=True)
+        except PermissionError:
+            if os.name != "nt":
+                raise
 
 
 def _local(blob: StagedBlob) -> LocalStagedBlob:
@@ -260,12 +284,20 @@ class LocalBlobStore:
         unlinked = [blob for blob in blobs if not blob._linked]
         parents = list(dict.fromkeys(self.path_for(blob.sha256).parent for blob in unlinked))
         self.make_dirs(parents)
+        linked = []
         for blob in unlinked:
-            with contextlib.suppress(FileExistsError):  # the same bytes from another writer
+            try:
                 os.link(blob._path, self.path_for(blob.sha256))
+            except FileExistsError:  # the same bytes from another writer
+                pass
+            except OSError as exc:  # no hard links here: publish renames, under the lock
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise
+                continue
+            linked.append(blob)
         for parent in parents:  # that writer's link too, if it has not synced it yet
             fsync_dir(parent)
-        for blob in unlinked:
+        for blob in linked:
             blob._linked = True
 
     def journaled(self, before: datetime) -> list[tuple[str, str]]:

@@ -5,7 +5,8 @@ there, or, on Azure, a SAS URL for that one blob), a write in progress (local on
 *sealed* bytes. Completion first moves the received bytes to the sealed name (a rename, or a
 server-side copy on Azure), out of the client's reach, then hashes them through bounded reads;
 so bytes that a late PUT changes are never published under another content's hash. Publishing
-the sealed bytes is the blob store's own: a rename onto ``objects/`` or a server-side copy.
+the sealed bytes is the blob store's own: a hard link onto ``objects/`` (or a rename where the
+file system has no hard links) or a server-side copy.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class _LocalWriter:
 
 class LocalUploadStaging:
     """``<blob root>/uploads/<id>`` received, ``<id>.sealed``, ``<id>.<owner>.<hex>.tmp``
-    being written; on the blob store's file system, so publishing is ``os.replace``. The
+    being written; on the blob store's file system, so publishing is a link or a rename. The
     ``<owner>`` is the store's flock-held owner token: building the staging removes the
     temporary files of owners no live process holds (see ``blobs/local.py``)."""
 

@@ -20,7 +20,8 @@ class StagedBlob(Protocol):
         """Do the slow part of publishing now, outside any lock: journal the bytes and make
         them durable (the local folder also gives them their address here, so they may be
         readable before ``publish``; no atom references them yet). Callers skip it for bytes
-        already held: those are only discarded."""
+        already held; ``publish`` persists them after all if they are gone by then (a sweep
+        collected them)."""
 
     def publish(self) -> None:
         """Make the bytes readable under ``sha256``, durably, before returning (callers hold

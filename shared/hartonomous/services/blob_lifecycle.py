@@ -27,8 +27,9 @@ written in its own transaction before would take the write lock once more for ev
 blob (each chunk of a document, three atoms a generation). The
 blob store is durable on its own, takes no database lock, and its entry is written by
 ``persist`` outside the write lock. Entries precede their transaction, so the sweep leaves
-them ``PUBLICATION_GRACE`` to finish; a staged blob older than the adapter's refresh interval
-(10 minutes) is journaled again when it is published.
+them ``PUBLICATION_GRACE`` to finish; a staged blob journaled longer ago than the adapter's
+refresh interval (10 minutes) is journaled again when it is persisted (the local folder) or
+published (Azure).
 """
 
 from __future__ import annotations
