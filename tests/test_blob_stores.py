@@ -387,23 +387,29 @@ def test_local_persist_many_shares_the_journal_sync(
     assert all(store.exists(b.sha256) for b in staged)
 
 
+@pytest.fixture
+def syncs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The folders the local store fsyncs, in order (each sync still happens)."""
+    import hartonomous.blobs.local as local
+
+    synced: list[Path] = []
+    real = local.fsync_dir
+
+    def fsync_dir(path: Path) -> None:
+        synced.append(path)
+        real(path)
+
+    monkeypatch.setattr(local, "fsync_dir", fsync_dir)
+    return synced
+
+
 def test_local_publish_syncs_a_name_another_writer_may_not_have_synced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, syncs: list[Path]
 ) -> None:
     """Writer A links the address outside the lock and syncs its folder after; writer B,
     finding the address there, must not commit on A's unsynced name: while a staging name
     still shares the file, B's publish syncs the folder itself."""
-    import hartonomous.blobs.local as local
-
     store = LocalBlobStore(tmp_path / "blobs")
-    syncs: list[Path] = []
-    real = local.fsync_dir
-
-    def fsync_dir(path: Path) -> None:
-        syncs.append(path)
-        real(path)
-
-    monkeypatch.setattr(local, "fsync_dir", fsync_dir)
     a = write(store, b"the same bytes")
     final = store.path_for(a.sha256)
     store.make_dirs([final.parent])
@@ -422,26 +428,16 @@ def test_local_publish_syncs_a_name_another_writer_may_not_have_synced(
 
 
 def test_local_store_without_hard_links_publishes_by_rename(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syncs: list[Path]
 ) -> None:
     """FAT, exFAT, some SMB mounts: link() fails, persist leaves the name to publish, which
     renames and syncs under the lock as before."""
-    import hartonomous.blobs.local as local
-
     store = LocalBlobStore(tmp_path / "blobs")
 
     def no_links(src: Any, dst: Any) -> None:
         raise OSError(errno.EPERM, "Operation not permitted")
 
     monkeypatch.setattr(os, "link", no_links)
-    syncs: list[Path] = []
-    real = local.fsync_dir
-
-    def fsync_dir(path: Path) -> None:
-        syncs.append(path)
-        real(path)
-
-    monkeypatch.setattr(local, "fsync_dir", fsync_dir)
     staged = write(store, b"no links here")
     staged.persist()
     assert not store.exists(staged.sha256)
@@ -480,23 +476,11 @@ def test_local_publish_fsyncs_the_directories_it_changes(
     assert store.exists(staged.sha256) and list(store.staging.iterdir()) == []
 
 
-def test_local_persist_leaves_publish_nothing_to_sync(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_local_persist_leaves_publish_nothing_to_sync(tmp_path: Path, syncs: list[Path]) -> None:
     """persist runs outside the write lock and does every fsync; publish, under the lock, is a
     stat and an unlink. Bytes deleted between the two (a sweep collected an earlier copy of
     them) are linked and synced again from the staging file."""
-    import hartonomous.blobs.local as local
-
     store = LocalBlobStore(tmp_path / "blobs")
-    syncs: list[Path] = []
-    real = local.fsync_dir
-
-    def fsync_dir(path: Path) -> None:
-        syncs.append(path)
-        real(path)
-
-    monkeypatch.setattr(local, "fsync_dir", fsync_dir)
     staged = write(store, b"persisted outside the lock")
     staged.persist()
     final = store.path_for(staged.sha256)
