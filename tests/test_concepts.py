@@ -100,6 +100,15 @@ def test_matching_keeps_ids_and_records_splits_and_merges() -> None:
     assert kinds == {("N1", identity.SPLIT_FROM, "B"), ("C", identity.MERGED_INTO, "A")}
 
 
+def unit_centroids(**angles: float) -> dict[str, np.ndarray]:
+    """Concepts on the unit circle at the given angles (degrees): the cosine of two is the
+    cosine of the angle between them."""
+    return {
+        name: np.array([np.cos(np.radians(a)), np.sin(np.radians(a))], dtype=np.float32)
+        for name, a in angles.items()
+    }
+
+
 def test_subsumption_makes_is_a_one_way_and_related_otherwise() -> None:
     w = binding.Window
     windows = (
@@ -110,18 +119,43 @@ def test_subsumption_makes_is_a_one_way_and_related_otherwise() -> None:
         + [w("document", frozenset({"rare", "general"}))] * 2  # under the minimum support
         + [w("document", frozenset({"solo"}))] * 50  # general is rare beside them: lift 4.8
     )
-    got = {(b.src_id, b.kind, b.dst_id): b for b in binding.bind(windows)}
+    centroids = unit_centroids(general=0, narrow=30, left=90, right=100, rare=10, solo=180)
+    got = {(b.src_id, b.kind, b.dst_id): b for b in binding.bind(windows, centroids)}
     is_a = got[("narrow", "IS_A", "general")]
     assert is_a.confidence == 1.0
     assert is_a.evidence["together"] == 4 and is_a.evidence["windows"]["document"] == 4
+    assert is_a.evidence["centroid_cosine"] == round(np.cos(np.radians(30)), 4)
     assert got[("left", "RELATED", "right")].confidence == 1.0
     assert not any("rare" in key for key in got)
     assert ("general", "IS_A", "narrow") not in got
-    assert binding.bind(windows) == list(got.values())  # the same input, the same edges
+    assert binding.bind(windows, centroids) == list(got.values())  # same input, same edges
     # Everywhere, a concept is everyone's parent by the conditional alone: lift refuses it.
     crowded = [x for x in windows if x.concepts != frozenset({"solo"})]
     assert ("narrow", "IS_A", "general") not in {
-        (b.src_id, b.kind, b.dst_id) for b in binding.bind(crowded)
+        (b.src_id, b.kind, b.dst_id) for b in binding.bind(crowded, centroids)
+    }
+
+
+def test_a_concept_found_inside_two_gets_the_nearer_one_as_its_parent() -> None:
+    """``narrow`` is found only inside ``general`` and inside ``boilerplate`` (both subsume
+    it); the parent is the one it is about, the other is RELATED."""
+    w = binding.Window
+    windows = (
+        [w("document", frozenset({"general", "boilerplate", "narrow"}))] * 4
+        + [w("document", frozenset({"general"}))] * 3
+        + [w("document", frozenset({"boilerplate"}))] * 3
+        + [w("document", frozenset({"solo"}))] * 60
+    )
+    for near, far in (("general", "boilerplate"), ("boilerplate", "general")):
+        centroids = unit_centroids(**{near: 20, far: 80, "narrow": 0, "solo": 180})
+        got = {(b.src_id, b.kind, b.dst_id): b for b in binding.bind(windows, centroids)}
+        assert ("narrow", "IS_A", near) in got
+        assert ("narrow", "IS_A", far) not in got
+        assert (min("narrow", far), "RELATED", max("narrow", far)) in got
+    # Equally near: the smaller id wins, so the same windows always give the same parent.
+    centroids = unit_centroids(general=20, boilerplate=-20, narrow=0, solo=180)
+    assert ("narrow", "IS_A", "boilerplate") in {
+        (b.src_id, b.kind, b.dst_id) for b in binding.bind(windows, centroids)
     }
 
 

@@ -5,25 +5,33 @@ the chunks one generation's receipt used. With ``n(x)`` the windows holding ``x`
 ``n(x, y)`` those holding both, Sanderson and Croft (SIGIR 1999) let ``x`` subsume ``y`` when
 ``P(x|y) = n(x, y) / n(y) >= 0.8`` and ``P(y|x) < 1``. Their second test admits pairs that
 nearly always co-occur both ways (0.95 and 0.9), which are siblings, not parent and child; we
-ask instead that the reverse stays under the same 0.8 (``IS_A_MIN``), so ``y IS_A x`` says
-"``y`` is mostly found inside ``x``, and not the reverse"; and that ``x`` be at least
+ask instead that the reverse stays under the same 0.8 (``IS_A_MIN``), so ``x`` subsuming ``y``
+says "``y`` is mostly found inside ``x``, and not the reverse"; and that ``x`` be at least
 ``IS_A_MIN_LIFT`` times likelier beside ``y`` than in any window (a concept present
 everywhere, boilerplate, would otherwise be everyone's parent). The lift counts windows that
-name too many concepts too. Pairs that co-occur but fail that
-test are ``RELATED`` when the Ochiai coefficient ``n(x, y) / sqrt(n(x) n(y))`` (the cosine of
-their occurrence vectors) is at least ``RELATED_MIN``. A pair needs ``MIN_SUPPORT`` shared
-windows either way: two coincidences are not evidence. The confidence is ``P(x|y)`` for IS_A
-and the Ochiai coefficient for RELATED.
+name too many concepts too.
+
+Subsumption says where a concept is found, not what it is about: a narrow topic is found
+inside its broader topic and also inside whatever that topic's documents carry beside it
+(parameter boilerplate, a neighbouring subject). So a concept gets one parent, ``y IS_A x``:
+of the concepts that subsume it, the one whose centroid is nearest its own (highest cosine).
+The others that subsume it, and pairs that co-occur but fail the test, are ``RELATED`` when
+the Ochiai coefficient ``n(x, y) / sqrt(n(x) n(y))`` (the cosine of their occurrence
+vectors) is at least ``RELATED_MIN``. A pair needs ``MIN_SUPPORT`` shared windows either way:
+two coincidences are not evidence. The confidence is ``P(x|y)`` for IS_A and the Ochiai
+coefficient for RELATED; each edge's evidence holds the centroids' cosine.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
+
+import numpy as np
 
 IS_A = "IS_A"
 RELATED = "RELATED"
@@ -36,6 +44,7 @@ IS_A_MIN_LIFT = 4.0
 RELATED_MIN = 0.2
 MIN_SUPPORT = 3
 MAX_WINDOW_CONCEPTS = 64  # a window naming more concepts than this says nothing specific
+COSINE_DECIMALS = 4  # in the evidence: a re-run on unchanged data writes the same edges
 
 
 @dataclass(frozen=True)
@@ -53,8 +62,17 @@ class Binding:
     evidence: dict[str, Any]
 
 
-def bind(windows: Iterable[Window]) -> list[Binding]:
-    """The IS_A and RELATED edges the windows support, in a stable order."""
+@dataclass(frozen=True)
+class _Pair:
+    x: str  # x < y
+    y: str
+    both: int
+    evidence: dict[str, Any]
+
+
+def bind(windows: Iterable[Window], centroids: Mapping[str, np.ndarray]) -> list[Binding]:
+    """The IS_A and RELATED edges the windows support, in a stable order. ``centroids``
+    holds each concept's centroid (unit length); every concept in a window needs one."""
     single: Counter[str] = Counter()
     pairs: Counter[tuple[str, str]] = Counter()
     by_kind: Counter[tuple[str, str, str]] = Counter()
@@ -68,24 +86,44 @@ def bind(windows: Iterable[Window]) -> list[Binding]:
             pairs[(x, y)] += 1
             by_kind[(x, y, window.kind)] += 1
     total = sum(kinds.values())
-    out = []
+    subsumers: dict[str, list[tuple[float, str, _Pair]]] = {}  # child -> (cosine, parent, pair)
+    candidates: list[_Pair] = []
     for (x, y), both in sorted(pairs.items()):
         if both < MIN_SUPPORT:
             continue
-        p_x_given_y, p_y_given_x = both / single[y], both / single[x]
-        evidence: dict[str, Any] = {
+        cosine = round(float(np.dot(centroids[x], centroids[y])), COSINE_DECIMALS)
+        pair = _Pair(x, y, both, {
             "together": both,
             "windows": {kind: by_kind[(x, y, kind)] for kind in sorted(kinds)},
             "occurrences": {x: single[x], y: single[y]},
             "windows_counted": dict(sorted(kinds.items())),
-        }
-        lift_x, lift_y = p_x_given_y * total / single[x], p_y_given_x * total / single[y]
-        if p_x_given_y >= IS_A_MIN and p_y_given_x < IS_A_MIN and lift_x >= IS_A_MIN_LIFT:
-            out.append(Binding(y, IS_A, x, round(p_x_given_y, 6), evidence))
-        elif p_y_given_x >= IS_A_MIN and p_x_given_y < IS_A_MIN and lift_y >= IS_A_MIN_LIFT:
-            out.append(Binding(x, IS_A, y, round(p_y_given_x, 6), evidence))
+            "centroid_cosine": cosine,
+        })  # fmt: skip
+        candidates.append(pair)
+        for child, parent in ((y, x), (x, y)):
+            if _subsumes(single[parent], single[child], both, total):
+                subsumers.setdefault(child, []).append((cosine, parent, pair))
+    # The nearest subsumer is the parent; ties break by id, so the choice is reproducible.
+    parent_of = {
+        child: min(found, key=lambda f: (-f[0], f[1]))[1] for child, found in subsumers.items()
+    }
+    out = []
+    for pair in candidates:
+        x, y, both = pair.x, pair.y, pair.both
+        if parent_of.get(y) == x:
+            out.append(Binding(y, IS_A, x, round(both / single[y], 6), pair.evidence))
+        elif parent_of.get(x) == y:
+            out.append(Binding(x, IS_A, y, round(both / single[x], 6), pair.evidence))
         else:
             ochiai = both / math.sqrt(single[x] * single[y])
             if ochiai >= RELATED_MIN:
-                out.append(Binding(x, RELATED, y, round(ochiai, 6), evidence))
+                out.append(Binding(x, RELATED, y, round(ochiai, 6), pair.evidence))
     return out
+
+
+def _subsumes(n_parent: int, n_child: int, both: int, total: int) -> bool:
+    """``parent`` holds ``child``'s windows (P(parent|child) >= IS_A_MIN), not the reverse,
+    and is much likelier beside it than anywhere (lift)."""
+    p_parent, p_child = both / n_child, both / n_parent
+    lift = p_parent * total / n_parent
+    return p_parent >= IS_A_MIN and p_child < IS_A_MIN and lift >= IS_A_MIN_LIFT

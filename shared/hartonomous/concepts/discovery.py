@@ -321,8 +321,12 @@ class ConceptDiscovery:
             groups: dict[tuple[str, str], set[str]] = {}
             for kind, window_id, concept_id in uow.concepts.windows(ref.tenant_id, run.modality):
                 groups.setdefault((kind, window_id), set()).add(concept_id)
+            centroids = {
+                c.id: np.frombuffer(c.centroid, np.float32)
+                for c in uow.concepts.active(ref.tenant_id, run.modality)
+            }
         windows = [binding.Window(kind, frozenset(c)) for (kind, _), c in sorted(groups.items())]
-        wanted = {(b.src_id, b.kind, b.dst_id): b for b in binding.bind(windows)}
+        wanted = {(b.src_id, b.kind, b.dst_id): b for b in binding.bind(windows, centroids)}
         now = utcnow()
         with self._uow(write=True, tenant_id=ref.tenant_id) as uow:
             modality_ids = uow.concepts.modality_ids(ref.tenant_id, run.modality)
