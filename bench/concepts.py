@@ -74,7 +74,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hartonomous.bootstrap import Platform, bootstrap  # noqa: E402
-from hartonomous.concepts import binding, clustering  # noqa: E402
+from hartonomous.concepts import binding, clustering, naming  # noqa: E402
 from hartonomous.concepts.discovery import Bound, RunRef  # noqa: E402
 from hartonomous.domain.atoms import Atom, Modality  # noqa: E402
 from hartonomous.knowledge.embeddings import minilm_tokenizer  # noqa: E402
@@ -946,6 +946,64 @@ def quality_of(
     report_isa(p, tenant, auto, f"{corpus} auto", labels)
 
 
+# The prototype of a parent from a coarser clustering (not what binding does): at fine k =
+# COARSE_FINE_K, the same chunks clustered into COARSE_K; a concept IS_A the coarse cluster
+# holding at least COARSE_SHARE of its chunks when that cluster holds most of another concept
+# too (it is broader than the child).
+COARSE_FINE_K, COARSE_K, COARSE_SHARE = 60, 12, 0.8
+
+
+def coarse_parents(p: Platform, data: Ingested, corpus: str, labels: dict[str, Any]) -> None:
+    """The prototype's IS_A pairs on the tenant's live concepts, each with its labels."""
+    tenant = data.tenant_id
+    model = p.knowledge.get().embedder.model_name
+    with p.uow_factory(write=False, tenant_id=tenant) as uow:
+        ids, raw = uow.concepts.vectors(tenant, MODALITY, model, 10**7)
+        texts = uow.concepts.texts(tenant, ids)
+    x = clustering.normalized(raw)
+    fit = clustering.spherical_kmeans(x, COARSE_K, seed=0)
+    near = x @ fit.centroids.T
+    classes = []
+    for j in range(COARSE_K):
+        rows = np.where(fit.labels == j)[0]
+        classes.append([texts.get(ids[i], "") for i in rows[np.argsort(-near[rows, j])][:200]])
+    coarse_names = [
+        naming.name_of(t, f"coarse {j}") for j, t in enumerate(naming.top_terms(classes))
+    ]
+    coarse_of = {a: int(fit.labels[i]) for i, a in enumerate(ids)}
+    members: dict[str, list[str]] = {}
+    for atom_id, concept_id in memberships(p, tenant).items():
+        members.setdefault(concept_id, []).append(atom_id)
+    held: dict[str, tuple[int, float]] = {}
+    for concept_id, atoms in members.items():
+        counts = np.bincount([coarse_of[a] for a in atoms if a in coarse_of], minlength=COARSE_K)
+        j = int(counts.argmax())
+        held[concept_id] = (j, float(counts[j] / max(1, counts.sum())))
+    children = Counter(j for j, share in held.values() if share >= COARSE_SHARE)
+    names = {cid: row.name for cid, row in concept_names(p, tenant).items()}
+    judged: dict[str, Any] = labels.get("edges", {})
+    verdicts = []
+    for concept_id, (j, share) in sorted(held.items(), key=lambda kv: names[kv[0]]):
+        if share < COARSE_SHARE or children[j] < 2:
+            continue
+        name = f"{names[concept_id]} IS_A COARSE: {coarse_names[j]}"
+        verdict = judged.get(name)
+        verdicts.append(verdict)
+        marks = "?" if verdict is None else "/".join(
+            "right" if v["correct"] else "wrong" for v in (verdict, verdict.get("second"))
+            if v is not None
+        )  # fmt: skip
+        print(f"      [{marks:>11}] {name}  (share of its chunks {share:.2f})")
+    labelled = [v for v in verdicts if v is not None]
+    seconds = [v["second"]["correct"] for v in labelled if "second" in v]
+    text = f"{sum(v['correct'] for v in labelled)}/{len(labelled)}"
+    text += f" (second reader {sum(seconds)}/{len(seconds)})" if seconds else ""
+    text += f", {len(verdicts) - len(labelled)} unlabelled" if len(verdicts) > len(labelled) else ""
+    print(f"  {corpus}: the coarse-parent prototype at k={COARSE_FINE_K}/{COARSE_K}: {text}",
+          flush=True)  # fmt: skip
+    figure(corpus, f"prototype: parents from k={COARSE_K} (k={COARSE_FINE_K})", text)
+
+
 def isa_sweep(
     p: Platform, data: Ingested, ks: Sequence[int], corpus: str, labels: dict[str, Any]
 ) -> None:
@@ -977,6 +1035,8 @@ def isa_sweep(
                   f"{e.evidence['together']}, windows {seen_in[e.src_id]}/{seen_in[e.dst_id]}, "
                   f"centroids' cosine {cosine:.2f}){again}{reason}")  # fmt: skip
             seen.setdefault(name, verdict)
+        if k == COARSE_FINE_K:
+            coarse_parents(p, data, corpus, labels)
     labelled = [v for v in seen.values() if v is not None]
     unlabelled = len(seen) - len(labelled)
     first = f"{sum(v['correct'] for v in labelled)}/{len(labelled)}"
