@@ -1004,6 +1004,92 @@ def coarse_parents(p: Platform, data: Ingested, corpus: str, labels: dict[str, A
     figure(corpus, f"prototype: parents from k={COARSE_K} (k={COARSE_FINE_K})", text)
 
 
+def group_concepts(
+    names: Sequence[str],
+    sizes: Sequence[int],
+    centroids: np.ndarray,
+    groups: int,
+    restarts: int = 8,
+) -> np.ndarray:
+    """The concepts' group numbers: spherical k-means of their unit centroids weighted by
+    their sizes (the chunks' k-means with each concept collapsed to its centroid), k-means++
+    seeding from ``restarts`` seeds, the least weighted inertia kept. Input in the order of
+    (size descending, name), so the grouping does not depend on the concepts' random ids."""
+    from sklearn.cluster import KMeans
+
+    order = sorted(range(len(names)), key=lambda i: (-sizes[i], names[i]))
+    c = clustering.normalized(np.asarray(centroids, dtype=np.float64)[order])
+    w = np.asarray(sizes, dtype=np.float64)[order]
+    best: tuple[float, np.ndarray] | None = None
+    for seed in range(restarts):
+        labels = KMeans(groups, n_init=1, random_state=seed).fit(c, sample_weight=w).labels_
+        for _ in range(50):
+            sums = np.zeros((groups, c.shape[1]))
+            np.add.at(sums, labels, c * w[:, None])
+            centres = clustering.normalized(sums + 1e-12)
+            moved = (c @ centres.T).argmax(axis=1)
+            if (moved == labels).all():
+                break
+            labels = moved
+        inertia = float((w * (1 - (c * centres[labels]).sum(axis=1))).sum())
+        if best is None or inertia < best[0]:
+            best = (inertia, labels.copy())
+    assert best is not None
+    out = np.empty(len(names), dtype=np.int64)
+    out[order] = best[1]
+    return out
+
+
+def grouped_parents(p: Platform, data: Ingested, corpus: str, labels: dict[str, Any]) -> None:
+    """The second prototype on the tenant's live concepts: each concept IS_A its group from
+    ``group_concepts`` (COARSE_K groups) when the group holds another concept too; a group
+    is named by c-TF-IDF over the 200 member chunks nearest its centroid."""
+    tenant = data.tenant_id
+    model = p.knowledge.get().embedder.model_name
+    rows = sorted(concept_names(p, tenant).values(), key=lambda r: (-r.size, r.name))
+    with p.uow_factory(write=False, tenant_id=tenant) as uow:
+        ids, raw = uow.concepts.vectors(tenant, MODALITY, model, 10**7)
+        texts = uow.concepts.texts(tenant, ids)
+    group = group_concepts(
+        [r.name for r in rows], [r.size for r in rows],
+        np.stack([np.frombuffer(r.centroid, np.float32) for r in rows]), COARSE_K,
+    )  # fmt: skip
+    of_concept = {r.id: int(g) for r, g in zip(rows, group, strict=True)}
+    member_of = memberships(p, tenant)
+    x = clustering.normalized(raw)
+    chunk_group = np.array([of_concept.get(member_of.get(a, ""), -1) for a in ids])
+    classes = []
+    for j in range(COARSE_K):
+        members = np.where(chunk_group == j)[0]
+        centre = clustering.normalized(x[members].sum(axis=0, keepdims=True) + 1e-12)[0]
+        nearest = members[np.argsort(-(x[members] @ centre), kind="stable")][:200]
+        classes.append([texts.get(ids[i], "") for i in nearest])
+    group_names = [naming.name_of(t, f"group {j}") for j, t in enumerate(naming.top_terms(classes))]
+    sizes = Counter(of_concept.values())
+    judged: dict[str, Any] = labels.get("edges", {})
+    verdicts = []
+    for r in sorted(rows, key=lambda r: r.name):
+        j = of_concept[r.id]
+        if sizes[j] < 2:
+            continue
+        name = f"{r.name} IS_A GROUP: {group_names[j]}"
+        verdict = judged.get(name)
+        verdicts.append(verdict)
+        marks = "?" if verdict is None else "/".join(
+            "right" if v["correct"] else "wrong" for v in (verdict, verdict.get("second"))
+            if v is not None
+        )  # fmt: skip
+        print(f"      [{marks:>11}] {name}")
+    labelled = [v for v in verdicts if v is not None]
+    seconds = [v["second"]["correct"] for v in labelled if "second" in v]
+    text = f"{sum(v['correct'] for v in labelled)}/{len(labelled)}"
+    text += f" (second reader {sum(seconds)}/{len(seconds)})" if seconds else ""
+    text += f", {len(verdicts) - len(labelled)} unlabelled" if len(verdicts) > len(labelled) else ""
+    print(f"  {corpus}: the concept-group prototype at k={COARSE_FINE_K}/{COARSE_K}: {text}",
+          flush=True)  # fmt: skip
+    figure(corpus, f"prototype: parents from {COARSE_K} groups of concepts", text)
+
+
 def isa_sweep(
     p: Platform, data: Ingested, ks: Sequence[int], corpus: str, labels: dict[str, Any]
 ) -> None:
@@ -1037,6 +1123,7 @@ def isa_sweep(
             seen.setdefault(name, verdict)
         if k == COARSE_FINE_K:
             coarse_parents(p, data, corpus, labels)
+            grouped_parents(p, data, corpus, labels)
     labelled = [v for v in seen.values() if v is not None]
     unlabelled = len(seen) - len(labelled)
     first = f"{sum(v['correct'] for v in labelled)}/{len(labelled)}"
