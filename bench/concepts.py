@@ -946,6 +946,25 @@ def quality_of(
     report_isa(p, tenant, auto, f"{corpus} auto", labels)
 
 
+def verdict_marks(verdict: dict[str, Any] | None) -> str:
+    """ "right", "wrong" or "?", and the second reader's after a slash where there is one."""
+    if verdict is None:
+        return "?"
+    both = (verdict, verdict.get("second"))
+    return "/".join("right" if v["correct"] else "wrong" for v in both if v is not None)
+
+
+def precision_text(verdicts: Sequence[dict[str, Any] | None]) -> str:
+    """Right over labelled by the first reader, the second reader's where there is one, and
+    how many edges no one labelled (None)."""
+    labelled = [v for v in verdicts if v is not None]
+    seconds = [v["second"]["correct"] for v in labelled if "second" in v]
+    text = f"{sum(v['correct'] for v in labelled)}/{len(labelled)}"
+    text += f" (second reader {sum(seconds)}/{len(seconds)})" if seconds else ""
+    unlabelled = len(verdicts) - len(labelled)
+    return text + (f", {unlabelled} unlabelled" if unlabelled else "")
+
+
 # The prototype of a parent from a coarser clustering (not what binding does): at fine k =
 # COARSE_FINE_K, the same chunks clustered into COARSE_K; a concept IS_A the coarse cluster
 # holding at least COARSE_SHARE of its chunks when that cluster holds most of another concept
@@ -989,16 +1008,9 @@ def coarse_parents(p: Platform, data: Ingested, corpus: str, labels: dict[str, A
         name = f"{names[concept_id]} IS_A COARSE: {coarse_names[j]}"
         verdict = judged.get(name)
         verdicts.append(verdict)
-        marks = "?" if verdict is None else "/".join(
-            "right" if v["correct"] else "wrong" for v in (verdict, verdict.get("second"))
-            if v is not None
-        )  # fmt: skip
+        marks = verdict_marks(verdict)
         print(f"      [{marks:>11}] {name}  (share of its chunks {share:.2f})")
-    labelled = [v for v in verdicts if v is not None]
-    seconds = [v["second"]["correct"] for v in labelled if "second" in v]
-    text = f"{sum(v['correct'] for v in labelled)}/{len(labelled)}"
-    text += f" (second reader {sum(seconds)}/{len(seconds)})" if seconds else ""
-    text += f", {len(verdicts) - len(labelled)} unlabelled" if len(verdicts) > len(labelled) else ""
+    text = precision_text(verdicts)
     print(f"  {corpus}: the coarse-parent prototype at k={COARSE_FINE_K}/{COARSE_K}: {text}",
           flush=True)  # fmt: skip
     figure(corpus, f"prototype: parents from k={COARSE_K} (k={COARSE_FINE_K})", text)
@@ -1075,16 +1087,9 @@ def grouped_parents(p: Platform, data: Ingested, corpus: str, labels: dict[str, 
         name = f"{r.name} IS_A GROUP: {group_names[j]}"
         verdict = judged.get(name)
         verdicts.append(verdict)
-        marks = "?" if verdict is None else "/".join(
-            "right" if v["correct"] else "wrong" for v in (verdict, verdict.get("second"))
-            if v is not None
-        )  # fmt: skip
+        marks = verdict_marks(verdict)
         print(f"      [{marks:>11}] {name}")
-    labelled = [v for v in verdicts if v is not None]
-    seconds = [v["second"]["correct"] for v in labelled if "second" in v]
-    text = f"{sum(v['correct'] for v in labelled)}/{len(labelled)}"
-    text += f" (second reader {sum(seconds)}/{len(seconds)})" if seconds else ""
-    text += f", {len(verdicts) - len(labelled)} unlabelled" if len(verdicts) > len(labelled) else ""
+    text = precision_text(verdicts)
     print(f"  {corpus}: the concept-group prototype at k={COARSE_FINE_K}/{COARSE_K}: {text}",
           flush=True)  # fmt: skip
     figure(corpus, f"prototype: parents from {COARSE_K} groups of concepts", text)
@@ -1109,10 +1114,7 @@ def isa_sweep(
         for e in stored:
             name = f"{names[e.src_id]} IS_A {names[e.dst_id]}"
             verdict = judged.get(name)
-            marks = "?" if verdict is None else "/".join(
-                "right" if v["correct"] else "wrong" for v in (verdict, verdict.get("second"))
-                if v is not None
-            )  # fmt: skip
+            marks = verdict_marks(verdict)
             again = " (seen at a smaller k)" if name in seen else ""
             seen_in = e.evidence["occurrences"]
             reason = f"\n              {verdict['reason']}" if verdict else ""
@@ -1124,12 +1126,7 @@ def isa_sweep(
         if k == COARSE_FINE_K:
             coarse_parents(p, data, corpus, labels)
             grouped_parents(p, data, corpus, labels)
-    labelled = [v for v in seen.values() if v is not None]
-    unlabelled = len(seen) - len(labelled)
-    first = f"{sum(v['correct'] for v in labelled)}/{len(labelled)}"
-    seconds = [v["second"]["correct"] for v in labelled if "second" in v]
-    text = f"{first}" + (f" (second reader {sum(seconds)}/{len(seconds)})" if seconds else "")
-    text += f", {unlabelled} unlabelled" if unlabelled else ""
+    text = precision_text(list(seen.values()))
     print(f"  {corpus}: IS_A precision at the defaults {text}", flush=True)
     figure(corpus, f"IS_A at the defaults over k={','.join(map(str, ks))}: precision", text)
 
@@ -1152,7 +1149,6 @@ def bench_quality(
         "packages-held-out-3": package_documents(PACKAGES_HELD_OUT_3, per_package),
     } if isa_ks and per_package else {}  # fmt: skip
     p = bootstrap(Settings(data_dir=tmp / "quality"))
-    ingested: dict[str, Ingested] = {}
     try:
         data = ingest(p, families, "families")
         print(f"4. quality: {data.documents} stdlib modules of {len(FAMILIES)} families, "
@@ -1165,7 +1161,6 @@ def bench_quality(
             per_label = Counter(d[0] for d in wide_docs)
             packages = {name for name, n in per_label.items() if n >= 3}
             data = ingest(p, wide_docs, "wide")
-            ingested["wide"] = data
             print(f"4b. wide corpus: {data.documents} stdlib modules by top-level name "
                   f"({len(per_label)} names, {len(packages)} packages of 3+ modules), "
                   f"{data.chunks} chunks, ingested in {data.seconds:.0f} s; ARI and purity "
@@ -1175,7 +1170,6 @@ def bench_quality(
             quality_of(p, data, wide_k, seeds, "wide", labels, packages)
         if readme_docs:
             data = ingest(p, readme_docs, "readmes")
-            ingested["readmes"] = data
             print(f"4c. README corpus: the long descriptions of {data.documents} installed "
                   f"distributions (several subjects each), {data.chunks} chunks, ingested in "
                   f"{data.seconds:.0f} s; no labels: binding only", flush=True)  # fmt: skip
