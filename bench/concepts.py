@@ -1000,20 +1000,26 @@ def coarse_parents(p: Platform, data: Ingested, corpus: str, labels: dict[str, A
         held[concept_id] = (j, float(counts[j] / max(1, counts.sum())))
     children = Counter(j for j, share in held.values() if share >= COARSE_SHARE)
     names = {cid: row.name for cid, row in concept_names(p, tenant).items()}
+    pairs = [
+        (f"{names[cid]} IS_A COARSE: {coarse_names[j]}", f"  (share of its chunks {share:.2f})")
+        for cid, (j, share) in sorted(held.items(), key=lambda kv: names[kv[0]])
+        if share >= COARSE_SHARE and children[j] >= 2
+    ]
+    report_prototype(pairs, labels, corpus, "coarse-parent",
+                     f"parents from k={COARSE_K} (k={COARSE_FINE_K})")  # fmt: skip
+
+
+def report_prototype(
+    pairs: Sequence[tuple[str, str]], labels: dict[str, Any], corpus: str, what: str, title: str
+) -> None:
+    """Each (edge name, detail) a prototype proposes with its labels, and its precision."""
     judged: dict[str, Any] = labels.get("edges", {})
-    verdicts = []
-    for concept_id, (j, share) in sorted(held.items(), key=lambda kv: names[kv[0]]):
-        if share < COARSE_SHARE or children[j] < 2:
-            continue
-        name = f"{names[concept_id]} IS_A COARSE: {coarse_names[j]}"
-        verdict = judged.get(name)
-        verdicts.append(verdict)
-        marks = verdict_marks(verdict)
-        print(f"      [{marks:>11}] {name}  (share of its chunks {share:.2f})")
+    verdicts = [judged.get(name) for name, _ in pairs]
+    for (name, detail), verdict in zip(pairs, verdicts, strict=True):
+        print(f"      [{verdict_marks(verdict):>11}] {name}{detail}")
     text = precision_text(verdicts)
-    print(f"  {corpus}: the coarse-parent prototype at k={COARSE_FINE_K}/{COARSE_K}: {text}",
-          flush=True)  # fmt: skip
-    figure(corpus, f"prototype: parents from k={COARSE_K} (k={COARSE_FINE_K})", text)
+    print(f"  {corpus}: the {what} prototype at k={COARSE_FINE_K}/{COARSE_K}: {text}", flush=True)
+    figure(corpus, f"prototype: {title}", text)
 
 
 def group_concepts(
@@ -1078,21 +1084,13 @@ def grouped_parents(p: Platform, data: Ingested, corpus: str, labels: dict[str, 
         classes.append([texts.get(ids[i], "") for i in nearest])
     group_names = [naming.name_of(t, f"group {j}") for j, t in enumerate(naming.top_terms(classes))]
     sizes = Counter(of_concept.values())
-    judged: dict[str, Any] = labels.get("edges", {})
-    verdicts = []
-    for r in sorted(rows, key=lambda r: r.name):
-        j = of_concept[r.id]
-        if sizes[j] < 2:
-            continue
-        name = f"{r.name} IS_A GROUP: {group_names[j]}"
-        verdict = judged.get(name)
-        verdicts.append(verdict)
-        marks = verdict_marks(verdict)
-        print(f"      [{marks:>11}] {name}")
-    text = precision_text(verdicts)
-    print(f"  {corpus}: the concept-group prototype at k={COARSE_FINE_K}/{COARSE_K}: {text}",
-          flush=True)  # fmt: skip
-    figure(corpus, f"prototype: parents from {COARSE_K} groups of concepts", text)
+    pairs = [
+        (f"{r.name} IS_A GROUP: {group_names[of_concept[r.id]]}", "")
+        for r in sorted(rows, key=lambda r: r.name)
+        if sizes[of_concept[r.id]] >= 2
+    ]
+    report_prototype(pairs, labels, corpus, "concept-group",
+                     f"parents from {COARSE_K} groups of concepts")  # fmt: skip
 
 
 def isa_sweep(
