@@ -26,7 +26,7 @@ from hartonomous.autonomy.analyze import Analyzer
 from hartonomous.autonomy.planner import deterministic
 from hartonomous.autonomy.types import ProblemKind
 from hartonomous.bootstrap import Platform, autonomy_executors, bootstrap
-from hartonomous.concepts import binding, clustering, identity, naming
+from hartonomous.concepts import binding, clustering, grouping, identity, naming
 from hartonomous.concepts.discovery import RunRef
 from hartonomous.errors import Conflict, PaymentRequired, UnprocessableContent
 from hartonomous.knowledge.embeddings import MINILM
@@ -109,36 +109,47 @@ def unit_centroids(**angles: float) -> dict[str, np.ndarray]:
     }
 
 
-def test_subsumption_makes_is_a_one_way_and_related_otherwise() -> None:
+def test_a_concept_is_a_its_group_when_the_group_subsumes_it() -> None:
+    """``finance`` groups ``ledger``, ``narrow`` and ``rare``: it holds every window they are
+    in; ``narrow`` is a part of it (IS_A), ``ledger`` is in all of it (no IS_A: the group is
+    no broader than it), ``rare`` is seen too seldom. ``sea`` is in most windows: no parent."""
     w = binding.Window
     windows = (
-        [w("document", frozenset({"general", "narrow"}))] * 4  # narrow only inside general
-        + [w("document", frozenset({"general"}))] * 6
-        + [w("document", frozenset({"left", "right"}))] * 3  # always together: siblings
-        + [w("receipt", frozenset({"left", "right", "general"}))] * 2
-        + [w("document", frozenset({"rare", "general"}))] * 2  # under the minimum support
-        + [w("document", frozenset({"solo"}))] * 50  # general is rare beside them: lift 4.8
+        [w("document", frozenset({"ledger", "narrow"}))] * 4
+        + [w("document", frozenset({"ledger"}))] * 6
+        + [w("receipt", frozenset({"ledger", "rare"}))] * 2  # under the minimum support
+        + [w("document", frozenset({"left", "right"}))] * 3  # siblings, always together
+        + [w("document", frozenset({"left"}))] * 40  # sea: in 43 of 55 windows
     )
-    centroids = unit_centroids(general=0, narrow=30, left=90, right=100, rare=10, solo=180)
-    got = {(b.src_id, b.kind, b.dst_id): b for b in binding.bind(windows, centroids)}
-    is_a = got[("narrow", "IS_A", "general")]
+    broader = {"ledger": "finance", "narrow": "finance", "rare": "finance", "left": "sea",
+               "right": "sea"}  # fmt: skip
+    centroids = unit_centroids(finance=0, ledger=5, narrow=30, rare=10, sea=90, left=85,
+                               right=100)  # fmt: skip
+    got = {(b.src_id, b.kind, b.dst_id): b for b in binding.bind(windows, centroids, broader)}
+    is_a = got[("narrow", "IS_A", "finance")]
     assert is_a.confidence == 1.0
     assert is_a.evidence["together"] == 4 and is_a.evidence["windows"]["document"] == 4
+    assert is_a.evidence["occurrences"] == {"finance": 12, "narrow": 4}
     assert is_a.evidence["centroid_cosine"] == round(np.cos(np.radians(30)), 4)
-    assert got[("left", "RELATED", "right")].confidence == 1.0
+    assert [key for key in got if key[1] == "IS_A"] == [("narrow", "IS_A", "finance")]
+    # One level's pairs are RELATED by the Ochiai coefficient, the levels are never RELATED.
+    assert got[("left", "RELATED", "right")].confidence == round(3 / np.sqrt(43 * 3), 6)
+    assert got[("ledger", "RELATED", "narrow")].confidence == round(4 / np.sqrt(12 * 4), 6)
     assert not any("rare" in key for key in got)
-    assert ("general", "IS_A", "narrow") not in got
-    assert binding.bind(windows, centroids) == list(got.values())  # same input, same edges
-    # Everywhere, a concept is everyone's parent by the conditional alone: lift refuses it.
-    crowded = [x for x in windows if x.concepts != frozenset({"solo"})]
-    assert ("narrow", "IS_A", "general") not in {
-        (b.src_id, b.kind, b.dst_id) for b in binding.bind(crowded, centroids)
-    }
+    assert not any(k[1] == "RELATED" and {"finance", "sea"} & {k[0], k[2]} for k in got)
+    assert binding.bind(windows, centroids, broader) == list(got.values())  # reproducible
+    # Without groups no concept is a parent: subsumption over one level says where a concept
+    # is found, not what it is about.
+    assert not [b for b in binding.bind(windows, centroids) if b.kind == "IS_A"]
+    # A group everywhere is nobody's parent: the lift refuses it.
+    crowded = [x for x in windows if x.concepts != frozenset({"left"})]
+    crowded += [w("document", frozenset({"ledger"}))] * 40
+    assert not [b for b in binding.bind(crowded, centroids, broader) if b.kind == "IS_A"]
 
 
-def test_a_concept_found_inside_two_gets_the_nearer_one_as_its_parent() -> None:
-    """``narrow`` is found only inside ``general`` and inside ``boilerplate`` (both subsume
-    it); the parent is the one it is about, the other is RELATED."""
+def test_a_concept_found_inside_two_groups_gets_the_nearer_one_as_its_parent() -> None:
+    """``narrow`` (grouped with ``general``) is always found beside ``boilerplate`` too, so
+    both groups subsume it; the parent is the group it is nearer in meaning."""
     w = binding.Window
     windows = (
         [w("document", frozenset({"general", "boilerplate", "narrow"}))] * 4
@@ -146,17 +157,35 @@ def test_a_concept_found_inside_two_gets_the_nearer_one_as_its_parent() -> None:
         + [w("document", frozenset({"boilerplate"}))] * 3
         + [w("document", frozenset({"solo"}))] * 60
     )
-    for near, far in (("general", "boilerplate"), ("boilerplate", "general")):
-        centroids = unit_centroids(**{near: 20, far: 80, "narrow": 0, "solo": 180})
-        got = {(b.src_id, b.kind, b.dst_id): b for b in binding.bind(windows, centroids)}
-        assert ("narrow", "IS_A", near) in got
-        assert ("narrow", "IS_A", far) not in got
-        assert (min("narrow", far), "RELATED", max("narrow", far)) in got
+    broader = {"general": "topic", "narrow": "topic", "boilerplate": "params"}
+    for near, far in (("topic", "params"), ("params", "topic")):
+        centroids = unit_centroids(**{near: 20, far: 80, "general": 25, "boilerplate": 70,
+                                      "narrow": 0, "solo": 180})  # fmt: skip
+        got = {(b.src_id, b.kind, b.dst_id) for b in binding.bind(windows, centroids, broader)}
+        assert ("narrow", "IS_A", near) in got and ("narrow", "IS_A", far) not in got
     # Equally near: the smaller id wins, so the same windows always give the same parent.
-    centroids = unit_centroids(general=20, boilerplate=-20, narrow=0, solo=180)
-    assert ("narrow", "IS_A", "boilerplate") in {
-        (b.src_id, b.kind, b.dst_id) for b in binding.bind(windows, centroids)
+    centroids = unit_centroids(topic=20, params=-20, general=25, boilerplate=-25, narrow=0,
+                               solo=180)  # fmt: skip
+    assert ("narrow", "IS_A", "params") in {
+        (b.src_id, b.kind, b.dst_id) for b in binding.bind(windows, centroids, broader)
     }
+
+
+def test_grouping_puts_near_concepts_together_whatever_their_order() -> None:
+    """Six concepts around two directions make two groups; the same concepts listed in
+    another order make the same groups (the input is ordered by size and name)."""
+    centroids = clustering.normalized(np.array(
+        [[1, 0.1, 0], [1, -0.1, 0.1], [1, 0, -0.1], [0, 1, 0.1], [0.1, 1, 0], [0, 1, -0.1]]
+    ))  # fmt: skip
+    sizes, names = [30, 20, 10, 25, 15, 5], ["a", "b", "c", "d", "e", "f"]
+    assert grouping.group_count(60) == 12 and grouping.group_count(9) == 0
+    labels = grouping.group(centroids, sizes, names, 2)
+    assert labels[0] == labels[1] == labels[2] != labels[3] == labels[4] == labels[5]
+    order = [5, 3, 1, 0, 4, 2]
+    again = grouping.group(
+        centroids[order], [sizes[i] for i in order], [names[i] for i in order], 2
+    )
+    assert [again[order.index(i)] for i in range(6)] == labels.tolist()
 
 
 # -- discovery over a synthetic corpus (no embedder: vectors written as they are) --------------
@@ -202,34 +231,97 @@ def synthetic(tmp_path: Path, tenant_maker) -> Iterator[tuple[Platform, Corpus]]
     p.close()
 
 
-def test_binding_writes_is_a_and_related_once_and_a_rerun_changes_nothing(synthetic) -> None:
-    p, corpus = synthetic
-    first = p.concepts.run_now(corpus.tenant_id, "text", 5, "api")
-    assert first["status"] == "completed" and first["clustered"]["k"] == 5
-    by_word = {}
-    for c in p.concepts.page(corpus.tenant_id, None, 10).items:
-        for word in ("ledger", "overdraft", "harbour", "anchor"):
-            if word in c.terms:
-                by_word[word] = c
-    assert len(by_word) == 4  # each concept is one topic, named by its own words
-    view = p.concepts.get(corpus.tenant_id, by_word["overdraft"].id)
-    assert [(r.concept_id, r.kind) for r in view.parents] == [(by_word["ledger"].id, "IS_A")]
-    assert view.parents[0].confidence == 1.0
-    assert view.parents[0].evidence["occurrences"] == {
-        by_word["ledger"].id: 10, by_word["overdraft"].id: 4
-    }  # fmt: skip
-    children = p.concepts.get(corpus.tenant_id, by_word["ledger"].id).children
-    assert [r.concept_id for r in children] == [by_word["overdraft"].id]
-    related = p.concepts.get(corpus.tenant_id, by_word["harbour"].id).related
-    assert [(r.concept_id, r.kind) for r in related] == [(by_word["anchor"].id, "RELATED")]
-    assert first["bound"] == {"windows": 44, "is_a": 1, "related": 1, "added": 2, "removed": 0}
+FINANCE = ["ledger", "overdraft", "mortgage", "pension", "audit", "invoice", "payroll", "tax"]
 
-    again = p.concepts.run_now(corpus.tenant_id, "text", 5, "api", seed=1)
-    assert again["clustered"]["kept"] == 5 and again["clustered"]["created"] == 0
-    assert again["clustered"]["start"] == "warm"
+
+@pytest.fixture
+def grouped(tmp_path: Path, tenant_maker) -> Iterator[tuple[Platform, Corpus]]:
+    """Ten concepts in 8 dimensions, two topics: finance (``ledger`` on axis 0, seven more
+    around it, each 0.7 along an axis of its own) and mountains (``glacier`` and ``moraine``
+    around axis 1). Each of 21 finance documents holds ``ledger`` and one other finance
+    concept; 35 documents hold ``glacier`` alone and 35 ``moraine`` alone."""
+    p = bootstrap(Settings(data_dir=tmp_path / "data"), embedder=StubEmbedder())  # type: ignore[arg-type]
+    tenant = tenant_maker(p, "grouped")
+    corpus = Corpus(tenant.id)
+    rng = np.random.default_rng(3)
+    eye = np.eye(DIMENSION)
+    offsets = [eye[2], eye[3], eye[4], eye[5], -eye[2], -eye[3], -eye[4]]
+    axes = {"ledger": eye[0], "glacier": eye[1] + 0.7 * eye[6], "moraine": eye[1] + 0.7 * eye[7]}
+    axes.update({name: eye[0] + 0.7 * o for name, o in zip(FINANCE[1:], offsets, strict=True)})
+    plan = [["ledger", FINANCE[1 + d % 7]] for d in range(21)]
+    plan += [["glacier"]] * 35 + [["moraine"]] * 35
+    n = 0
+    for d, topics in enumerate(plan):
+        texts, vectors = [], []
+        for topic in topics:
+            for _ in range(3):
+                n += 1
+                texts.append(f"{topic} note {n}")
+                vectors.append(axes[topic] + rng.normal(scale=0.05, size=DIMENSION))
+        add_document(p.uow_factory, corpus, f"doc{d}", texts, vectors)
+    yield p, corpus
+    p.close()
+
+
+def test_binding_makes_each_concept_a_part_of_its_group_and_a_rerun_changes_nothing(
+    grouped,
+) -> None:
+    p, corpus = grouped
+    first = p.concepts.run_now(corpus.tenant_id, "text", 10, "api")
+    assert first["clustered"]["k"] == 10 and first["clustered"]["broad"] == 2
+    fine = {c.terms[0]: c for c in p.concepts.page(corpus.tenant_id, None, 20, level=0).items}
+    assert set(fine) == {*FINANCE, "glacier", "moraine"}  # each concept is one topic
+    # Two groups, each a concept of level 1: finance, and the mountains.
+    groups = p.concepts.page(corpus.tenant_id, None, 20, level=1).items
+    broad = next(c for c in groups if c.id == fine["ledger"].broader_id)
+    mountains = next(c for c in groups if c.id != broad.id)
+    assert broad.size == sum(fine[name].size for name in FINANCE) == 21 * 6
+    assert {name for name, c in fine.items() if c.broader_id == broad.id} == set(FINANCE)
+    assert fine["glacier"].broader_id == fine["moraine"].broader_id == mountains.id
+    assert mountains.size == 70 * 3
+    view = p.concepts.get(corpus.tenant_id, broad.id)
+    assert {c.id for c in view.narrower} == {fine[name].id for name in FINANCE}
+    # Each finance concept but ledger is a part of it; ledger is in every finance document.
+    assert {r.concept_id for r in view.children} == {fine[name].id for name in FINANCE[1:]}
+    overdraft = p.concepts.get(corpus.tenant_id, fine["overdraft"].id)
+    assert [(r.concept_id, r.kind, r.confidence) for r in overdraft.parents] == [
+        (broad.id, "IS_A", 1.0)
+    ]
+    assert overdraft.parents[0].evidence["occurrences"] == {broad.id: 21, fine["overdraft"].id: 3}
+    assert [r.concept_id for r in overdraft.related] == [fine["ledger"].id]
+    assert not p.concepts.get(corpus.tenant_id, fine["ledger"].id).parents
+    # The mountains are in 70 of 91 documents: too common to be anyone's parent (the lift).
+    assert not p.concepts.get(corpus.tenant_id, fine["glacier"].id).parents
+    assert not p.concepts.get(corpus.tenant_id, mountains.id).children
+    assert first["bound"] == {"windows": 91, "is_a": 7, "related": 7, "added": 14, "removed": 0}
+    # The broad concept's members are its group's, paged nearest their centroid first.
+    seen, cursor = [], None
+    while True:
+        page = p.concepts.members(corpus.tenant_id, broad.id, cursor, 50)
+        seen += page.items
+        if (cursor := page.next_cursor) is None:
+            break
+    assert len({a for a, _ in seen}) == len(seen) == broad.size
+    assert [d for _, d in seen] == sorted(d for _, d in seen)
+    finance_chunks = {a for doc in range(21) for a in corpus.chunks[f"doc{doc}"]}
+    assert {a for a, _ in seen} == finance_chunks
+    again = p.concepts.run_now(corpus.tenant_id, "text", 10, "api", seed=1)
+    assert again["clustered"]["kept"] == 10 and again["clustered"]["broad_kept"] == 2
     assert again["bound"]["added"] == 0 and again["bound"]["removed"] == 0
-    kept = {c.id for c in p.concepts.page(corpus.tenant_id, None, 10).items}
-    assert len(kept) == 5 and {c.id for c in by_word.values()} <= kept
+    again_groups = p.concepts.page(corpus.tenant_id, None, 20, level=1).items
+    assert {c.id for c in again_groups} == {broad.id, mountains.id}
+    # A chunk indexed later grows its concept and the concept's group.
+    add_document(p.uow_factory, corpus, "late", ["audit late"], [np.eye(DIMENSION)[0]
+                 + 0.7 * np.eye(DIMENSION)[5]])  # fmt: skip
+    with p.uow_factory(write=True, tenant_id=corpus.tenant_id) as uow:
+        p.concept_assigner.assign_in(uow, corpus.tenant_id, corpus.chunks["late"], MODEL)
+        uow.commit()
+    assert p.concepts.get(corpus.tenant_id, broad.id).concept.size == broad.size + 1
+
+    # Fewer than ten concepts make no groups: the broad concept retires, and its IS_A go.
+    fewer = p.concepts.run_now(corpus.tenant_id, "text", 5, "api")
+    assert fewer["clustered"]["broad"] == 0 and fewer["bound"]["is_a"] == 0
+    assert p.concepts.get(corpus.tenant_id, broad.id).concept.state != "active"
 
 
 def test_an_activity_replayed_answers_what_its_run_recorded(synthetic) -> None:

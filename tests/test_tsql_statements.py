@@ -42,7 +42,9 @@ from hartonomous.bootstrap import Platform
 from hartonomous.concepts.store import (
     ACTIVE,
     BOUND_KINDS,
+    BROAD,
     COMPLETED,
+    FINE,
     MERGED,
     RETIRED,
     RUNNING,
@@ -353,13 +355,14 @@ def drive_concepts(uow: UnitOfWork, tenant: str, ids: list[str]) -> None:
     their graph, and search's concept filter; IN lists and member inserts past one batch.
     Each method of the repository is called (a new one fails here until it is driven)."""
     c = Calls(uow.concepts)
-    # Two concepts' description atoms (modality concept), as discovery records them.
-    described = [sha(f"{tenant}concept{j}") for j in range(2)]
+    # Two concepts' description atoms and their group's (modality concept), as discovery
+    # records them.
+    described = [sha(f"{tenant}concept{j}") for j in range(3)]
     uow.blobs.acquire_many({s: 3 for s in described}, AT)
     atom_ids = [new_id() for _ in described]
     uow.atoms.add_many([Atom(atom_ids[j], tenant, described[j], 3, CONCEPT_MEDIA_TYPE,
                              Modality.CONCEPT, AT, {"kind": "concept"})
-                        for j in range(2)])  # fmt: skip
+                        for j in range(3)])  # fmt: skip
     run = RunRow(new_id(), tenant, "text", "concepts-x", "api", RUNNING, None, 7, None, None, AT,
                  None)  # fmt: skip
     c.start_run(run)
@@ -383,9 +386,11 @@ def drive_concepts(uow: UnitOfWork, tenant: str, ids: list[str]) -> None:
     c.vectors_of(tenant, ids, "m")
     c.texts(tenant, ids)
     centroid = np.ones(384, np.float32).tobytes()
+    broad = ConceptRow(new_id(), tenant, "text", atom_ids[2], ACTIVE, "group", ["a"], 20,
+                       centroid, run.id, AT, AT, BROAD)  # fmt: skip
     rows = [ConceptRow(new_id(), tenant, "text", atom_ids[j], ACTIVE, f"concept {j}", ["a", "b"],
-                       10, centroid, run.id, AT, AT) for j in range(2)]  # fmt: skip
-    for row in rows:  # inserts
+                       10, centroid, run.id, AT, AT, FINE, broad.id) for j in range(2)]  # fmt: skip
+    for row in [broad, *rows]:  # inserts
         c.upsert(row)
     c.upsert(replace(rows[0], size=11, updated_at=AT + timedelta(1)))  # updates
     members = [(ids[i], atom_ids[i % 2], i / MANY) for i in range(1, MANY - 3)]
@@ -396,21 +401,24 @@ def drive_concepts(uow: UnitOfWork, tenant: str, ids: list[str]) -> None:
     c.grow(tenant, {rows[0].id: 2, rows[1].id: 1}, AT)
     # The concepts and their members, as the routes read them.
     assert [r.id for r in c.active(tenant, "text")] == sorted(r.id for r in rows)
+    assert [r.id for r in c.active(tenant, "text", BROAD)] == [broad.id]
+    assert {r.id for r in c.narrower(tenant, broad.id)} == {r.id for r in rows}
     c.all_active(tenant)
     c.any_active(tenant)
-    c.active_atoms(tenant, "text")
+    c.active_keys(tenant, "text")
     c.modality_ids(tenant, "text")
     c.get(tenant, rows[0].id)
     c.get_many(tenant, [*(r.id for r in rows), *ids])
     c.page(tenant, 51, None, None, None)
-    c.page(tenant, 51, (AT, rows[0].id), "text", ACTIVE)
+    c.page(tenant, 51, (AT, rows[0].id), "text", ACTIVE, BROAD)
     assert c.is_described_by(tenant, atom_ids[0]) == rows[0].id
-    c.members(tenant, atom_ids[0], 51, None)
-    c.members(tenant, atom_ids[0], 51, (0.5, ids[MANY // 2]))
+    c.members(tenant, [atom_ids[0]], 51, None)
+    c.members(tenant, atom_ids[:2], 51, (0.5, ids[MANY // 2]))
     c.of_atom(tenant, ids[1])
     assert list(c.windows(tenant, "text"))  # the document's chunks are a window
     # Search restricted to a concept's members.
     uow.knowledge.allowed_chunks(tenant, SearchFilter(concept_id=rows[0].id))
+    uow.knowledge.allowed_chunks(tenant, SearchFilter(concept_id=broad.id))
     uow.knowledge.allowed_chunks(tenant, SearchFilter(modality="text", concept_id=rows[1].id,
                                                       metadata={"team": "red"}))  # fmt: skip
     # The concepts' graph: binding's edges and discovery's lineage.

@@ -144,6 +144,9 @@ class AtomConcept(BaseModel):
     id: str
     name: str
     distance: float = Field(description="Cosine distance to the concept's centroid")
+    broader_id: str | None = Field(
+        default=None, description="The broad concept whose group holds that concept, if any"
+    )
 
 
 class AtomRecordOut(AtomOut):
@@ -156,7 +159,11 @@ class AtomRecordOut(AtomOut):
 def get_atom(atom_id: str, principal: Reader, platform: PlatformDep) -> AtomRecordOut:
     atom = platform.atoms.get(tenant_id=principal.tenant_id, atom_id=atom_id)
     found = platform.concepts.of_atom(principal.tenant_id, atom.id)
-    concept = AtomConcept(id=found[0].id, name=found[0].name, distance=found[1]) if found else None
+    concept = (
+        AtomConcept(id=found[0].id, name=found[0].name, distance=found[1],
+                    broader_id=found[0].broader_id)
+        if found else None
+    )  # fmt: skip
     return AtomRecordOut(**AtomOut.of(atom).model_dump(), concept=concept)
 
 

@@ -94,6 +94,13 @@ class ConceptOut(BaseModel):
     name: str = Field(description="Its three most distinctive terms (c-TF-IDF)")
     modality: str
     state: str = Field(description="active, retired (no cluster took it) or merged")
+    level: int = Field(
+        description="0: a cluster of chunks; 1: a broad concept, a group of level-0 concepts "
+        "whose members are theirs"
+    )
+    broader_id: str | None = Field(
+        description="Level 0: the broad concept whose group holds this one, if any"
+    )
     size: int = Field(description="Members at its last run, plus chunks assigned since")
     top_terms: list[str]
     atom_id: str = Field(description="The description atom of its last run (GET its content)")
@@ -104,9 +111,9 @@ class ConceptOut(BaseModel):
 
 def concept_out(c: ConceptRow) -> ConceptOut:
     return ConceptOut(
-        id=c.id, name=c.name, modality=c.modality, state=c.state, size=c.size,
-        top_terms=c.terms, atom_id=c.atom_id, run_id=c.run_id, created_at=c.created_at,
-        updated_at=c.updated_at,
+        id=c.id, name=c.name, modality=c.modality, state=c.state, level=c.level,
+        broader_id=c.broader_id, size=c.size, top_terms=c.terms, atom_id=c.atom_id,
+        run_id=c.run_id, created_at=c.created_at, updated_at=c.updated_at,
     )  # fmt: skip
 
 
@@ -123,6 +130,7 @@ def list_concepts(
     cursor: Cursor = None,
     modality: Modality | None = None,
     state: StateFilter = StateFilter.ACTIVE,
+    level: Annotated[int | None, Query(ge=0, le=1, description="Only this level")] = None,
 ) -> ConceptPage:
     """Your concepts, newest first."""
     page = platform.concepts.page(
@@ -131,6 +139,7 @@ def list_concepts(
         limit,
         modality.value if modality else None,
         None if state is StateFilter.ALL else state.value,
+        level,
     )
     return ConceptPage(items=[concept_out(c) for c in page.items], next_cursor=page.next_cursor)
 
@@ -153,8 +162,20 @@ class MemberPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as members_cursor for the next page")
 
 
+class NarrowerOut(BaseModel):
+    concept_id: str
+    name: str
+    size: int
+
+
 class ConceptDetail(ConceptOut):
-    members: MemberPage = Field(description="Nearest the centroid first")
+    members: MemberPage = Field(
+        description="Nearest their concept's centroid first (a broad concept's: the members "
+        "of the concepts it groups)"
+    )
+    narrower: list[NarrowerOut] = Field(
+        description="A broad concept's group: the active concepts it holds, largest first"
+    )
     parents: list[RelatedOut] = Field(description="Concepts this one IS_A")
     children: list[RelatedOut] = Field(description="Concepts that IS_A this one")
     related: list[RelatedOut]
@@ -174,7 +195,8 @@ class RunOut(BaseModel):
     instance_id: str
     summary: dict[str, Any] | None = Field(
         description="clustered: chunks, k, k_chosen_by, silhouette, kept, created, retired, "
-        "splits, merges, caught_up, timings_ms; bound: windows, is_a, related, added, removed"
+        "splits, merges, caught_up, timings_ms, broad, broad_kept; bound: windows, is_a, "
+        "related, added, removed"
     )
     error: str | None
     started_at: datetime
@@ -241,6 +263,7 @@ def get_concept(
             items=[MemberOut(atom_id=a, distance=d) for a, d in members.items],
             next_cursor=members.next_cursor,
         ),
+        narrower=[NarrowerOut(concept_id=c.id, name=c.name, size=c.size) for c in view.narrower],
         parents=_related(view.parents),
         children=_related(view.children),
         related=_related(view.related),

@@ -66,8 +66,8 @@ def show(tenant_id: str, modality: str, platform: Platform) -> None:
             break
         cursor = page.next_cursor
     table = Table(title=f"{modality} concepts")
-    for column in ("id", "name", "size", "top terms"):
+    for column in ("id", "level", "name", "size", "top terms"):
         table.add_column(column)
-    for c in sorted(items, key=lambda c: -c.size):
-        table.add_row(c.id, c.name, str(c.size), ", ".join(c.terms[:6]))
+    for c in sorted(items, key=lambda c: (-c.level, -c.size)):  # broad concepts first
+        table.add_row(c.id, str(c.level), c.name, str(c.size), ", ".join(c.terms[:6]))
     console.print(table)

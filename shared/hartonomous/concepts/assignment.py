@@ -2,8 +2,9 @@
 
 Ingestion calls ``assign_in`` inside the transaction that indexes the chunks, so a chunk is
 never searchable without its concept once its modality has concepts. Centroids are cached per
-tenant and modality under the ids of the concepts' description atoms: a description's content
-holds its centroid, so any change of centroid changes an atom id and misses the cache.
+tenant and modality under the ids of the concepts' description atoms and their groups: a
+description's content holds its centroid, so any change of centroid changes an atom id and
+misses the cache. A chunk's broad concept (its concept's group) grows with it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class _Centroids:
     def __init__(self, rows: Sequence[ConceptRow]) -> None:
         self.ids = [r.id for r in rows]
         self.atom_ids = [r.atom_id for r in rows]
+        self.broader = {r.id: r.broader_id for r in rows if r.broader_id}
+        self.keys = [(r.atom_id, r.broader_id) for r in rows]
         self.matrix: Matrix = normalized(
             np.stack([np.frombuffer(r.centroid, dtype=np.float32) for r in rows])
         )
@@ -34,7 +37,7 @@ class _Centroids:
 
 class ConceptAssigner:
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, str], tuple[tuple[str, ...], _Centroids]] = {}
+        self._cache: dict[tuple[str, str], tuple[tuple[Any, ...], _Centroids]] = {}
         self._lock = threading.Lock()
 
     def assign_in(
@@ -88,11 +91,14 @@ class ConceptAssigner:
         ]
         uow.concepts.add_members(tenant_id, rows, now)
         sizes = Counter(centroids.ids[label] for label in labels.tolist())
+        for concept_id, n in list(sizes.items()):  # a broad concept counts its groups' members
+            if concept_id in centroids.broader:
+                sizes[centroids.broader[concept_id]] += n
         uow.concepts.grow(tenant_id, dict(sizes), now)
         return {a: centroids.ids[label] for a, label in zip(atom_ids, labels.tolist(), strict=True)}
 
     def _centroids(self, uow: UnitOfWork, tenant_id: str, modality: str) -> _Centroids | None:
-        version = tuple(uow.concepts.active_atoms(tenant_id, modality))
+        version = tuple(uow.concepts.active_keys(tenant_id, modality))
         if not version:
             return None
         key = (tenant_id, modality)
@@ -104,5 +110,5 @@ class ConceptAssigner:
         with self._lock:
             if len(self._cache) >= _CACHE_ENTRIES:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = (tuple(built.atom_ids), built)
+            self._cache[key] = (tuple(built.keys), built)
         return built

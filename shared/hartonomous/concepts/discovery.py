@@ -1,11 +1,11 @@
 """Discovery and binding: the work of the ``concepts_discover`` orchestration's activities.
 
-``cluster`` reads the modality's chunk vectors, clusters them, names the clusters, matches
-them to the live concepts, and writes in one transaction: the description atoms, the
-concept rows, the members' edges (the previous run's removed), the lineage, and the chunks
-indexed while it ran. ``bind`` rewrites the IS_A and RELATED edges from co-occurrence,
-touching only what changed. Both are idempotent for a run: a replayed activity answers what
-the run recorded.
+``cluster`` reads the modality's chunk vectors, clusters them, names the clusters, groups
+them into broad concepts (grouping.py), matches both levels to the live concepts, and writes
+in one transaction: the description atoms, the concept rows, the members' edges (the
+previous run's removed), the lineage, and the chunks indexed while it ran. ``bind`` rewrites
+the IS_A and RELATED edges from co-occurrence, touching only what changed. Both are
+idempotent for a run: a replayed activity answers what the run recorded.
 """
 
 from __future__ import annotations
@@ -13,17 +13,19 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from hartonomous.concepts import binding, clustering, identity, naming
+from hartonomous.concepts import binding, clustering, grouping, identity, naming
 from hartonomous.concepts.assignment import ConceptAssigner
 from hartonomous.concepts.store import (
     ACTIVE,
     BOUND_KINDS,
+    BROAD,
     COMPLETED,
+    FINE,
     MERGED,
     RETIRED,
     RUNNING,
@@ -67,6 +69,8 @@ class Clustered:
     caught_up: int  # chunks indexed during the run, assigned as it wrote
     timings_ms: dict[str, float] = field(default_factory=dict)
     start: str = "cold"  # warm: refined from the live concepts (clustering.warm_or_cold)
+    broad: int = 0  # broad concepts (groups of two concepts or more, grouping.py)
+    broad_kept: int = 0  # of them, ids carried over from the previous run
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,18 +93,46 @@ def needed_chunks(k: int | None) -> int:
     return max(2, k or 2) * clustering.MIN_PER_CONCEPT
 
 
+@dataclass(frozen=True)
+class Level:
+    """One level of a run's concepts, in cluster (or group) order, with their ids."""
+
+    names: list[str]
+    terms: list[list[str]]
+    sizes: list[int]
+    centroids: clustering.Matrix
+    matched: identity.Identities
+    broader: list[int] = field(default_factory=list)  # FINE: each one's BROAD index, or -1
+
+
 def description(concept_id: str, modality: str, name: str, terms: list[str], size: int,
-                centroid: np.ndarray[Any, Any]) -> bytes:  # fmt: skip
+                centroid: np.ndarray[Any, Any], level: int = FINE) -> bytes:  # fmt: skip
     """The description atom's bytes: canonical JSON (sorted keys, no spaces)."""
     body = {
         "concept_id": concept_id,
         "modality": modality,
+        "level": level,
         "name": name,
         "top_terms": terms,
         "size": size,
         "centroid": [round(float(v), CENTROID_DECIMALS) for v in centroid],
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _match(
+    old: list[ConceptRow],
+    centroids: clustering.Matrix,
+    old_members: dict[str, str],
+    new_members: dict[str, int],
+) -> identity.Identities:
+    """Ids for one level's new concepts from the live ones of that level."""
+    previous = (
+        clustering.normalized(np.stack([np.frombuffer(c.centroid, np.float32) for c in old]))
+        if old else np.zeros((0, centroids.shape[1]), np.float32)
+    )  # fmt: skip
+    return identity.match([c.id for c in old], previous, centroids, old_members, new_members,
+                          new_id)  # fmt: skip
 
 
 class ConceptDiscovery:
@@ -133,6 +165,7 @@ class ConceptDiscovery:
                 return Clustered(**run.summary["clustered"])
             ids, raw = uow.concepts.vectors(ref.tenant_id, run.modality, model, self._max_chunks)
             old = uow.concepts.active(ref.tenant_id, run.modality)
+            old_broad = uow.concepts.active(ref.tenant_id, run.modality, BROAD)
             old_members = uow.concepts.memberships(ref.tenant_id, run.modality)
         lap("read")
         need = needed_chunks(run.k_requested)
@@ -161,61 +194,105 @@ class ConceptDiscovery:
         else:
             found = clustering.spherical_kmeans(x, k, seed=run.seed)
         lap("cluster")
-        terms = self._terms(ref.tenant_id, ids, found)
+        members = [self._central(found.labels == j, found.similarity) for j in range(k)]
+        terms = self._terms(ref.tenant_id, ids, members)
         lap("name")
         new_members = dict(zip(ids, found.labels.tolist(), strict=True))
-        matched = identity.match(
-            [c.id for c in old],
-            clustering.normalized(np.stack([np.frombuffer(c.centroid, np.float32) for c in old]))
-            if old else np.zeros((0, x.shape[1]), np.float32),
-            found.centroids,
-            old_members,
-            new_members,
-            new_id,
-        )  # fmt: skip
-        sizes = np.bincount(found.labels, minlength=k)
+        sizes = np.bincount(found.labels, minlength=k).tolist()
         names = [naming.name_of(terms[j], f"concept {j + 1}") for j in range(k)]
+        fine = Level(names, terms, sizes, found.centroids,
+                     _match(old, found.centroids, old_members, new_members))  # fmt: skip
+        fine, broad = self._group(ref.tenant_id, ids, x, found, fine, old, old_broad, old_members)
+        lap("group")
         staged = self._atoms.stage_many(
             [
-                description(matched.ids[j], run.modality, names[j], terms[j], int(sizes[j]),
-                            found.centroids[j])
-                for j in range(k)
+                description(level.matched.ids[j], run.modality, level.names[j], level.terms[j],
+                            level.sizes[j], level.centroids[j], number)
+                for number, level in ((FINE, fine), (BROAD, broad))
+                for j in range(len(level.names))
             ]
         )  # fmt: skip
         lap("stage")
         try:
-            caught_up = self._write(ref, run.modality, old, found, matched, names, terms, sizes,
+            caught_up = self._write(ref, run.modality, old + old_broad, found, fine, broad,
                                     staged, ids, model)  # fmt: skip
         finally:
             for blob in staged:
                 blob.discard()
         lap("write")
-        merges = sum(1 for line in matched.lineage if line.kind == identity.MERGED_INTO)
+        lineage = fine.matched.lineage
+        merges = sum(1 for line in lineage if line.kind == identity.MERGED_INTO)
         result = Clustered(
             chunks=len(ids), k=k, k_chosen_by=chosen_by,
             silhouette={str(c): round(s, 4) for c, s in scores.items()},
-            kept=len(matched.kept), created=k - len(matched.kept), retired=len(matched.retired),
-            splits=len(matched.lineage) - merges, merges=merges, caught_up=caught_up,
-            timings_ms=timings, start=start,
+            kept=len(fine.matched.kept), created=k - len(fine.matched.kept),
+            retired=len(fine.matched.retired), splits=len(lineage) - merges, merges=merges,
+            caught_up=caught_up, timings_ms=timings, start=start,
+            broad=len(broad.names), broad_kept=len(broad.matched.kept),
         )  # fmt: skip
         with self._uow(write=True, tenant_id=ref.tenant_id) as uow:
             uow.concepts.set_summary(ref.tenant_id, ref.run_id, {"clustered": result.to_json()})
             uow.commit()
         return result
 
-    def _terms(
-        self, tenant_id: str, ids: list[str], found: clustering.Clustering
-    ) -> list[list[str]]:
-        """c-TF-IDF over each cluster's members nearest its centroid."""
-        k = len(found.centroids)
-        central: list[list[str]] = []
-        for j in range(k):
-            rows = np.flatnonzero(found.labels == j)
-            best = rows[np.argsort(-found.similarity[rows], kind="stable")[: naming.NAMING_MEMBERS]]
-            central.append([ids[i] for i in best.tolist()])
+    @staticmethod
+    def _central(rows_in: np.ndarray[Any, Any], similarity: np.ndarray[Any, Any]) -> list[int]:
+        """The rows (where ``rows_in``) most similar to their centre, for naming."""
+        rows = np.flatnonzero(rows_in)
+        best = rows[np.argsort(-similarity[rows], kind="stable")[: naming.NAMING_MEMBERS]]
+        return [int(i) for i in best]
+
+    def _group(
+        self,
+        tenant_id: str,
+        ids: list[str],
+        x: clustering.Matrix,
+        found: clustering.Clustering,
+        fine: Level,
+        old: list[ConceptRow],
+        old_broad: list[ConceptRow],
+        old_members: dict[str, str],
+    ) -> tuple[Level, Level]:
+        """The broad level: groups of the fine concepts (grouping.py), named by c-TF-IDF over
+        the chunks nearest each group's centre, matched to the live broad concepts like the
+        fine ones; returns the fine level with each one's group, and the broad level."""
+        k = len(fine.names)
+        groups = grouping.group_count(k)
+        if not groups:
+            empty = np.zeros((0, x.shape[1]), np.float32)
+            none = Level([], [], [], empty, _match(old_broad, empty, {}, {}))
+            return replace(fine, broader=[-1] * k), none
+        of_fine = grouping.group(fine.centroids, fine.sizes, fine.names, groups)
+        chunk_group = of_fine[found.labels]
+        centres, similarity = grouping.chunk_centres(x, chunk_group, groups)
+        # Named over every group, those of one concept too: the same c-TF-IDF classes as
+        # the partition's, so a group's name does not depend on which groups become concepts.
+        terms = self._terms(
+            tenant_id, ids, [self._central(chunk_group == g, similarity) for g in range(groups)]
+        )
+        children = np.bincount(of_fine, minlength=groups)
+        kept = [g for g in range(groups) if children[g] >= grouping.MIN_CHILDREN]
+        index = {g: i for i, g in enumerate(kept)}
+        broader = [index.get(int(g), -1) for g in of_fine]
+        sizes = [0] * len(kept)
+        for j, b in enumerate(broader):
+            if b >= 0:
+                sizes[b] += fine.sizes[j]
+        live = {c.id for c in old_broad}
+        old_of = {c.id: c.broader_id for c in old if c.broader_id in live}
+        before = {a: old_of[c] for a, c in old_members.items() if c in old_of}
+        labels = found.labels.tolist()
+        after = {a: broader[labels[i]] for i, a in enumerate(ids) if broader[labels[i]] >= 0}
+        names = [naming.name_of(terms[g], f"broad concept {i + 1}") for i, g in enumerate(kept)]
+        broad = Level(names, [terms[g] for g in kept], sizes, centres[kept],
+                      _match(old_broad, centres[kept], before, after))  # fmt: skip
+        return replace(fine, broader=broader), broad
+
+    def _terms(self, tenant_id: str, ids: list[str], central: list[list[int]]) -> list[list[str]]:
+        """c-TF-IDF over each class's rows (its members nearest its centre)."""
         with self._uow(write=False, tenant_id=tenant_id) as uow:
-            texts = uow.concepts.texts(tenant_id, [a for group in central for a in group])
-        return naming.top_terms([[texts.get(a, "") for a in group] for group in central])
+            texts = uow.concepts.texts(tenant_id, [ids[i] for rows in central for i in rows])
+        return naming.top_terms([[texts.get(ids[i], "") for i in rows] for rows in central])
 
     def _write(
         self,
@@ -223,15 +300,14 @@ class ConceptDiscovery:
         modality: str,
         old: list[ConceptRow],
         found: clustering.Clustering,
-        matched: identity.Identities,
-        names: list[str],
-        terms: list[list[str]],
-        sizes: np.ndarray[Any, Any],
+        fine: Level,
+        broad: Level,
         staged: list[Any],
         ids: list[str],
         model: str,
     ) -> int:
         now = utcnow()
+        concept_ids = fine.matched.ids + broad.matched.ids
         with self._uow(write=True, tenant_id=ref.tenant_id) as uow:
             run = uow.concepts.run(ref.tenant_id, ref.run_id)
             if run is None or run.status != RUNNING:
@@ -239,29 +315,36 @@ class ConceptDiscovery:
             recorded = self._atoms.record_many_in(
                 uow,
                 ref.tenant_id,
-                [(blob, CONCEPT_MEDIA_TYPE, {"kind": "concept", "concept_id": matched.ids[j]})
+                [(blob, CONCEPT_MEDIA_TYPE, {"kind": "concept", "concept_id": concept_ids[j]})
                  for j, blob in enumerate(staged)],
             )  # fmt: skip
             atom_ids = [r.atom.id for r in recorded]
             before = {c.id: c for c in old}
             uow.concepts.drop_members(ref.tenant_id, [c.atom_id for c in old])
-            for j, concept_id in enumerate(matched.ids):
-                previous = before.get(concept_id)
-                uow.concepts.upsert(
-                    ConceptRow(
-                        id=concept_id, tenant_id=ref.tenant_id, modality=modality,
-                        atom_id=atom_ids[j], state=ACTIVE, name=names[j], terms=terms[j],
-                        size=int(sizes[j]), centroid=found.centroids[j].tobytes(),
-                        run_id=ref.run_id, created_at=previous.created_at if previous else now,
-                        updated_at=now,
-                    )
-                )  # fmt: skip
-            self._drop_superseded(uow, ref.tenant_id, old, matched.ids, atom_ids)
-            merged = {line.src_id for line in matched.lineage if line.kind == identity.MERGED_INTO}
-            uow.concepts.retire(ref.tenant_id, [c for c in matched.retired if c in merged],
-                                MERGED, now)  # fmt: skip
-            uow.concepts.retire(ref.tenant_id, [c for c in matched.retired if c not in merged],
-                                RETIRED, now)  # fmt: skip
+            # Broad first: a fine concept's row names its group's.
+            for offset, number, level in ((len(fine.names), BROAD, broad), (0, FINE, fine)):
+                for j, concept_id in enumerate(level.matched.ids):
+                    previous = before.get(concept_id)
+                    group = level.broader[j] if level.broader else -1
+                    uow.concepts.upsert(
+                        ConceptRow(
+                            id=concept_id, tenant_id=ref.tenant_id, modality=modality,
+                            atom_id=atom_ids[offset + j], state=ACTIVE, name=level.names[j],
+                            terms=level.terms[j], size=level.sizes[j],
+                            centroid=level.centroids[j].astype(np.float32).tobytes(),
+                            run_id=ref.run_id,
+                            created_at=previous.created_at if previous else now,
+                            updated_at=now, level=number,
+                            broader_id=broad.matched.ids[group] if group >= 0 else None,
+                        )
+                    )  # fmt: skip
+            self._drop_superseded(uow, ref.tenant_id, old, concept_ids, atom_ids)
+            lineage = fine.matched.lineage + broad.matched.lineage
+            retired = fine.matched.retired + broad.matched.retired
+            merged = {line.src_id for line in lineage if line.kind == identity.MERGED_INTO}
+            uow.concepts.retire(ref.tenant_id, [c for c in retired if c in merged], MERGED, now)
+            uow.concepts.retire(ref.tenant_id, [c for c in retired if c not in merged], RETIRED,
+                                now)  # fmt: skip
             distances = (1.0 - found.similarity).tolist()
             labels = found.labels.tolist()
             uow.concepts.add_members(
@@ -273,7 +356,7 @@ class ConceptDiscovery:
                 ref.tenant_id,
                 [GraphEdge(line.src_id, line.kind, line.dst_id, round(line.share, 6),
                            {"member_share": round(line.share, 6)}, ref.run_id)
-                 for line in matched.lineage],
+                 for line in lineage],
                 now,
             )  # fmt: skip
             late_ids, late = uow.concepts.unassigned(ref.tenant_id, modality, model, 100_000)
@@ -321,12 +404,15 @@ class ConceptDiscovery:
             groups: dict[tuple[str, str], set[str]] = {}
             for kind, window_id, concept_id in uow.concepts.windows(ref.tenant_id, run.modality):
                 groups.setdefault((kind, window_id), set()).add(concept_id)
-            centroids = {
-                c.id: np.frombuffer(c.centroid, np.float32)
-                for c in uow.concepts.active(ref.tenant_id, run.modality)
-            }
+            fine = uow.concepts.active(ref.tenant_id, run.modality)
+            broad = uow.concepts.active(ref.tenant_id, run.modality, BROAD)
+        centroids = {c.id: np.frombuffer(c.centroid, np.float32) for c in fine + broad}
+        live = {c.id for c in broad}
+        broader = {c.id: c.broader_id for c in fine if c.broader_id in live}
         windows = [binding.Window(kind, frozenset(c)) for (kind, _), c in sorted(groups.items())]
-        wanted = {(b.src_id, b.kind, b.dst_id): b for b in binding.bind(windows, centroids)}
+        wanted = {
+            (b.src_id, b.kind, b.dst_id): b for b in binding.bind(windows, centroids, broader)
+        }
         now = utcnow()
         with self._uow(write=True, tenant_id=ref.tenant_id) as uow:
             modality_ids = uow.concepts.modality_ids(ref.tenant_id, run.modality)

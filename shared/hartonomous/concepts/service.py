@@ -7,7 +7,7 @@ import binascii
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from anyio import to_thread
@@ -15,6 +15,7 @@ from anyio import to_thread
 from hartonomous.billing.money import to_micros
 from hartonomous.concepts.discovery import ConceptDiscovery, RunRef, needed_chunks
 from hartonomous.concepts.store import (
+    BROAD,
     FAILED,
     ConceptRow,
     GraphEdge,
@@ -55,6 +56,7 @@ class ConceptView:
     children: list[Related]  # they IS_A this
     related: list[Related]
     lineage: list[Related]  # SPLIT_FROM / MERGED_INTO, either way
+    narrower: list[ConceptRow] = field(default_factory=list)  # a broad concept's group
 
 
 @dataclass(frozen=True)
@@ -223,10 +225,11 @@ class ConceptService:
         limit: int,
         modality: str | None = None,
         state: str | None = "active",
+        level: int | None = None,
     ) -> Page[ConceptRow]:
         after = position_after(cursor)
         with self._uow(write=False, tenant_id=tenant_id) as uow:
-            rows = uow.concepts.page(tenant_id, limit + 1, after, modality, state)
+            rows = uow.concepts.page(tenant_id, limit + 1, after, modality, state, level)
         return page_of(rows, limit, lambda c: (c.created_at, c.id))
 
     def get(self, tenant_id: str, concept_id: str) -> ConceptView:
@@ -240,6 +243,9 @@ class ConceptService:
             others = uow.concepts.get_many(
                 tenant_id, sorted({e.src_id for e in graph} | {e.dst_id for e in graph})
             )
+            narrower = (
+                uow.concepts.narrower(tenant_id, concept_id) if concept.level == BROAD else []
+            )
 
         def other(edge: GraphEdge) -> Related:
             oid = edge.dst_id if edge.src_id == concept_id else edge.src_id
@@ -252,6 +258,7 @@ class ConceptService:
             children=[other(e) for e in graph if e.kind == "IS_A" and e.dst_id == concept_id],
             related=[other(e) for e in graph if e.kind == "RELATED"],
             lineage=[other(e) for e in graph if e.kind in ("SPLIT_FROM", "MERGED_INTO")],
+            narrower=narrower,
         )
 
     def members(self, tenant_id: str, concept_id: str, cursor: str | None,
@@ -261,7 +268,11 @@ class ConceptService:
             concept = uow.concepts.get(tenant_id, concept_id)
             if concept is None:
                 raise NotFound(f"no concept {concept_id!r}")
-            rows = uow.concepts.members(tenant_id, concept.atom_id, limit + 1, after)
+            held = (
+                [c.atom_id for c in uow.concepts.narrower(tenant_id, concept_id)]
+                if concept.level == BROAD else [concept.atom_id]
+            )  # fmt: skip
+            rows = uow.concepts.members(tenant_id, held, limit + 1, after) if held else []
         more = len(rows) > limit
         rows = rows[:limit]
         nxt = _member_cursor(rows[-1][1], rows[-1][0]) if more and rows else None

@@ -33,6 +33,7 @@ from hartonomous.store.schema import (
 )
 
 ACTIVE, RETIRED, MERGED = "active", "retired", "merged"
+FINE, BROAD = 0, 1  # concepts' levels (grouping.py)
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 BOUND_KINDS = ("IS_A", "RELATED")
 STREAM_ROWS = 5000  # rows fetched at a time when reading a modality's vectors
@@ -52,6 +53,8 @@ class ConceptRow:
     run_id: str
     created_at: datetime
     updated_at: datetime
+    level: int = FINE  # FINE: members are chunks; BROAD: a group of FINE concepts
+    broader_id: str | None = None  # a FINE concept's group, when its group is a concept
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,8 @@ class GraphEdge:
 def _concept(row: Any) -> ConceptRow:
     return ConceptRow(
         row.id, row.tenant_id, row.modality, row.atom_id, row.state, row.name, list(row.terms),
-        row.size, row.centroid, row.run_id, row.created_at, row.updated_at,
+        row.size, row.centroid, row.run_id, row.created_at, row.updated_at, row.level,
+        row.broader_id,
     )  # fmt: skip
 
 
@@ -387,13 +391,15 @@ class ConceptRepository:
 
     # -- concepts ---------------------------------------------------------------------------
 
-    def active(self, tenant_id: str, modality: str) -> list[ConceptRow]:
+    def active(self, tenant_id: str, modality: str, level: int = FINE) -> list[ConceptRow]:
+        """The modality's active concepts of one level (FINE: those chunks belong to)."""
         rows = self._conn.execute(
             concepts.select()
             .where(
                 concepts.c.tenant_id == tenant_id,
                 concepts.c.modality == modality,
                 concepts.c.state == ACTIVE,
+                concepts.c.level == level,
             )
             .order_by(concepts.c.id)
         )
@@ -409,7 +415,7 @@ class ConceptRepository:
         return found is not None
 
     def all_active(self, tenant_id: str) -> list[ConceptRow]:
-        """Every modality's active concepts (a tenant has at most a few hundred)."""
+        """Every modality's active concepts of both levels (at most a few hundred)."""
         rows = self._conn.execute(
             concepts.select()
             .where(concepts.c.tenant_id == tenant_id, concepts.c.state == ACTIVE)
@@ -417,22 +423,23 @@ class ConceptRepository:
         )
         return [_concept(r) for r in rows]
 
-    def active_atoms(self, tenant_id: str, modality: str) -> list[str]:
-        """The description atoms of the active concepts, in ``active``'s order."""
-        return list(
-            self._conn.execute(
-                sa.select(concepts.c.atom_id)
-                .where(
-                    concepts.c.tenant_id == tenant_id,
-                    concepts.c.modality == modality,
-                    concepts.c.state == ACTIVE,
-                )
-                .order_by(concepts.c.id)
-            ).scalars()
+    def active_keys(self, tenant_id: str, modality: str) -> list[tuple[str, str | None]]:
+        """(description atom, group) of the active FINE concepts, in ``active``'s order: what
+        assignment caches its centroids under (a new centroid is a new atom)."""
+        rows = self._conn.execute(
+            sa.select(concepts.c.atom_id, concepts.c.broader_id)
+            .where(
+                concepts.c.tenant_id == tenant_id,
+                concepts.c.modality == modality,
+                concepts.c.state == ACTIVE,
+                concepts.c.level == FINE,
+            )
+            .order_by(concepts.c.id)
         )
+        return [(r.atom_id, r.broader_id) for r in rows]
 
     def modality_ids(self, tenant_id: str, modality: str) -> set[str]:
-        """Every concept id of the modality, retired ones too."""
+        """Every concept id of the modality, of both levels, retired ones too."""
         return set(
             self._conn.execute(
                 sa.select(concepts.c.id).where(
@@ -465,10 +472,13 @@ class ConceptRepository:
         after: tuple[datetime, str] | None,
         modality: str | None,
         state: str | None,
+        level: int | None = None,
     ) -> list[ConceptRow]:
         query = concepts.select().where(concepts.c.tenant_id == tenant_id)
         if modality:
             query = query.where(concepts.c.modality == modality)
+        if level is not None:
+            query = query.where(concepts.c.level == level)
         if state:
             query = query.where(concepts.c.state == state)
         query = newest_first(query, concepts, "created_at", after)
@@ -482,10 +492,24 @@ class ConceptRepository:
             )
         ).scalar_one_or_none()
 
+    def narrower(self, tenant_id: str, concept_id: str) -> list[ConceptRow]:
+        """The active concepts a BROAD concept groups, largest first."""
+        rows = self._conn.execute(
+            concepts.select()
+            .where(
+                concepts.c.tenant_id == tenant_id,
+                concepts.c.broader_id == concept_id,
+                concepts.c.state == ACTIVE,
+            )
+            .order_by(concepts.c.size.desc(), concepts.c.id)
+        )
+        return [_concept(r) for r in rows]
+
     def upsert(self, row: ConceptRow) -> None:
         values = {
             "modality": row.modality, "atom_id": row.atom_id, "state": row.state,
-            "name": row.name, "terms": row.terms, "size": row.size, "centroid": row.centroid,
+            "level": row.level, "broader_id": row.broader_id, "name": row.name,
+            "terms": row.terms, "size": row.size, "centroid": row.centroid,
             "run_id": row.run_id, "updated_at": row.updated_at,
         }  # fmt: skip
         done = self._conn.execute(
@@ -548,13 +572,18 @@ class ConceptRepository:
             )  # fmt: skip
 
     def members(
-        self, tenant_id: str, concept_atom_id: str, limit: int, after: tuple[float, str] | None
+        self,
+        tenant_id: str,
+        concept_atom_ids: Sequence[str],
+        limit: int,
+        after: tuple[float, str] | None,
     ) -> list[tuple[str, float]]:
-        """(atom id, distance) nearest first, keyset-paged by (distance, atom id)."""
+        """(atom id, distance) of the members of these concepts (a BROAD concept's are its
+        narrower concepts'), nearest first, keyset-paged by (distance, atom id)."""
         query = sa.select(edges.c.src_id, edges.c.weight).where(
             edges.c.tenant_id == tenant_id,
             edges.c.kind == BELONGS_TO_CONCEPT,
-            edges.c.dst_id == concept_atom_id,
+            edges.c.dst_id.in_(list(concept_atom_ids)),
         )
         if after is not None:  # no row values in T-SQL: spelled out
             query = query.where(

@@ -58,7 +58,10 @@ class Filters(BaseModel):
     media_type: str | None = Field(default=None, max_length=255)
     document_id: str | None = Field(default=None, max_length=36)
     concept_id: str | None = Field(
-        default=None, max_length=36, description="Only chunks that belong to this concept"
+        default=None,
+        max_length=36,
+        description="Only chunks that belong to this concept (for a broad concept, of level "
+        "1: to any of the concepts it groups)",
     )
     metadata: (
         Annotated[dict[FilterKey, FilterValue], WithJsonSchema(METADATA_FILTER_SCHEMA)] | None

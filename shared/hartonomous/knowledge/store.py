@@ -109,7 +109,10 @@ def allowed_chunks_query(tenant_id: str, flt: SearchFilter) -> sa.Select[Any]:
                 .where(
                     member.c.tenant_id == tenant_id,
                     member.c.kind == BELONGS_TO_CONCEPT,
-                    concepts.c.id == flt.concept_id,
+                    # a broad concept's chunks are those of the concepts it groups
+                    sa.or_(
+                        concepts.c.id == flt.concept_id, concepts.c.broader_id == flt.concept_id
+                    ),
                 )
             )
         )

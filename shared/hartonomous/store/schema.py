@@ -917,6 +917,11 @@ concepts = sa.Table(
     sa.Column("modality", sa.String(32), nullable=False),
     sa.Column("atom_id", _id(), sa.ForeignKey("atoms.id"), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),  # active | retired | merged
+    # 0: a cluster of chunks, their members; 1: a group of level-0 concepts, members by way
+    # of them (concepts/grouping.py). ``broader_id``: a level-0 concept's group, as of the
+    # run that last wrote it (never deleted, so no foreign key is needed to keep it valid).
+    sa.Column("level", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    sa.Column("broader_id", _id(), nullable=True),
     sa.Column("name", sa.Unicode(300), nullable=False),
     sa.Column("terms", _json(), nullable=False),
     sa.Column("size", sa.Integer(), nullable=False),
@@ -927,6 +932,7 @@ concepts = sa.Table(
     sa.Index(None, "tenant_id", "modality", "state"),
     sa.Index(None, "tenant_id", "created_at", "id"),
     sa.Index(None, "tenant_id", "atom_id"),
+    sa.Index(None, "tenant_id", "broader_id"),
 )
 
 # One row per discovery run. ``active_key`` is tenant and modality while it runs and NULL
