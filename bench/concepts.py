@@ -39,7 +39,7 @@ start and the end. ``--threads N`` holds the BLAS and OpenMP pools to N threads 
 
     python bench/concepts.py [--only discovery|binding|assign|quality] [--chunks 100000]
         [--k 30] [--samples 300] [--seeds 5] [--wide 300] [--readmes 150] [--threads N]
-        [--isa-k 30,40,60,80] [--packages 60]
+        [--isa-k 30,40,60,80] [--packages 60] [--isa-pack DIR]
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ sys.path.insert(0, str(ROOT))
 from hartonomous.bootstrap import Platform, bootstrap  # noqa: E402
 from hartonomous.concepts import binding, clustering, naming  # noqa: E402
 from hartonomous.concepts.discovery import Bound, RunRef  # noqa: E402
+from hartonomous.concepts.store import BROAD, FINE  # noqa: E402
 from hartonomous.domain.atoms import Atom, Modality  # noqa: E402
 from hartonomous.knowledge.embeddings import minilm_tokenizer  # noqa: E402
 from hartonomous.knowledge.store import HAS_CHUNK  # noqa: E402
@@ -324,9 +325,26 @@ def memberships(p: Platform, tenant_id: str) -> dict[str, str]:
         return uow.concepts.memberships(tenant_id, MODALITY)
 
 
-def concept_names(p: Platform, tenant_id: str) -> dict[str, Any]:
+def concept_names(p: Platform, tenant_id: str, level: int = FINE) -> dict[str, Any]:
     with p.uow_factory(write=False, tenant_id=tenant_id) as uow:
-        return {c.id: c for c in uow.concepts.active(tenant_id, MODALITY)}
+        return {c.id: c for c in uow.concepts.active(tenant_id, MODALITY, level)}
+
+
+def edge_names(p: Platform, tenant_id: str) -> dict[str, str]:
+    """Concept id -> the name an edge's label is keyed by: a broad concept's is prefixed
+    ``GROUP: `` (the labels of the prototype that became the broad level use that key)."""
+    names = {cid: row.name for cid, row in concept_names(p, tenant_id).items()}
+    names.update(
+        {cid: f"GROUP: {row.name}" for cid, row in concept_names(p, tenant_id, BROAD).items()}
+    )
+    return names
+
+
+def broader_of(p: Platform, tenant_id: str) -> dict[str, str]:
+    """Each concept's broad concept, as discovery's bind reads it."""
+    broad = concept_names(p, tenant_id, BROAD)
+    return {cid: row.broader_id for cid, row in concept_names(p, tenant_id).items()
+            if row.broader_id in broad}  # fmt: skip
 
 
 def majority(member_of: dict[str, str], label_of: dict[str, Any]) -> dict[str, Any]:
@@ -511,15 +529,21 @@ def bench_binding(
     third_s, third = rebind()
     print(f"  bind after one new document: {third_s:.2f} s; added {third.added}, removed "
           f"{third.removed} of {third.is_a + third.related} edges", flush=True)  # fmt: skip
-    # IS_A against the generating hierarchy: a specific topic IS_A its group's general one.
+    # IS_A against the generating hierarchy: a specific topic's concept IS_A the broad
+    # concept whose members are mostly of its group.
     member_of = memberships(p, tenant)
     label_of = dict(zip(loaded.atom_ids, loaded.topic_of.tolist(), strict=True))
     topic = majority(member_of, label_of)
+    broader = broader_of(p, tenant)
+    group = majority(
+        {a: broader[c] for a, c in member_of.items() if c in broader},
+        {a: world.group_of(t) for a, t in label_of.items()},
+    )
     with p.uow_factory(write=False, tenant_id=tenant) as uow:
         graph = uow.concepts.graph_edges(tenant, ("IS_A",))
     right = sum(
         1 for e in graph
-        if topic[e.src_id] >= world.groups and world.general_of(topic[e.src_id]) == topic[e.dst_id]
+        if topic[e.src_id] >= world.groups and world.group_of(topic[e.src_id]) == group[e.dst_id]
     )  # fmt: skip
     expected = world.topics - world.groups
     print(f"  IS_A vs the generating hierarchy: {right}/{len(graph)} right; "
@@ -622,6 +646,7 @@ class Ingested:
     documents: int
     chunks: int
     seconds: float
+    module_of: dict[str, str] = field(default_factory=dict)  # chunk atom id -> its module
 
 
 def ingest(p: Platform, docs: Sequence[tuple[str, str, str]], name: str) -> Ingested:
@@ -635,13 +660,14 @@ def ingest(p: Platform, docs: Sequence[tuple[str, str, str]], name: str) -> Inge
     tenant, _ = tenant_service.create_tenant(p.uow_factory, name=name)
     ingestion = p.knowledge.get().ingestion
     started = time.perf_counter()
-    label_of_doc, order = {}, {}
+    label_of_doc, order, module_of_doc = {}, {}, {}
     for i, (label, module, text) in enumerate(docs):
         stored = p.atoms.store_bytes(
             tenant_id=tenant.id, chunks=[text.encode()], media_type="text/markdown",
             metadata={"filename": f"{module}.md", "family": label},
         )  # fmt: skip
         label_of_doc[stored.atom.id] = label
+        module_of_doc[stored.atom.id] = module
         order[stored.atom.id] = i
 
     def embed(document_id: str) -> None:
@@ -659,11 +685,13 @@ def ingest(p: Platform, docs: Sequence[tuple[str, str, str]], name: str) -> Inge
             )
         ).all()
     label_of: dict[str, str] = {}
+    module_of: dict[str, str] = {}
     first: dict[str, int] = {}
     for doc, chunk in rows:
         if chunk not in first or order[doc] < first[chunk]:  # a shared chunk: the first document's
             first[chunk], label_of[chunk] = order[doc], label_of_doc[doc]
-    return Ingested(tenant.id, label_of, len(docs), len(label_of), seconds)
+            module_of[chunk] = module_of_doc[doc]
+    return Ingested(tenant.id, label_of, len(docs), len(label_of), seconds, module_of)
 
 
 SKIP = {"test", "idlelib", "tkinter", "turtledemo", "lib2to3", "ensurepip", "venv", "pydoc_data",
@@ -807,18 +835,19 @@ def windows_of(p: Platform, tenant: str) -> list[binding.Window]:
 
 
 def centroids_of(p: Platform, tenant: str) -> dict[str, np.ndarray]:
-    return {cid: np.frombuffer(row.centroid, np.float32)
-            for cid, row in concept_names(p, tenant).items()}  # fmt: skip
+    rows = {**concept_names(p, tenant), **concept_names(p, tenant, BROAD)}
+    return {cid: np.frombuffer(row.centroid, np.float32) for cid, row in rows.items()}
 
 
 def bind_with(
-    windows: list[binding.Window], centroids: dict[str, np.ndarray], support: int, is_a_min: float
-) -> list[Any]:
+    windows: list[binding.Window], centroids: dict[str, np.ndarray], broader: dict[str, str],
+    support: int, is_a_min: float,
+) -> list[Any]:  # fmt: skip
     with (
         mock.patch.object(binding, "MIN_SUPPORT", support),
         mock.patch.object(binding, "IS_A_MIN", is_a_min),
     ):
-        return binding.bind(windows, centroids)
+        return binding.bind(windows, centroids, broader)
 
 
 def report_isa(
@@ -826,19 +855,19 @@ def report_isa(
 ) -> None:
     """Every IS_A edge binding wrote (and would write with other thresholds), by name, with
     its hand label from ``concepts_isa_labels.json``; precision over the labelled ones."""
-    rows = concept_names(p, tenant)
-    names = {cid: row.name for cid, row in rows.items()}
+    names = edge_names(p, tenant)
     with p.uow_factory(write=False, tenant_id=tenant) as uow:
         stored = [e for e in uow.concepts.graph_edges(tenant, ("IS_A", "RELATED"))
                   if e.src_id in names and e.dst_id in names]  # fmt: skip
     windows = windows_of(p, tenant)
     centroids = centroids_of(p, tenant)
+    broader = broader_of(p, tenant)
 
     judged: dict[str, Any] = labels.get("edges", {})
     found: dict[str, dict[str, Any]] = {}
     counts = []
     for support, is_a_min in THRESHOLDS:
-        out = bind_with(windows, centroids, support, is_a_min)
+        out = bind_with(windows, centroids, broader, support, is_a_min)
         setting = f"{support}/{is_a_min}"
         counts.append((setting, out))
         for b in out:
@@ -877,6 +906,13 @@ def report_isa(
         figure(section, f"{what}: binding at {setting}{' (default)' if default else ''}", text)
 
 
+def print_concepts(p: Platform, tenant: str) -> None:
+    """The live concepts, largest first: the broad ones, then the others."""
+    for level, what in ((BROAD, "broad  "), (FINE, "concept")):
+        for row in sorted(concept_names(p, tenant, level).values(), key=lambda r: -r.size):
+            print(f"    {what} {row.size:>5}  {row.name}  ({', '.join(row.terms[3:8])})")
+
+
 def restarts_effect(p: Platform, tenant: str, k: int, seeds: int, corpus: str) -> None:
     """The raw clustering of the same matrix over the seeds, with the default restarts and
     four times as many: does agreement across seeds come from more restarts?"""
@@ -896,7 +932,7 @@ def restarts_effect(p: Platform, tenant: str, k: int, seeds: int, corpus: str) -
 
 def quality_of(
     p: Platform, data: Ingested, k: int, seeds: int, corpus: str, labels: dict[str, Any],
-    scored: set[str] | None = None,
+    scored: set[str] | None = None, pack: Path | None = None,
 ) -> None:  # fmt: skip
     """ARI and purity for k given and chosen, stability over seeds, the IS_A edges. ARI and
     purity count the chunks whose label is in ``scored`` (None: every chunk; empty: none,
@@ -922,15 +958,16 @@ def quality_of(
             same_id = sum(partitions[-1].get(a) == member_of[a] for a in keys) / len(keys)
             line += (f"; ARI to seed 0 {to_zero:.3f}; ids kept {c.kept}/{c.k} "
                      f"({100 * c.kept / c.k:.0f} %), chunks keeping their concept id "
-                     f"{100 * same_id:.0f} %")  # fmt: skip
-            figure(corpus, f"seed {seed}: ARI to seed 0; ids kept; chunks keeping id",
-                   f"{to_zero:.3f}; {c.kept}/{c.k}; {100 * same_id:.0f} %")  # fmt: skip
+                     f"{100 * same_id:.0f} %; broad ids kept {c.broad_kept}/{c.broad}")  # fmt: skip
+            figure(corpus, f"seed {seed}: ARI to 0; ids kept; chunks keeping id; broad ids kept",
+                   f"{to_zero:.3f}; {c.kept}/{c.k}; {100 * same_id:.0f} %; "
+                   f"{c.broad_kept}/{c.broad}")  # fmt: skip
         print(line + f"; {run['total_s']:.1f} s", flush=True)
         partitions.append(member_of)
         if seed == 0:
-            for row in sorted(concept_names(p, tenant).values(), key=lambda r: -r.size):
-                print(f"    concept {row.size:>5}  {row.name}  ({', '.join(row.terms[3:8])})")
+            print_concepts(p, tenant)
             report_isa(p, tenant, run, f"{corpus} k={k}", labels)
+            write_pack(p, data, k, f"{corpus}-k{k}", pack)
     if seeds > 1:
         restarts_effect(p, tenant, k, seeds, corpus)
     auto = discover(p, tenant, None, 0)
@@ -941,9 +978,9 @@ def quality_of(
         line += f": ARI {ari:.3f}, purity {purity:.3f}"
         figure(corpus, f"automatic k={c.k}: ARI / purity", f"{ari:.3f} / {purity:.3f}")
     print(f"{line}; {auto['total_s']:.1f} s", flush=True)
-    for row in sorted(concept_names(p, tenant).values(), key=lambda r: -r.size):
-        print(f"    concept {row.size:>5}  {row.name}  ({', '.join(row.terms[3:8])})")
+    print_concepts(p, tenant)
     report_isa(p, tenant, auto, f"{corpus} auto", labels)
+    write_pack(p, data, c.k, f"{corpus}-auto", pack)
 
 
 def verdict_marks(verdict: dict[str, Any] | None) -> str:
@@ -1022,88 +1059,69 @@ def report_prototype(
     figure(corpus, f"prototype: {title}", text)
 
 
-def group_concepts(
-    names: Sequence[str],
-    sizes: Sequence[int],
-    centroids: np.ndarray,
-    groups: int,
-    restarts: int = 8,
-) -> np.ndarray:
-    """The concepts' group numbers: spherical k-means of their unit centroids weighted by
-    their sizes (the chunks' k-means with each concept collapsed to its centroid), k-means++
-    seeding from ``restarts`` seeds, the least weighted inertia kept. Input in the order of
-    (size descending, name), so the grouping does not depend on the concepts' random ids."""
-    from sklearn.cluster import KMeans
-
-    order = sorted(range(len(names)), key=lambda i: (-sizes[i], names[i]))
-    c = clustering.normalized(np.asarray(centroids, dtype=np.float64)[order])
-    w = np.asarray(sizes, dtype=np.float64)[order]
-    best: tuple[float, np.ndarray] | None = None
-    for seed in range(restarts):
-        labels = KMeans(groups, n_init=1, random_state=seed).fit(c, sample_weight=w).labels_
-        for _ in range(50):
-            sums = np.zeros((groups, c.shape[1]))
-            np.add.at(sums, labels, c * w[:, None])
-            centres = clustering.normalized(sums + 1e-12)
-            moved = (c @ centres.T).argmax(axis=1)
-            if (moved == labels).all():
-                break
-            labels = moved
-        inertia = float((w * (1 - (c * centres[labels]).sum(axis=1))).sum())
-        if best is None or inertia < best[0]:
-            best = (inertia, labels.copy())
-    assert best is not None
-    out = np.empty(len(names), dtype=np.int64)
-    out[order] = best[1]
-    return out
-
-
-def grouped_parents(p: Platform, data: Ingested, corpus: str, labels: dict[str, Any]) -> None:
-    """The second prototype on the tenant's live concepts: each concept IS_A its group from
-    ``group_concepts`` (COARSE_K groups) when the group holds another concept too; a group
-    is named by c-TF-IDF over the 200 member chunks nearest its centroid."""
+def candidate_pairs(p: Platform, data: Ingested, k: int) -> dict[str, Any]:
+    """Every concept in a group of two or more with its group, and any other IS_A binding
+    stored, each with what a reader needs to judge it (terms, modules, sample chunks) and
+    nothing of the pair's statistics: the reader cannot tell which pairs the rule keeps."""
     tenant = data.tenant_id
-    model = p.knowledge.get().embedder.model_name
-    rows = sorted(concept_names(p, tenant).values(), key=lambda r: (-r.size, r.name))
-    with p.uow_factory(write=False, tenant_id=tenant) as uow:
-        ids, raw = uow.concepts.vectors(tenant, MODALITY, model, 10**7)
-        texts = uow.concepts.texts(tenant, ids)
-    group = group_concepts(
-        [r.name for r in rows], [r.size for r in rows],
-        np.stack([np.frombuffer(r.centroid, np.float32) for r in rows]), COARSE_K,
-    )  # fmt: skip
-    of_concept = {r.id: int(g) for r, g in zip(rows, group, strict=True)}
+    fine, broad = concept_names(p, tenant), concept_names(p, tenant, BROAD)
+    names = edge_names(p, tenant)
     member_of = memberships(p, tenant)
-    x = clustering.normalized(raw)
-    chunk_group = np.array([of_concept.get(member_of.get(a, ""), -1) for a in ids])
-    classes = []
-    for j in range(COARSE_K):
-        members = np.where(chunk_group == j)[0]
-        centre = clustering.normalized(x[members].sum(axis=0, keepdims=True) + 1e-12)[0]
-        nearest = members[np.argsort(-(x[members] @ centre), kind="stable")][:200]
-        classes.append([texts.get(ids[i], "") for i in nearest])
-    group_names = [naming.name_of(t, f"group {j}") for j, t in enumerate(naming.top_terms(classes))]
-    sizes = Counter(of_concept.values())
-    pairs = [
-        (f"{r.name} IS_A GROUP: {group_names[of_concept[r.id]]}", "")
-        for r in sorted(rows, key=lambda r: r.name)
-        if sizes[of_concept[r.id]] >= 2
-    ]
-    report_prototype(pairs, labels, corpus, "concept-group",
-                     f"parents from {COARSE_K} groups of concepts")  # fmt: skip
+    by_concept: dict[str, list[str]] = {}
+    for atom_id, concept_id in member_of.items():
+        by_concept.setdefault(concept_id, []).append(atom_id)
+    with p.uow_factory(write=False, tenant_id=tenant) as uow:
+        stored = uow.concepts.graph_edges(tenant, ("IS_A",))
+        samples = {}
+        for cid in fine:
+            page = uow.concepts.members(tenant, [fine[cid].atom_id], 3, None)
+            texts = uow.concepts.texts(tenant, [a for a, _ in page])
+            samples[cid] = [" ".join(texts.get(a, "").split())[:300] for a, _ in page]
+
+    def modules(cids: Sequence[str]) -> list[str]:
+        counts = Counter(data.module_of.get(a, "?") for c in cids for a in by_concept.get(c, []))
+        return [f"{m} ({n})" for m, n in counts.most_common(8)]
+
+    def concept(cid: str) -> dict[str, Any]:
+        return {"name": fine[cid].name, "terms": fine[cid].terms, "modules": modules([cid]),
+                "samples": samples[cid]}  # fmt: skip
+
+    def group(gid: str) -> dict[str, Any]:
+        held = [c for c in fine.values() if c.broader_id == gid]
+        return {"name": names[gid], "terms": broad[gid].terms,
+                "concepts": [c.name for c in sorted(held, key=lambda c: -c.size)],
+                "modules": modules([c.id for c in held])}  # fmt: skip
+
+    pairs = {(c.id, c.broader_id) for c in fine.values() if c.broader_id in broad}
+    pairs |= {(e.src_id, e.dst_id) for e in stored if e.src_id in fine and e.dst_id in broad}
+    return {f"{names[c]} IS_A {names[g]}": {"k": k, "child": concept(c), "parent": group(g)}
+            for c, g in sorted(pairs)}  # fmt: skip
+
+
+def write_pack(p: Platform, data: Ingested, k: int, name: str, pack: Path | None) -> None:
+    """The candidate pairs of the live concepts, for blind labelling (``--isa-pack``)."""
+    if pack is not None:
+        pack.mkdir(parents=True, exist_ok=True)
+        (pack / f"{name}.json").write_text(
+            json.dumps(candidate_pairs(p, data, k), indent=1, sort_keys=True)
+        )
 
 
 def isa_sweep(
-    p: Platform, data: Ingested, ks: Sequence[int], corpus: str, labels: dict[str, Any]
-) -> None:
+    p: Platform, data: Ingested, ks: Sequence[int], corpus: str, labels: dict[str, Any],
+    pack: Path | None = None,
+) -> None:  # fmt: skip
     """The IS_A edges binding stores at its default thresholds, over several k on one corpus
     (one k gives a few edges: too few to measure precision), each with its label and, where
     a second reader labelled it too, theirs; precision by either reader."""
     judged: dict[str, Any] = labels.get("edges", {})
     seen: dict[str, Any] = {}  # edge name -> its label (None: unlabelled)
+    candidates: dict[str, Any] = {}
     for k in ks:
         run = discover(p, data.tenant_id, k, 0)
-        names = {cid: row.name for cid, row in concept_names(p, data.tenant_id).items()}
+        names = edge_names(p, data.tenant_id)
+        for name, pair in candidate_pairs(p, data, k).items():
+            candidates.setdefault(name, pair)
         with p.uow_factory(write=False, tenant_id=data.tenant_id) as uow:
             stored = [e for e in uow.concepts.graph_edges(data.tenant_id, ("IS_A",))
                       if e.src_id in names and e.dst_id in names]  # fmt: skip
@@ -1123,15 +1141,25 @@ def isa_sweep(
             seen.setdefault(name, verdict)
         if k == COARSE_FINE_K:
             coarse_parents(p, data, corpus, labels)
-            grouped_parents(p, data, corpus, labels)
+    if pack is not None:
+        pack.mkdir(parents=True, exist_ok=True)
+        (pack / f"{corpus}.json").write_text(json.dumps(candidates, indent=1, sort_keys=True))
     text = precision_text(list(seen.values()))
     print(f"  {corpus}: IS_A precision at the defaults {text}", flush=True)
+    # What the subsumption test adds to the grouping: every grouped concept with its group,
+    # and those of them binding did not keep.
+    every = precision_text([judged.get(name) for name in candidates])
+    dropped = precision_text([judged.get(name) for name in candidates if name not in seen])
+    print(f"  {corpus}: every grouped concept IS_A its group {every}; of them not stored "
+          f"{dropped}", flush=True)  # fmt: skip
+    figure(corpus, "every grouped concept IS_A its group / those binding left out",
+           f"{every} / {dropped}")  # fmt: skip
     figure(corpus, f"IS_A at the defaults over k={','.join(map(str, ks))}: precision", text)
 
 
 def bench_quality(
     tmp: Path, seeds: int, wide: int, wide_k: int, readmes: int, readmes_k: int,
-    isa_ks: Sequence[int] = (), per_package: int = 60,
+    isa_ks: Sequence[int] = (), per_package: int = 60, pack: Path | None = None,
 ) -> None:  # fmt: skip
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     labels = json.loads(LABELS.read_text()) if LABELS.exists() else {}
@@ -1154,7 +1182,7 @@ def bench_quality(
               flush=True)  # fmt: skip
         figure("quality", "corpus", f"{data.documents} modules, {len(FAMILIES)} families, "
                f"{data.chunks} chunks")  # fmt: skip
-        quality_of(p, data, len(FAMILIES), seeds, "quality", labels)
+        quality_of(p, data, len(FAMILIES), seeds, "quality", labels, pack=pack)
         if wide_docs:
             per_label = Counter(d[0] for d in wide_docs)
             packages = {name for name, n in per_label.items() if n >= 3}
@@ -1165,14 +1193,14 @@ def bench_quality(
                   f"over the packages' chunks", flush=True)  # fmt: skip
             figure("wide", "corpus", f"{data.documents} modules, {len(packages)} packages "
                    f"scored, {data.chunks} chunks")  # fmt: skip
-            quality_of(p, data, wide_k, seeds, "wide", labels, packages)
+            quality_of(p, data, wide_k, seeds, "wide", labels, packages, pack)
         if readme_docs:
             data = ingest(p, readme_docs, "readmes")
             print(f"4c. README corpus: the long descriptions of {data.documents} installed "
                   f"distributions (several subjects each), {data.chunks} chunks, ingested in "
                   f"{data.seconds:.0f} s; no labels: binding only", flush=True)  # fmt: skip
             figure("readmes", "corpus", f"{data.documents} READMEs, {data.chunks} chunks")
-            quality_of(p, data, readmes_k, 1, "readmes", labels, set())
+            quality_of(p, data, readmes_k, 1, "readmes", labels, set(), pack)
         if package_docs:
             print("4d. IS_A precision at the default thresholds, documents as windows, over "
                   f"k = {', '.join(map(str, isa_ks))} on {len(package_docs)} corpora of the "
@@ -1185,7 +1213,7 @@ def bench_quality(
                 print(f"  {name}: {data.documents} modules of {names}; {data.chunks} chunks, "
                       f"ingested in {data.seconds:.0f} s", flush=True)  # fmt: skip
                 figure(name, "corpus", f"{data.documents} modules, {data.chunks} chunks")
-                isa_sweep(p, data, isa_ks, name, labels)
+                isa_sweep(p, data, isa_ks, name, labels, pack)
     finally:
         p.close()
 
@@ -1226,6 +1254,10 @@ def main() -> None:
         "--packages", type=int, default=60,
         help="modules a package at most in the IS_A sweep's corpora (0: no sweep)",
     )  # fmt: skip
+    parser.add_argument(
+        "--isa-pack", type=Path, default=None,
+        help="write each package corpus's candidate IS_A pairs here, for blind labelling",
+    )  # fmt: skip
     args = parser.parse_args()
     print(f"machine: {machine('at the start')}", flush=True)
     started = time.perf_counter()
@@ -1246,7 +1278,7 @@ def main() -> None:
         if args.only in (None, "quality"):
             isa_ks = [int(k) for k in args.isa_k.split(",") if k.strip()]
             bench_quality(tmp, args.seeds, args.wide, args.wide_k, args.readmes, args.readmes_k,
-                          isa_ks, args.packages)  # fmt: skip
+                          isa_ks, args.packages, args.isa_pack)  # fmt: skip
     pools = f"thread pools limited to {args.threads}" if args.threads else "default thread pools"
     print(f"\nfigures ({time.perf_counter() - started:.0f} s in all, {pools})")
     print(f"machine: {machine('at the end')}")
