@@ -218,6 +218,17 @@ def synthetic(tmp_path: Path, tenant_maker) -> Iterator[tuple[Platform, Corpus]]
              "solo": "glacier moraine crevasse"}  # fmt: skip
     plan = [["general", "narrow"]] * 4 + [["general"]] * 6 + [["left", "right"]] * 4
     plan += [["solo"]] * 30
+    write_plan(p, corpus, plan, axes, words, rng)
+    yield p, corpus
+    p.close()
+
+
+def write_plan(
+    p: Platform, corpus: Corpus, plan: list[list[str]], axes: dict[str, np.ndarray],
+    words: dict[str, str], rng: np.random.Generator,
+) -> None:  # fmt: skip
+    """One document per entry of ``plan``, three chunks per topic in it: the topic's axis
+    plus noise, its words in the text."""
     n = 0
     for d, topics in enumerate(plan):
         texts, vectors = [], []
@@ -227,8 +238,6 @@ def synthetic(tmp_path: Path, tenant_maker) -> Iterator[tuple[Platform, Corpus]]
                 texts.append(f"{words[topic]} note {n}")
                 vectors.append(axes[topic] + rng.normal(scale=0.05, size=DIMENSION))
         add_document(p.uow_factory, corpus, f"doc{d}", texts, vectors)
-    yield p, corpus
-    p.close()
 
 
 FINANCE = ["ledger", "overdraft", "mortgage", "pension", "audit", "invoice", "payroll", "tax"]
@@ -250,15 +259,7 @@ def grouped(tmp_path: Path, tenant_maker) -> Iterator[tuple[Platform, Corpus]]:
     axes.update({name: eye[0] + 0.7 * o for name, o in zip(FINANCE[1:], offsets, strict=True)})
     plan = [["ledger", FINANCE[1 + d % 7]] for d in range(21)]
     plan += [["glacier"]] * 35 + [["moraine"]] * 35
-    n = 0
-    for d, topics in enumerate(plan):
-        texts, vectors = [], []
-        for topic in topics:
-            for _ in range(3):
-                n += 1
-                texts.append(f"{topic} note {n}")
-                vectors.append(axes[topic] + rng.normal(scale=0.05, size=DIMENSION))
-        add_document(p.uow_factory, corpus, f"doc{d}", texts, vectors)
+    write_plan(p, corpus, plan, axes, {name: name for name in axes}, rng)
     yield p, corpus
     p.close()
 

@@ -109,6 +109,16 @@ def active_key(tenant_id: str, modality: str) -> str:
     return f"{tenant_id}:{modality}"
 
 
+def _live(tenant_id: str, modality: str, level: int) -> tuple[Any, ...]:
+    """The conditions of a modality's active concepts of one level."""
+    return (
+        concepts.c.tenant_id == tenant_id,
+        concepts.c.modality == modality,
+        concepts.c.state == ACTIVE,
+        concepts.c.level == level,
+    )
+
+
 def _active_members(member: Any, tenant_id: str, modality: str, *columns: Any) -> sa.Select[Any]:
     """``columns`` over the member edges (``member``: ``edges`` or an alias of it) of the
     modality's active concepts."""
@@ -394,14 +404,7 @@ class ConceptRepository:
     def active(self, tenant_id: str, modality: str, level: int = FINE) -> list[ConceptRow]:
         """The modality's active concepts of one level (FINE: those chunks belong to)."""
         rows = self._conn.execute(
-            concepts.select()
-            .where(
-                concepts.c.tenant_id == tenant_id,
-                concepts.c.modality == modality,
-                concepts.c.state == ACTIVE,
-                concepts.c.level == level,
-            )
-            .order_by(concepts.c.id)
+            concepts.select().where(*_live(tenant_id, modality, level)).order_by(concepts.c.id)
         )
         return [_concept(r) for r in rows]
 
@@ -428,12 +431,7 @@ class ConceptRepository:
         assignment caches its centroids under (a new centroid is a new atom)."""
         rows = self._conn.execute(
             sa.select(concepts.c.atom_id, concepts.c.broader_id)
-            .where(
-                concepts.c.tenant_id == tenant_id,
-                concepts.c.modality == modality,
-                concepts.c.state == ACTIVE,
-                concepts.c.level == FINE,
-            )
+            .where(*_live(tenant_id, modality, FINE))
             .order_by(concepts.c.id)
         )
         return [(r.atom_id, r.broader_id) for r in rows]
