@@ -983,21 +983,28 @@ def quality_of(
     write_pack(p, data, c.k, f"{corpus}-auto", pack)
 
 
+OTHER_READERS = ("second", "third")  # a label's further readers, each {correct, reason}
+
+
 def verdict_marks(verdict: dict[str, Any] | None) -> str:
-    """ "right", "wrong" or "?", and the second reader's after a slash where there is one."""
+    """ "right", "wrong" or "?", and the other readers' after slashes where there are any."""
     if verdict is None:
         return "?"
-    both = (verdict, verdict.get("second"))
-    return "/".join("right" if v["correct"] else "wrong" for v in both if v is not None)
+    readers = [verdict] + [verdict[r] for r in OTHER_READERS if r in verdict]
+    return "/".join("right" if v["correct"] else "wrong" for v in readers)
 
 
 def precision_text(verdicts: Sequence[dict[str, Any] | None]) -> str:
-    """Right over labelled by the first reader, the second reader's where there is one, and
+    """Right over labelled by the first reader, each other reader's where there are any, and
     how many edges no one labelled (None)."""
     labelled = [v for v in verdicts if v is not None]
-    seconds = [v["second"]["correct"] for v in labelled if "second" in v]
     text = f"{sum(v['correct'] for v in labelled)}/{len(labelled)}"
-    text += f" (second reader {sum(seconds)}/{len(seconds)})" if seconds else ""
+    others = []
+    for reader in OTHER_READERS:
+        theirs = [v[reader]["correct"] for v in labelled if reader in v]
+        if theirs:
+            others.append(f"{reader} reader {sum(theirs)}/{len(theirs)}")
+    text += f" ({', '.join(others)})" if others else ""
     unlabelled = len(verdicts) - len(labelled)
     return text + (f", {unlabelled} unlabelled" if unlabelled else "")
 
@@ -1053,7 +1060,7 @@ def report_prototype(
     judged: dict[str, Any] = labels.get("edges", {})
     verdicts = [judged.get(name) for name, _ in pairs]
     for (name, detail), verdict in zip(pairs, verdicts, strict=True):
-        print(f"      [{verdict_marks(verdict):>11}] {name}{detail}")
+        print(f"      [{verdict_marks(verdict):>17}] {name}{detail}")
     text = precision_text(verdicts)
     print(f"  {corpus}: the {what} prototype at k={COARSE_FINE_K}/{COARSE_K}: {text}", flush=True)
     figure(corpus, f"prototype: {title}", text)
@@ -1135,7 +1142,7 @@ def isa_sweep(
             seen_in = e.evidence["occurrences"]
             reason = f"\n              {verdict['reason']}" if verdict else ""
             cosine = e.evidence["centroid_cosine"]
-            print(f"      [{marks:>11}] {name}  (P(parent|child) {e.confidence:.2f}, together "
+            print(f"      [{marks:>17}] {name}  (P(parent|child) {e.confidence:.2f}, together "
                   f"{e.evidence['together']}, windows {seen_in[e.src_id]}/{seen_in[e.dst_id]}, "
                   f"centroids' cosine {cosine:.2f}){again}{reason}")  # fmt: skip
             seen.setdefault(name, verdict)
