@@ -23,7 +23,8 @@ embedded platform (SQLite), CPU only, side by side in one run:
    own ``bind`` writes with other MIN_SUPPORT / IS_A_MIN (its constants patched for the call:
    the file is not changed); then IS_A precision at the defaults over several k
    (``--isa-k``) on four corpora of installed packages' docstrings (``--packages`` modules a
-   package): one the rule was developed on, three labelled blind by two readers each.
+   package): one the rule was developed on, three held out, each pair labelled by readers
+   who were not told which pairs binding keeps (up to three a pair: ``second``, ``third``).
 
 The synthetic corpus (sections 1-3): ``--topics`` topics in ``--groups`` groups (a topic's
 centre is its group's centre plus its own direction: siblings at cosine ~0.6); a chunk is its
