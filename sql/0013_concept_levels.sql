@@ -17,6 +17,10 @@ CREATE INDEX ix_concepts_tenant_id_broader_id ON concepts (tenant_id, broader_id
 
 GO
 
+DELETE FROM concept_edges WHERE kind = 'IS_A';
+
+GO
+
 UPDATE alembic_version SET version_num='0013' WHERE alembic_version.version_num = '0012';
 
 GO

@@ -323,6 +323,10 @@ def test_binding_makes_each_concept_a_part_of_its_group_and_a_rerun_changes_noth
     fewer = p.concepts.run_now(corpus.tenant_id, "text", 5, "api")
     assert fewer["clustered"]["broad"] == 0 and fewer["bound"]["is_a"] == 0
     assert p.concepts.get(corpus.tenant_id, broad.id).concept.state != "active"
+    # A concept that retires leaves its group: a retired group reaches none of them.
+    gone = p.concepts.page(corpus.tenant_id, None, 50, state=None, level=0).items
+    assert [c for c in gone if c.state != "active"] and all(c.broader_id is None for c in gone)
+    assert not p.concepts.get(corpus.tenant_id, broad.id).narrower
 
 
 def test_an_activity_replayed_answers_what_its_run_recorded(synthetic) -> None:

@@ -523,6 +523,8 @@ class ConceptRepository:
             )
 
     def retire(self, tenant_id: str, concept_ids: Sequence[str], state: str, now: datetime) -> None:
+        """Mark concepts retired or merged; they leave their group (``broader_id``), so neither
+        the group's members nor a search filtered by the group reach a retired concept."""
         for i in range(0, len(concept_ids), IN_BATCH):
             self._conn.execute(
                 concepts.update()
@@ -530,7 +532,7 @@ class ConceptRepository:
                     concepts.c.tenant_id == tenant_id,
                     concepts.c.id.in_(concept_ids[i : i + IN_BATCH]),
                 )
-                .values(state=state, updated_at=now)
+                .values(state=state, updated_at=now, broader_id=None)
             )
 
     def grow(self, tenant_id: str, sizes: dict[str, int], now: datetime) -> None:

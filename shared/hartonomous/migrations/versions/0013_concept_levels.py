@@ -32,6 +32,9 @@ def upgrade() -> None:
         )
 
     # ### end Alembic commands ###
+    # IS_A now goes from a concept to a broad concept only: the IS_A edges earlier binding wrote
+    # between two concepts of one level go (the next binding writes the new ones).
+    op.execute(sa.text("DELETE FROM concept_edges WHERE kind = 'IS_A'"))
 
 
 def downgrade() -> None:
